@@ -1,0 +1,5 @@
+import sys
+
+from worldreel.cli import main
+
+sys.exit(main())

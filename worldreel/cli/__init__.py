@@ -1,0 +1,69 @@
+"""The ``worldreel`` command line.
+
+DESIGN.md names one ``cli.py``; it is a package instead so each concern keeps its commands
+in its own file (``cli/world.py``, ``cli/generate.py``, ...) under STYLE rule 1, and this
+file only assembles them. Each module exposes ``register(groups)`` and keeps heavy imports
+(torch, PyAV) inside its commands, so ``worldreel --help`` stays instant.
+
+A ``UserError`` (bad input) prints one line naming the parameter and exits with status 2;
+anything else is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from worldreel.errors import UserError
+
+app = typer.Typer(
+    name="worldreel",
+    help="worldreel: text-to-video world simulator. Generate, train, serve and measure.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+GROUPS: dict[str, typer.Typer] = {
+    "": app,
+    "world": typer.Typer(help="The reel world: render clips with exact captions.", no_args_is_help=True),
+    "bench": typer.Typer(help="Benchmarks: world-bench, autoencoder, speed.", no_args_is_help=True),
+    "train": typer.Typer(help="Train the autoencoder and the denoiser; build latent caches.", no_args_is_help=True),
+}
+for _name, _group in GROUPS.items():
+    if _name:
+        app.add_typer(_group, name=_name)
+
+
+def _register_all() -> None:
+    from worldreel.cli import bench, generate, serve, train, world
+
+    for module in (world, bench, generate, train, serve):
+        module.register(GROUPS)
+
+
+_register_all()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point: run the app, turning bad input into a one-line error."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except typer.Exit as done:
+        return done.exit_code
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # click's own usage errors carry their message and exit code
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            return err.exit_code
+        raise
+    return 0

@@ -1,0 +1,100 @@
+"""Named presets: the name is the CLI choice, the run folder and the checkpoint's metadata.
+
+A preset is a small function returning a ``Preset`` (model architecture + training
+recipes), registered in ``PRESETS`` (as DiT registers ``DiT_models['DiT-XL/2']``).
+A trained model on disk is a folder holding ``config.json`` (a ``ModelConfig``), the
+weights as safetensors and a ``README.md`` model card; ``model_dir(name)`` finds the ones
+shipped inside the package.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from worldreel.errors import UserError
+from worldreel.models.dit import DiTConfig
+from worldreel.models.text import TextConfig
+from worldreel.models.vae import VAEConfig
+from worldreel.train.config import TrainConfig
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"  # models shipped inside the package
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a trained model; saved as the model folder's config.json."""
+
+    name: str = "world-tiny"  # preset name this model was built from
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    dit: DiTConfig = field(default_factory=DiTConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    fps: int = 8  # frames per second of the training clips
+    default_size: tuple[int, int] = (64, 64)  # (width, height) when --size is not given
+    default_seconds: float = 4.0  # clip length when --seconds is not given
+    max_side: int = 256  # largest supported width or height (multiples of 16)
+
+
+@dataclass
+class Preset:
+    model: ModelConfig
+    train_vae: TrainConfig = field(default_factory=TrainConfig)
+    train_dit: TrainConfig = field(default_factory=TrainConfig)
+
+
+def world_tiny() -> Preset:
+    """~10M-parameter denoiser and a small 4x8x8x16 autoencoder: trains on 2 CPU cores."""
+    model = ModelConfig(
+        name="world-tiny",
+        vae=VAEConfig(latent_channels=16, time_factor=4, space_factor=8, base_channels=32),
+        dit=DiTConfig(width=256, depth=8, heads=4, patch=(1, 2, 2)),
+    )
+    return Preset(
+        model=model,
+        train_vae=TrainConfig(steps=3000, batch_size=8, lr=1e-3, warmup=100),
+        train_dit=TrainConfig(steps=4000, batch_size=32, lr=5e-4, warmup=200),
+    )
+
+
+def world_base() -> Preset:
+    """A GPU-sized denoiser (~130M parameters) on the same autoencoder."""
+    model = ModelConfig(
+        name="world-base",
+        vae=VAEConfig(latent_channels=16, time_factor=4, space_factor=8, base_channels=64),
+        dit=DiTConfig(width=768, depth=16, heads=12, patch=(1, 2, 2)),
+        max_side=512,
+    )
+    return Preset(
+        model=model,
+        train_vae=TrainConfig(steps=50_000, batch_size=16, lr=5e-4, warmup=1000),
+        train_dit=TrainConfig(steps=200_000, batch_size=64, lr=2e-4, warmup=2000),
+    )
+
+
+PRESETS: dict[str, Callable[[], Preset]] = {
+    "world-tiny": world_tiny,
+    "world-base": world_base,
+}
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise UserError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}", param="preset")
+    return PRESETS[name]()
+
+
+def model_dir(name_or_path: str) -> Path:
+    """The folder of a model: a path to a model folder, or the name of one shipped in the package."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise UserError(f"{path} is not a model folder (no config.json)", param="model")
+        return path
+    shipped = WEIGHTS_DIR / name_or_path
+    if (shipped / "config.json").exists():
+        return shipped
+    available = sorted(p.name for p in WEIGHTS_DIR.iterdir() if (p / "config.json").exists()) if WEIGHTS_DIR.exists() else []
+    raise UserError(
+        f"no model named {name_or_path!r}: not a folder, and the package ships {available or 'no models yet'}",
+        param="model",
+    )
