@@ -75,3 +75,29 @@ class SceneFacts:
     camera: str = "static"  # one of CAMERAS
     pillar: bool = False  # a gray pillar stands in the scene
     extras: dict = field(default_factory=dict, compare=False, hash=False)  # free-form notes, never compared
+
+
+def facts_to_dict(facts: SceneFacts) -> dict:
+    """SceneFacts as the JSON written to captions.jsonl ("facts" field)."""
+    return {
+        "objects": [
+            {"color": o.color, "shape": o.shape, "motion": o.motion, "behind_pillar": o.behind_pillar, "hits": o.hits}
+            for o in facts.objects
+        ],
+        "camera": facts.camera,
+        "pillar": facts.pillar,
+    }
+
+
+def facts_from_dict(data: dict) -> SceneFacts:
+    objects = tuple(
+        ObjectFacts(
+            color=o["color"],
+            shape=o["shape"],
+            motion=o["motion"],
+            behind_pillar=bool(o.get("behind_pillar", False)),
+            hits=o.get("hits"),
+        )
+        for o in data["objects"]
+    )
+    return SceneFacts(objects=objects, camera=data.get("camera", "static"), pillar=bool(data.get("pillar", False)))
