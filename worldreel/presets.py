@@ -47,7 +47,7 @@ def world_tiny() -> Preset:
     model = ModelConfig(
         name="world-tiny",
         vae=VAEConfig(latent_channels=16, time_factor=4, space_factor=8, base_channels=32),
-        dit=DiTConfig(width=256, depth=8, heads=4, patch=(1, 2, 2)),
+        dit=DiTConfig(width=256, depth=8, heads=4, mlp_ratio=3.0, patch=(1, 2, 2)),
     )
     return Preset(
         model=model,
@@ -61,7 +61,7 @@ def world_base() -> Preset:
     model = ModelConfig(
         name="world-base",
         vae=VAEConfig(latent_channels=16, time_factor=4, space_factor=8, base_channels=64),
-        dit=DiTConfig(width=768, depth=16, heads=12, patch=(1, 2, 2)),
+        dit=DiTConfig(width=640, depth=14, heads=10, patch=(1, 2, 2)),
         max_side=512,
     )
     return Preset(

@@ -1,7 +1,37 @@
-"""Diffusion transformer over spacetime latent patches (issue 4). Placeholder: config only, so far."""
+"""Diffusion transformer over spacetime patches of the autoencoder's latents (issue 4).
+
+The network predicts the rectified-flow velocity ``v = noise - x0`` (``diffusion/flow.py``)
+for a latent video ``x`` (B, C, f, h, w) at a per-latent-frame time ``t`` (B, f), given
+text token states. Read top to bottom:
+
+- ``patchify``: (1 x 2 x 2 by default) spacetime patches -> tokens, one linear layer.
+- ``DiTBlock``: adaLN-Zero (DiT, Peebles & Xie 2023) self-attention over all spacetime
+  tokens + cross-attention to the text + MLP. The modulation comes from the timestep of
+  *each latent frame* and is broadcast to that frame's tokens, which is how given frames
+  (t = 0, clean latents) sit next to noisy ones in one sequence: every generation mode is
+  "which frames are given" (DESIGN.md).
+- Attention: ``F.scaled_dot_product_attention`` with RMS-normalised queries and keys
+  (qk-norm, as in SD3 / Wan) and 3-D rotary embeddings (RoPE, Su et al. 2021) whose head
+  dimension is split across the time, height and width axes; no position table, so any
+  size and length that fits in memory works.
+- ``skips="uvit"``: U-ViT long skip connections (Bao et al. 2023, the design behind Vidu):
+  the input of first-half block ``i`` is concatenated to the input of its mirror
+  ``depth - 1 - i`` and fused by a linear layer.
+- ``FinalLayer``: adaLN-Zero output head, then ``unpatchify``.
+
+All initialisation is in ``DiT.initialize_weights``; the model outputs exactly zero at init.
+"""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 @dataclass
@@ -13,3 +43,283 @@ class DiTConfig:
     heads: int = 4  # attention heads
     text_dim: int = 384  # width of the text encoder's token states (MiniLM-L6)
     skips: str = "none"  # "none" or "uvit" (U-ViT long skip connections)
+    mlp_ratio: float = 4.0  # MLP hidden width = mlp_ratio * width
+    rope_theta: float = 10000.0  # RoPE base period, shared by the three axes
+    pooled_text: bool = True  # add the masked mean of the text states to the adaLN conditioning (as SD3 adds a pooled text vector)
+    grad_checkpoint: bool = False  # recompute block activations in backward: less memory, ~30 % more time (training switch)
+
+
+# ---------------------------------------------------------------------------------------------
+# Small pieces
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN: x (B, f, S, D) with shift/scale (B, f, 1, D), one pair per latent frame."""
+    return x * (1 + scale) + shift  # (B, f, S, D)
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal features of t in [0, 1] (scaled by 1000, the range DiT's frequencies were made for)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)  # (half,)
+    args = t.float()[..., None] * 1000.0 * freqs  # (..., half)
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # (..., dim)
+
+
+class TimestepEmbedder(nn.Module):
+    """t (B, f) -> (B, f, D): sinusoidal features, then a 2-layer MLP (as in DiT)."""
+
+    def __init__(self, width: int, freq_dim: int = 256):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, width), nn.SiLU(), nn.Linear(width, width))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.mlp(timestep_embedding(t, self.freq_dim))  # (B, f) -> (B, f, D)
+
+
+class Rope3D(nn.Module):
+    """Rotary position angles over a (frames, rows, cols) token grid; no parameters.
+
+    The head dimension is split into three even parts, time gets what the two equal
+    spatial parts leave (64 -> 24 + 20 + 20). Positions are integer grid indices, so the
+    attention score between two tokens depends only on their offset in each axis.
+    """
+
+    def __init__(self, head_dim: int, theta: float):
+        super().__init__()
+        spatial = 2 * (head_dim // 6)
+        self.dims = (head_dim - 2 * spatial, spatial, spatial)  # (time, height, width) rotary dims
+        self.theta = theta
+
+    def forward(self, grid: tuple[int, int, int], device: torch.device, offset: tuple[int, int, int] = (0, 0, 0)):
+        """(cos, sin), each (N, head_dim / 2) for the N = f*h*w tokens in (f, h, w) order."""
+        angles = []
+        for axis, (n, dim) in enumerate(zip(grid, self.dims)):
+            freqs = self.theta ** (-torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim)  # (dim/2,)
+            pos = torch.arange(n, device=device, dtype=torch.float32) + offset[axis]  # (n,)
+            ang = torch.outer(pos, freqs)  # (n, dim/2)
+            view = [1, 1, 1, dim // 2]
+            view[axis] = n
+            angles.append(ang.view(view).expand(*grid, dim // 2))  # (f, h, w, dim/2)
+        ang = torch.cat(angles, dim=-1).reshape(-1, sum(self.dims) // 2)  # (f, h, w, hd/2) -> (N, hd/2)
+        return torch.cos(ang), torch.sin(ang)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate consecutive channel pairs of x (B, H, N, hd) by the angles (N, hd/2)."""
+    x1, x2 = x.float()[..., 0::2], x.float()[..., 1::2]  # (B, H, N, hd/2) each
+    out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)  # (B, H, N, hd/2, 2)
+    return out.flatten(-2).type_as(x)  # (B, H, N, hd)
+
+
+class SelfAttention(nn.Module):
+    """Full 3-D self-attention with qk RMS-norm and RoPE."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.q_norm = nn.RMSNorm(width // heads, eps=1e-6)
+        self.k_norm = nn.RMSNorm(width // heads, eps=1e-6)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.heads)  # 3 x (B, H, N, hd)
+        q, k = apply_rope(self.q_norm(q), *rope), apply_rope(self.k_norm(k), *rope)  # (B, H, N, hd)
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, H, N, hd)
+        return self.proj(rearrange(out, "b h n d -> b n (h d)"))  # (B, N, D)
+
+
+class CrossAttention(nn.Module):
+    """Tokens attend to the text token states; padded text tokens are masked out."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.q = nn.Linear(width, width)
+        self.kv = nn.Linear(width, 2 * width)
+        self.q_norm = nn.RMSNorm(width // heads, eps=1e-6)
+        self.k_norm = nn.RMSNorm(width // heads, eps=1e-6)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        q = rearrange(self.q(x), "b n (h d) -> b h n d", h=self.heads)  # (B, H, N, hd)
+        k, v = rearrange(self.kv(text), "b l (two h d) -> two b h l d", two=2, h=self.heads)  # 2 x (B, H, L, hd)
+        q, k = self.q_norm(q), self.k_norm(k)  # (B, H, N|L, hd)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=text_mask[:, None, None, :])  # (B, H, N, hd)
+        return self.proj(rearrange(out, "b h n d -> b n (h d)"))  # (B, N, D)
+
+
+class DiTBlock(nn.Module):
+    """adaLN-Zero block: x + g1*attn(mod(x)), + cross(x, text), + g2*mlp(mod(x))."""
+
+    def __init__(self, cfg: DiTConfig, *, long_skip: bool = False):
+        super().__init__()
+        d = cfg.width
+        self.skip = nn.Linear(2 * d, d) if long_skip else None  # U-ViT fusion of [x, skip]
+        self.norm1 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.attn = SelfAttention(d, cfg.heads)
+        self.norm_cross = nn.LayerNorm(d, eps=1e-6)  # cross-attention is not modulated (as in PixArt-alpha)
+        self.cross = CrossAttention(d, cfg.heads)
+        self.norm2 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        hidden = int(d * cfg.mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, d))
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))  # per-frame shift/scale/gate x 2
+
+    def forward(self, x, c, rope, text, text_mask, skip=None):
+        """x (B, N, D) tokens in (f, h, w) order; c (B, f, D) per-frame conditioning; skip (B, N, D) or None."""
+        f = c.shape[1]
+        if self.skip is not None:
+            x = self.skip(torch.cat([x, skip], dim=-1))  # (B, N, 2D) -> (B, N, D)
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c).unsqueeze(2).chunk(6, dim=-1)  # 6 x (B, f, 1, D)
+        h = modulate(self.norm1(x).unflatten(1, (f, -1)), shift1, scale1).flatten(1, 2)  # (B, N, D)
+        x = x + (gate1 * self.attn(h, rope).unflatten(1, (f, -1))).flatten(1, 2)  # (B, N, D)
+        x = x + self.cross(self.norm_cross(x), text, text_mask)  # (B, N, D)
+        h = modulate(self.norm2(x).unflatten(1, (f, -1)), shift2, scale2).flatten(1, 2)  # (B, N, D)
+        x = x + (gate2 * self.mlp(h).unflatten(1, (f, -1))).flatten(1, 2)  # (B, N, D)
+        return x
+
+
+class FinalLayer(nn.Module):
+    """adaLN-Zero output head: tokens -> patch values (B, N, pt*ph*pw*C)."""
+
+    def __init__(self, width: int, patch_values: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
+        self.linear = nn.Linear(width, patch_values)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        f = c.shape[1]
+        shift, scale = self.ada(c).unsqueeze(2).chunk(2, dim=-1)  # 2 x (B, f, 1, D)
+        h = modulate(self.norm(x).unflatten(1, (f, -1)), shift, scale).flatten(1, 2)  # (B, N, D)
+        return self.linear(h)  # (B, N, P*C)
+
+
+# ---------------------------------------------------------------------------------------------
+# The model
+
+
+class DiT(nn.Module):
+    """``forward(x, t, text, text_mask) -> v``; see the module docstring and CONTRACTS.md."""
+
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        if cfg.width % cfg.heads:
+            raise ValueError(f"width {cfg.width} is not divisible by heads {cfg.heads}")
+        head_dim = cfg.width // cfg.heads
+        if head_dim % 2 or head_dim < 6:
+            raise ValueError(f"head dim {head_dim} must be even and >= 6 to split RoPE over 3 axes")
+        if cfg.skips not in ("none", "uvit"):
+            raise ValueError(f"skips must be 'none' or 'uvit', got {cfg.skips!r}")
+        self.cfg = cfg
+        self.grad_checkpoint = cfg.grad_checkpoint
+        d = cfg.width
+        patch_values = cfg.in_channels * math.prod(cfg.patch)
+        self.patch_embed = nn.Linear(patch_values, d)
+        self.t_embed = TimestepEmbedder(d)
+        # Text states -> model width once, so every block's cross-attention is D x D.
+        self.text_proj = nn.Sequential(nn.LayerNorm(cfg.text_dim), nn.Linear(cfg.text_dim, d), nn.GELU(approximate="tanh"), nn.Linear(d, d))
+        self.pool_proj = nn.Sequential(nn.SiLU(), nn.Linear(d, d)) if cfg.pooled_text else None
+        self.rope = Rope3D(head_dim, cfg.rope_theta)
+        # U-ViT: block depth-1-i (second half) receives the input of block i (first half);
+        # with an odd depth the middle block has no partner.
+        half = cfg.depth // 2
+        self.blocks = nn.ModuleList(
+            DiTBlock(cfg, long_skip=cfg.skips == "uvit" and i >= cfg.depth - half) for i in range(cfg.depth)
+        )
+        self.final = FinalLayer(d, patch_values)
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        """All initialisation in one place (as DiT's ``initialize_weights``)."""
+        # 1. Every linear layer: Xavier-uniform weights, zero bias (patch embedding included:
+        #    it is a linear map of the flattened patch, like DiT's flattened conv kernel).
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+        # 2. Timestep MLP: N(0, 0.02) as in DiT.
+        nn.init.normal_(self.t_embed.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.t_embed.mlp[2].weight, std=0.02)
+        for block in self.blocks:
+            # 3. adaLN-Zero: zero modulation -> shift = scale = gate = 0, so both gated
+            #    residual branches start at zero and every block starts as the identity.
+            nn.init.zeros_(block.ada[-1].weight)
+            nn.init.zeros_(block.ada[-1].bias)
+            # 4. Cross-attention has no gate: zero its output projection for the same reason.
+            nn.init.zeros_(block.cross.proj.weight)
+            nn.init.zeros_(block.cross.proj.bias)
+        # 5. Output head: zero modulation and zero projection -> v = 0 exactly at init.
+        nn.init.zeros_(self.final.ada[-1].weight)
+        nn.init.zeros_(self.final.ada[-1].bias)
+        nn.init.zeros_(self.final.linear.weight)
+        nn.init.zeros_(self.final.linear.bias)
+        # Norm layers keep their defaults (weight 1, bias 0).
+
+    def set_grad_checkpoint(self, enabled: bool) -> None:
+        """Trainer switch: recompute each block in backward instead of storing its activations."""
+        self.grad_checkpoint = enabled
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """x (B, C, f, h, w), t (B, f) in [0, 1], text (B, L, text_dim), text_mask (B, L) bool -> v (B, C, f, h, w)."""
+        B, C, f, h, w = x.shape
+        pt, ph, pw = self.cfg.patch
+        if f % pt or h % ph or w % pw:
+            raise ValueError(f"latent grid {(f, h, w)} is not divisible by the patch {self.cfg.patch}")
+        grid = (f // pt, h // ph, w // pw)  # token grid (gf, gh, gw)
+        # 1. Patches -> tokens.
+        tokens = rearrange(x, "b c (f pf) (h ph) (w pw) -> b (f h w) (pf ph pw c)", pf=pt, ph=ph, pw=pw)  # (B, N, P*C)
+        x = self.patch_embed(tokens)  # (B, N, D)
+        # 2. Per-frame conditioning c (B, gf, D): the time of each latent frame (averaged over
+        #    a temporal patch when pt > 1), plus the pooled text.
+        c = self.t_embed(t.reshape(B, grid[0], pt).mean(-1))  # (B, gf, D)
+        # A row with no real token would make attention NaN; let it see its first (padding) token.
+        text_mask = text_mask.clone()  # (B, L)
+        text_mask[~text_mask.any(dim=1), 0] = True
+        txt = self.text_proj(text)  # (B, L, D)
+        if self.pool_proj is not None:
+            weights = text_mask.to(txt.dtype)[..., None]  # (B, L, 1)
+            pooled = (txt * weights).sum(1) / weights.sum(1)  # (B, D)
+            c = c + self.pool_proj(pooled)[:, None]  # (B, gf, D)
+        rope = self.rope(grid, x.device)  # 2 x (N, hd/2)
+        # 3. Blocks; U-ViT keeps the first-half inputs for the mirrored second half.
+        depth, half = len(self.blocks), len(self.blocks) // 2
+        saved = []
+        for i, block in enumerate(self.blocks):
+            skip = saved.pop() if block.skip is not None else None  # (B, N, D) or None
+            if self.cfg.skips == "uvit" and i < half:
+                saved.append(x)
+            if self.grad_checkpoint and torch.is_grad_enabled():
+                x = checkpoint(block, x, c, rope, txt, text_mask, skip, use_reentrant=False)  # (B, N, D)
+            else:
+                x = block(x, c, rope, txt, text_mask, skip)  # (B, N, D)
+        # 4. Head and tokens -> latent video.
+        x = self.final(x, c)  # (B, N, P*C)
+        return rearrange(
+            x, "b (f h w) (pf ph pw c) -> b c (f pf) (h ph) (w pw)", f=grid[0], h=grid[1], w=grid[2], pf=pt, ph=ph, pw=pw
+        )  # (B, C, f, h, w)
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str | torch.device = "cpu") -> "DiT":
+        """The denoiser of a model folder (config.json's "dit" section + dit.safetensors), fp32, eval mode."""
+        import json
+
+        from safetensors.torch import load_file
+
+        from worldreel.config import from_dict
+
+        folder = Path(folder)
+        cfg = from_dict(DiTConfig, json.loads((folder / "config.json").read_text())["dit"], where="dit.")
+        model = cls(cfg)
+        state = load_file(str(folder / "dit.safetensors"))
+        model.load_state_dict({k: v.float() for k, v in state.items()})
+        return model.to(device).eval()
+
+
+def count_params(cfg: DiTConfig) -> int:
+    """Number of parameters of a DiT built from ``cfg`` (built on the meta device: no memory)."""
+    with torch.device("meta"):
+        model = DiT(cfg)
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,149 @@
+"""The denoiser: adaLN-Zero init, RoPE on unseen grids, U-ViT skips, text masks, per-frame times."""
+import dataclasses
+
+import pytest
+import torch
+
+from worldreel.models.dit import DiT, DiTConfig, Rope3D, apply_rope, count_params
+
+TINY = DiTConfig(in_channels=4, width=32, depth=2, heads=4, text_dim=24)
+
+
+def _inputs(B=2, f=3, h=4, w=6, L=5, cfg=TINY, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, cfg.in_channels, f, h, w, generator=g)
+    t = torch.rand(B, f, generator=g)
+    text = torch.randn(B, L, cfg.text_dim, generator=g)
+    mask = torch.ones(B, L, dtype=torch.bool)
+    return x, t, text, mask
+
+
+def _trained_like(model: DiT, seed: int = 1) -> DiT:
+    """Give every zero-initialised weight a random value, as if training had moved it."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.abs().max() == 0:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    return model.eval()
+
+
+def test_zero_output_at_init_and_final_layer_learns():
+    model = DiT(TINY)
+    x, t, text, mask = _inputs()
+    v = model(x, t, text, mask)
+    assert v.shape == x.shape
+    assert torch.equal(v, torch.zeros_like(v))  # adaLN-Zero + zero head
+    (model(x, t, text, mask) - x).square().mean().backward()
+    assert model.final.linear.weight.grad.abs().sum() > 0  # the head gets a gradient at step 1
+    assert model.blocks[0].ada[-1].weight.grad is not None
+
+
+@pytest.mark.parametrize("grid", [(3, 4, 6), (7, 10, 2), (1, 2, 2)])
+def test_any_grid_size_and_length(grid):
+    model = _trained_like(DiT(TINY))
+    x, t, text, mask = _inputs(B=1, f=grid[0], h=grid[1], w=grid[2])
+    v = model(x, t, text, mask)
+    assert v.shape == x.shape
+    assert torch.isfinite(v).all() and v.abs().max() > 0
+
+
+def test_rope_scores_depend_only_on_offsets():
+    """Shifting every position by the same amount leaves all attention scores unchanged."""
+    rope = Rope3D(head_dim=12, theta=10000.0)
+    assert rope.dims == (4, 4, 4)
+    q, k = torch.randn(2, 1, 2, 3 * 4 * 5, 12).unbind(0)  # (1, 2, N, 12) each
+    cos, sin = rope((3, 4, 5), torch.device("cpu"))
+    cos2, sin2 = rope((3, 4, 5), torch.device("cpu"), offset=(11, -7, 40))
+    s1 = apply_rope(q, cos, sin) @ apply_rope(k, cos, sin).transpose(-1, -2)
+    s2 = apply_rope(q, cos2, sin2) @ apply_rope(k, cos2, sin2).transpose(-1, -2)
+    torch.testing.assert_close(s1, s2, atol=1e-4, rtol=1e-4)
+    # ...but it does see positions: without rotation the scores differ.
+    assert not torch.allclose(s1, q @ k.transpose(-1, -2), atol=1e-3)
+
+
+def test_model_sees_token_positions():
+    """Swapping two latent frames' contents is not just swapping the outputs (time positions are encoded)."""
+    model = _trained_like(DiT(TINY))
+    x, _, text, mask = _inputs(B=1, f=3)
+    t = torch.full((1, 3), 0.5)
+    v = model(x, t, text, mask)
+    v_swapped = model(x[:, :, [1, 0, 2]], t, text, mask)[:, :, [1, 0, 2]]
+    assert not torch.allclose(v, v_swapped, atol=1e-4)
+
+
+def test_uvit_runs_and_differs():
+    plain = _trained_like(DiT(TINY))
+    uvit = DiT(dataclasses.replace(TINY, skips="uvit", depth=3))
+    assert uvit.blocks[2].skip is not None and uvit.blocks[1].skip is None and uvit.blocks[0].skip is None
+    plain3 = DiT(dataclasses.replace(TINY, depth=3))
+    _trained_like(plain3)
+    missing, unexpected = uvit.load_state_dict(plain3.state_dict(), strict=False)
+    assert not unexpected and all(".skip." in k for k in missing)
+    _trained_like(uvit)  # its zero-init weights (none in the skip) are set; shared weights already equal
+    x, t, text, mask = _inputs()
+    v_uvit, v_plain = uvit(x, t, text, mask), plain3(x, t, text, mask)
+    assert v_uvit.shape == x.shape and torch.isfinite(v_uvit).all()
+    assert not torch.allclose(v_uvit, v_plain, atol=1e-4)
+    assert count_params(uvit.cfg) == count_params(plain3.cfg) + (2 * 32 + 1) * 32
+    v_uvit.square().mean().backward()
+    assert uvit.blocks[2].skip.weight.grad.abs().sum() > 0
+    assert plain(x, t, text, mask).shape == x.shape
+
+
+def test_padded_text_tokens_do_not_matter():
+    model = _trained_like(DiT(TINY))
+    x, t, text, mask = _inputs(L=4)
+    v = model(x, t, text, mask)
+    garbage = torch.randn(2, 3, TINY.text_dim) * 10
+    padded = torch.cat([text, garbage], dim=1)  # (B, 7, D)
+    pad_mask = torch.cat([mask, torch.zeros(2, 3, dtype=torch.bool)], dim=1)
+    torch.testing.assert_close(model(x, t, padded, pad_mask), v, atol=1e-5, rtol=1e-5)
+    # The real tokens do matter.
+    assert not torch.allclose(model(x, t, torch.randn_like(text), mask), v, atol=1e-4)
+    # A row with no real token at all still gives finite output.
+    assert torch.isfinite(model(x, t, text, torch.zeros_like(mask))).all()
+
+
+def test_per_frame_time_given_frame_with_noisy_rest():
+    model = _trained_like(DiT(TINY))
+    x, _, text, mask = _inputs(f=3)
+    t_given = torch.tensor([[0.0, 0.9, 0.9], [0.0, 0.3, 0.3]])
+    v = model(x, t_given, text, mask)
+    assert torch.isfinite(v).all()
+    # The time of frame 0 reaches frame 0's tokens through its own modulation.
+    v_all_noisy = model(x, torch.tensor([[0.9, 0.9, 0.9], [0.3, 0.3, 0.3]]), text, mask)
+    assert not torch.allclose(v[:, :, 0], v_all_noisy[:, :, 0], atol=1e-4)
+    # Batch rows are independent: each row's times only affect that row.
+    v_row = model(x[1:], t_given[1:], text[1:], mask[1:])
+    torch.testing.assert_close(v_row, v[1:], atol=1e-5, rtol=1e-5)
+
+
+def test_grad_checkpoint_same_gradients():
+    model = _trained_like(DiT(TINY)).train()
+    x, t, text, mask = _inputs()
+    model(x, t, text, mask).square().mean().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    model.set_grad_checkpoint(True)
+    model(x, t, text, mask).square().mean().backward()
+    for g, p in zip(grads, model.parameters()):
+        torch.testing.assert_close(p.grad, g, atol=1e-6, rtol=1e-5)
+
+
+def test_temporal_patch_and_bad_grid():
+    cfg = dataclasses.replace(TINY, patch=(2, 2, 2), pooled_text=False)
+    model = _trained_like(DiT(cfg))
+    x, t, text, mask = _inputs(f=4, h=4, w=4)
+    assert model(x, t, text, mask).shape == x.shape
+    with pytest.raises(ValueError, match="not divisible"):
+        model(*_inputs(f=3))
+    with pytest.raises(ValueError, match="head dim"):
+        DiT(dataclasses.replace(TINY, heads=8))
+
+
+def test_world_tiny_size():
+    from worldreel.presets import get_preset
+
+    n = count_params(get_preset("world-tiny").model.dit)
+    assert 9e6 < n < 12e6

@@ -1,0 +1,127 @@
+"""Samplers for the rectified-flow ODE dx/dt = v(x, t), integrated from t = 1 (noise) to t = 0.
+
+Every sampler is a plain function with one signature (after k-diffusion's ``sampling.py``):
+``sample_x(model_fn, x, ts, *, callback=None) -> x`` where ``model_fn(x, t)`` returns the
+velocity for x (B, ...) at t (B,), and ``ts`` is a 1-D schedule from 1 to 0
+(``diffusion.flow.timesteps``). The network knows nothing about guidance or given frames:
+those are wrappers that turn one ``model_fn`` into another (``cfg_wrapper``,
+``cfg_batched_wrapper``, ``frame_condition_wrapper``).
+
+``callback`` (optional) is called after every step with a dict
+``{"i": step index, "steps": number of steps, "t": t, "t_next": t_next, "x": new x, "v": velocity used}``;
+``(info["i"] + 1) / info["steps"]`` is the fraction done.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x (B, ...), t (B,)) -> v (B, ...)
+
+
+def _t_batch(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return t.to(device=x.device, dtype=torch.float32).expand(x.shape[0])  # () -> (B,)
+
+
+@torch.no_grad()
+def sample_euler(model_fn: ModelFn, x: torch.Tensor, ts: torch.Tensor, *, callback=None) -> torch.Tensor:
+    """Euler's method (1 network call per step)."""
+    steps = len(ts) - 1
+    for i in range(steps):
+        t, t_next = ts[i], ts[i + 1]
+        v = model_fn(x, _t_batch(t, x))  # (B, ...)
+        x = x + (t_next - t).to(x.dtype) * v
+        if callback is not None:
+            callback({"i": i, "steps": steps, "t": float(t), "t_next": float(t_next), "x": x, "v": v})
+    return x
+
+
+@torch.no_grad()
+def sample_heun(model_fn: ModelFn, x: torch.Tensor, ts: torch.Tensor, *, callback=None) -> torch.Tensor:
+    """Heun's method (explicit trapezoid, 2 network calls per step, second order; also on the last step)."""
+    # Unlike k-diffusion's Heun, the last step is corrected too: a velocity model is well
+    # defined at t = 0 (no division by sigma), and the correction keeps the method exact
+    # for velocities linear in t.
+    steps = len(ts) - 1
+    for i in range(steps):
+        t, t_next = ts[i], ts[i + 1]
+        dt = (t_next - t).to(x.dtype)
+        v = model_fn(x, _t_batch(t, x))  # (B, ...)
+        x_euler = x + dt * v
+        v_next = model_fn(x_euler, _t_batch(t_next, x))  # (B, ...)
+        v = (v + v_next) / 2
+        x = x + dt * v
+        if callback is not None:
+            callback({"i": i, "steps": steps, "t": float(t), "t_next": float(t_next), "x": x, "v": v})
+    return x
+
+
+SAMPLERS: dict[str, Callable] = {"euler": sample_euler, "heun": sample_heun}
+
+
+def cfg_wrapper(cond_fn: ModelFn, uncond_fn: ModelFn, scale: float) -> ModelFn:
+    """Classifier-free guidance (Ho & Salimans 2022): v = v_u + scale * (v_c - v_u).
+
+    ``uncond_fn`` is the network on the negative prompt ("" by default); scale 1 is the
+    plain conditional model and skips the second call.
+    """
+    if scale == 1.0:
+        return cond_fn
+
+    def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        v_cond, v_uncond = cond_fn(x, t), uncond_fn(x, t)
+        return v_uncond + scale * (v_cond - v_uncond)
+
+    return guided
+
+
+def cfg_batched_wrapper(
+    net_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    text: torch.Tensor,
+    text_mask: torch.Tensor,
+    null_text: torch.Tensor,
+    null_mask: torch.Tensor,
+    scale: float,
+) -> ModelFn:
+    """Guidance with the conditional and unconditional passes in one batch of 2B (same result as ``cfg_wrapper``).
+
+    net_fn(x, t, text, text_mask) is the network (e.g. a ``DiT``); text (B, L, D) and
+    text_mask (B, L) the prompt, null_text (B or 1, L', D) and null_mask the negative
+    prompt. t may be (B,) or per frame (B, f): it is passed through, doubled.
+    """
+    from worldreel.models.text import pad_text
+
+    B = text.shape[0]
+    null_text, null_mask = null_text.expand(B, -1, -1), null_mask.expand(B, -1)  # (B, L', D), (B, L')
+    length = max(text.shape[1], null_text.shape[1])
+    text, text_mask = pad_text(text, text_mask, length)  # (B, L, D), (B, L)
+    null_text, null_mask = pad_text(null_text, null_mask, length)  # (B, L, D), (B, L)
+    both_text = torch.cat([text, null_text])  # (2B, L, D)
+    both_mask = torch.cat([text_mask, null_mask])  # (2B, L)
+
+    def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        v = net_fn(torch.cat([x, x]), torch.cat([t, t]), both_text, both_mask)  # (2B, ...)
+        v_cond, v_uncond = v.chunk(2)  # (B, ...) each
+        return v_uncond + scale * (v_cond - v_uncond)
+
+    return guided
+
+
+def frame_condition_wrapper(frame_fn: ModelFn, clean: torch.Tensor, given: torch.Tensor) -> ModelFn:
+    """Given latent frames as data: they are shown clean at t = 0 and never move.
+
+    frame_fn(x (B, C, f, h, w), t_frames (B, f)) -> v is the per-frame network (a DiT with
+    its text bound, or a guidance wrapper around one); clean (B, C, f, h, w) holds the given
+    latents; given (B, f) bool. Start the sampler from ``x`` with the given frames already
+    in place (``torch.where``) and they come out bit-for-bit unchanged, because their
+    velocity is zero.
+    """
+    g = given[:, None, :, None, None]  # (B, 1, f, 1, 1)
+
+    def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        x = torch.where(g, clean, x)  # (B, C, f, h, w)
+        t_frames = t[:, None].expand(-1, given.shape[1]).masked_fill(given, 0.0)  # (B, f)
+        return frame_fn(x, t_frames).masked_fill(g, 0.0)  # (B, C, f, h, w)
+
+    return model_fn
