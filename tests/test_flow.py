@@ -57,3 +57,20 @@ def test_loss_zero_for_the_true_velocity_and_ignores_given_frames():
 
     torch.testing.assert_close(flow_loss(wrong_by_one, x0, t=t, noise=noise, given=given), torch.tensor(1.0))
     torch.testing.assert_close(flow_loss(wrong_by_one, x0, t=t, noise=noise), torch.tensor(1.0))
+
+
+def test_training_frame_masks_cover_every_mode():
+    from worldreel.train.dit_task import DiTTaskConfig, sample_given
+
+    g = torch.Generator().manual_seed(0)
+    probs = DiTTaskConfig().mode_probs()
+    given = sample_given(4000, 9, probs, g)
+    assert given.shape == (4000, 9) and not given.all(dim=1).any()
+    rows = {tuple(r) for r in given.int().tolist()}
+    none, first, last = (0,) * 9, (1,) + (0,) * 8, (0,) * 8 + (1,)
+    ends, prefix3, suffix2 = (1,) + (0,) * 7 + (1,), (1, 1, 1) + (0,) * 6, (0,) * 7 + (1, 1)
+    assert {none, first, last, ends, prefix3, suffix2} <= rows
+    assert abs((given.sum(1) == 0).float().mean().item() - probs[0]) < 0.03  # "none" at its probability
+    # Images (1 frame) and 2-frame clips with both ends never have every frame given.
+    assert not sample_given(100, 1, probs, g).any()
+    assert not sample_given(500, 2, [0, 0, 0, 0, 0, 1.0], g).all(dim=1).any()

@@ -258,7 +258,7 @@ class DiT(nn.Module):
         nn.init.zeros_(self.final.linear.bias)
         # Norm layers keep their defaults (weight 1, bias 0).
 
-    def set_grad_checkpoint(self, enabled: bool) -> None:
+    def set_grad_checkpointing(self, enabled: bool) -> None:
         """Trainer switch: recompute each block in backward instead of storing its activations."""
         self.grad_checkpoint = enabled
 

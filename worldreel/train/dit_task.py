@@ -1,0 +1,287 @@
+"""The denoiser as a trainer ``Task`` (see ``train/task.py``): model, data, loss, export.
+
+    worldreel train dit --preset world-tiny --set train.data=runs/world-tiny/cache
+
+Data (``TrainConfig.data``):
+- a latent cache folder (``worldreel train cache``; ``worldreel.data.latents.LatentCache``):
+  clips and images pre-encoded once, the fast path on a CPU;
+- ``"world"``: reel-world clips rendered on the fly (``data.world.WorldClips``) in the
+  size and length buckets ``TrainConfig.sizes`` x ``TrainConfig.seconds`` (0 s = a
+  1-frame image), encoded by a trained autoencoder (``DiTTaskConfig.vae``) every step.
+Each batch is one bucket (one latent shape) and a pure function of (seed, rank, step), so
+a resumed run sees the batches it would have seen.
+
+Loss (``diffusion/flow.py``): rectified flow with logit-normal times shifted for the token
+count. Frame conditioning is data: each clip is shown, with the probabilities below, its
+first latent frame, its last, a prefix, a suffix, both ends, or nothing, as clean latents
+at t = 0, and is scored only on the other frames; so one checkpoint learns text-to-video,
+image-to-video, extension both ways, interpolation, loops and windowed long videos.
+Captions are dropped (replaced by "") ``text_drop`` of the time for classifier-free guidance.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from worldreel.config import to_dict
+from worldreel.diffusion.flow import flow_loss, sample_t, shift_for_tokens
+from worldreel.errors import UserError
+from worldreel.models.dit import DiT
+
+# Order of the conditioning modes in DiTTaskConfig.mode_probs() and in the logs.
+MODES = ("none", "first", "last", "prefix", "suffix", "ends")
+
+
+@dataclass
+class DiTTaskConfig:
+    p_first: float = 0.20  # probability a clip is given its first latent frame (image-to-video)
+    p_last: float = 0.05  # ... its last latent frame (video that ends on an image)
+    p_prefix: float = 0.15  # ... a prefix of 1..f-1 latent frames (extension forwards, long-video windows)
+    p_suffix: float = 0.05  # ... a suffix of 1..f-1 latent frames (extension backwards)
+    p_ends: float = 0.10  # ... its first and last latent frames (interpolation, loops); the rest: nothing given
+    text_drop: float = 0.1  # fraction of captions replaced by "" (the unconditional input for guidance)
+    t_mean: float = 0.0  # logit-normal mean of the training times (SD3: 0)
+    t_std: float = 1.0  # logit-normal std of the training times (SD3: 1)
+    shift: bool = True  # shift training times with the token count, as sampling does (flow.shift_for_tokens)
+    vae: str = ""  # autoencoder model folder for data="world"; "" = runs/<preset>/vae/model (the trainer's default)
+    holdout: str = "exclude"  # reel-world hold-out policy for on-the-fly clips ("exclude": never train on them)
+    eval_items: int = 8  # clips in the fixed evaluation batch of evaluate()
+
+    def mode_probs(self) -> list[float]:
+        given = [self.p_first, self.p_last, self.p_prefix, self.p_suffix, self.p_ends]
+        if min(given) < 0 or sum(given) > 1:
+            raise UserError("frame-conditioning probabilities must be >= 0 and sum to at most 1", param="p_first")
+        return [1.0 - sum(given), *given]
+
+
+def sample_given(batch: int, frames: int, probs: list[float], generator: torch.Generator) -> torch.Tensor:
+    """Random given-frame masks (batch, frames) bool: one mode of ``MODES`` per item.
+
+    A 1-frame item (an image) is never given anything; an item never has every frame given.
+    """
+    device = generator.device
+    mode = torch.multinomial(torch.tensor(probs, device=device).expand(batch, -1), 1, generator=generator)  # (B, 1)
+    k = torch.randint(1, max(frames, 2), (batch, 1), generator=generator, device=device)  # (B, 1) prefix/suffix length
+    idx = torch.arange(frames, device=device)[None]  # (1, f)
+    first, last = idx == 0, idx == frames - 1  # (1, f)
+    given = (
+        ((mode == 1) & first)
+        | ((mode == 2) & last)
+        | ((mode == 3) & (idx < k))
+        | ((mode == 4) & (idx >= frames - k))
+        | ((mode == 5) & (first | last))
+    )  # (B, f)
+    return given & ~given.all(dim=1, keepdim=True)  # (B, f)
+
+
+class DiTTask:
+    """Trainer task for the denoiser (``worldreel train dit --preset NAME``)."""
+
+    name = "dit"
+
+    def __init__(self, model_cfg, train_cfg, cfg: DiTTaskConfig | None = None):
+        """model_cfg: the ``ModelConfig`` (its .dit, .text, .vae, .fps are used); train_cfg: the
+        ``TrainConfig`` (batch_size, data, sizes, seconds); cfg: this task's own options."""
+        self.model_cfg, self.train_cfg = model_cfg, train_cfg
+        self.cfg = cfg or DiTTaskConfig()
+        self.probs = self.cfg.mode_probs()
+        self._text = None  # TextEncoder, loaded on first use (3-6 s)
+        self._vae = None  # VideoVAE for data="world", loaded on first use
+        self._eval_batch = None
+
+    # -- model ----------------------------------------------------------------------------
+
+    def build_model(self) -> nn.Module:
+        return DiT(self.model_cfg.dit)
+
+    def text_encoder(self, device: torch.device | str = "cpu"):
+        if self._text is None:
+            from worldreel.models.text import TextEncoder
+
+            self._text = TextEncoder(self.model_cfg.text, device=device)
+        return self._text
+
+    # -- data -----------------------------------------------------------------------------
+
+    def _vae_folder(self) -> Path:
+        return Path(self.cfg.vae or Path("runs") / self.model_cfg.name / "vae" / "model")
+
+    def load_vae(self, device: torch.device | str = "cpu"):
+        """The trained autoencoder that turns on-the-fly clips into latents (frozen, eval mode)."""
+        if self._vae is None:
+            from safetensors.torch import load_file
+
+            from worldreel.config import from_dict
+            from worldreel.models.vae import VAEConfig, VideoVAE
+
+            folder = self._vae_folder()
+            if not (folder / "vae.safetensors").is_file() or not (folder / "config.json").is_file():
+                raise UserError(
+                    f"data='world' encodes clips with a trained autoencoder, but {folder} has no config.json + "
+                    "vae.safetensors; train one first (worldreel train vae) or point DiTTaskConfig.vae at it",
+                    param="vae",
+                )
+            vae = VideoVAE(from_dict(VAEConfig, json.loads((folder / "config.json").read_text())["vae"], where="vae."))
+            vae.load_state_dict({k: v.float() for k, v in load_file(str(folder / "vae.safetensors")).items()})
+            self._vae = vae.to(device).eval().requires_grad_(False)
+        return self._vae
+
+    def batches(self, *, seed: int, rank: int, world_size: int, start_step: int) -> Iterator[dict[str, Any]]:
+        """Endless batches ``{"latents": (B, C, f, h, w), "captions": [str] * B}`` (or with cached
+        ``"text"`` (B, L, D) / ``"text_mask"`` (B, L) instead of captions)."""
+        data = self.train_cfg.data
+        if data == "world":
+            return self._world_batches(seed, rank, world_size, start_step)
+        if Path(data).is_dir():
+            return self._cache_batches(Path(data), seed, rank, world_size, start_step)
+        raise UserError(f"train.data must be 'world' or a latent cache folder, got {data!r}", param="train.data")
+
+    def _world_batches(self, seed, rank, world_size, start_step):
+        from worldreel.data.world import WorldClips
+
+        tc = self.train_cfg
+        device = "cuda" if tc.device != "cpu" and torch.cuda.is_available() else "cpu"
+        vae = self.load_vae(device)
+        step = start_step
+        while True:
+            rng = np.random.default_rng([seed, rank, world_size, step])  # the batch depends on nothing else
+            size = tuple(tc.sizes[int(rng.integers(len(tc.sizes)))])
+            seconds = float(tc.seconds[int(rng.integers(len(tc.seconds)))])
+            frames = 1 + round(seconds * self.model_cfg.fps)
+            clips = iter(WorldClips(seed=int(rng.integers(2**31)), size=size, frames=frames, image_prob=0.0,
+                                    holdout=self.cfg.holdout))
+            items = [next(clips) for _ in range(tc.batch_size)]
+            video = torch.stack([item["video"] for item in items]).to(device)  # (B, 3, F, H, W)
+            with torch.no_grad():
+                latents = vae.encode(video).cpu()  # (B, C, f, h, w), the posterior mean
+            yield {"latents": latents, "captions": [item["caption"] for item in items]}
+            step += 1
+
+    def _cache_batches(self, folder: Path, seed, rank, world_size, start_step):
+        try:
+            from worldreel.data.latents import LatentCache
+        except ImportError:
+            raise UserError("this installation has no latent cache reader (worldreel.data.latents)", param="train.data") from None
+        cache = LatentCache(folder)
+        yield from cache.batches(batch_size=self.train_cfg.batch_size, seed=seed, rank=rank, world_size=world_size,
+                                 start_step=start_step)
+
+    # -- loss -----------------------------------------------------------------------------
+
+    def _text_for(self, batch: dict, drop: torch.Tensor, device: torch.device):
+        """(states (B, L, D), mask (B, L)) with the dropped rows replaced by the "" states."""
+        if "captions" in batch:
+            prompts = ["" if d else c for c, d in zip(batch["captions"], drop.tolist())]
+            states, mask = self.text_encoder(device).encode(prompts)
+            return states.to(device), mask.to(device)
+        from worldreel.models.text import pad_text
+
+        states, mask = batch["text"].to(device).float(), batch["text_mask"].to(device).bool()  # (B, L, D), (B, L)
+        null, null_mask = (batch["null_text"], batch["null_mask"]) if "null_text" in batch else self.text_encoder(device).encode([""])
+        null, null_mask = null.to(device).float()[:1], null_mask.to(device).bool()[:1]
+        length = max(states.shape[1], null.shape[1])
+        states, mask = pad_text(states, mask, length)
+        null, null_mask = pad_text(null, null_mask, length)
+        keep = ~drop.to(device)  # (B,)
+        states = torch.where(keep[:, None, None], states, null)  # (B, L, D)
+        mask = torch.where(keep[:, None], mask, null_mask)  # (B, L)
+        return states, mask
+
+    def loss(self, model: nn.Module, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        cfg = self.cfg
+        device = next(model.parameters()).device
+        x0 = batch["latents"].to(device).float()  # (B, C, f, h, w)
+        B, _, f, h, w = x0.shape
+        patch = self.model_cfg.dit.patch
+        n_tokens = (f // patch[0]) * (h // patch[1]) * (w // patch[2])
+        # 1. Randomness, all from the trainer's generator (exact resume): text dropout,
+        #    times, noise, given frames.
+        gdev = generator.device
+        drop = torch.rand(B, generator=generator, device=gdev) < cfg.text_drop  # (B,)
+        shift = shift_for_tokens(n_tokens) if cfg.shift else 1.0
+        t = sample_t(B, generator=generator, mean=cfg.t_mean, std=cfg.t_std, shift=shift).to(device)  # (B,)
+        noise = torch.randn(x0.shape, generator=generator, device=gdev).to(device)  # (B, C, f, h, w)
+        given = sample_given(B, f, self.probs, generator).to(device)  # (B, f)
+        # 2. Text states (cached per prompt), then the flow-matching loss on the frames not given.
+        text, text_mask = self._text_for(batch, drop, device)
+        loss = flow_loss(lambda x, t_frames: model(x, t_frames, text, text_mask), x0, t=t, noise=noise, given=given)
+        return loss, {"items": float(B), "tokens": float(B * n_tokens), "given": given.float().mean().item()}
+
+    # -- evaluation (optional hook of the trainer) -------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, step: int, out_dir: str) -> dict[str, float]:
+        """Validation flow loss on a fixed batch at fixed times, with nothing given and with the first frame given.
+
+        Cheap (4 forward passes) and comparable across steps: the noise, times and batch are fixed.
+        """
+        device = next(model.parameters()).device
+        if self._eval_batch is None:
+            batches = self.batches(seed=10_007, rank=0, world_size=1, start_step=0)
+            self._eval_batch = next(batches)
+        batch = self._eval_batch
+        x0 = batch["latents"][: self.cfg.eval_items].to(device).float()  # (B, C, f, h, w)
+        B, _, f = x0.shape[:3]
+        sub = {k: v[:B] for k, v in batch.items()}
+        text, text_mask = self._text_for(sub, torch.zeros(B, dtype=torch.bool), device)
+        noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)).to(device)
+        scores = {}
+        for tv in (0.25, 0.5, 0.75):
+            t = torch.full((B,), tv, device=device)
+            scores[f"loss_t{tv:g}"] = flow_loss(lambda x, tf: model(x, tf, text, text_mask), x0, t=t, noise=noise).item()
+        if f > 1:
+            given = torch.zeros(B, f, dtype=torch.bool, device=device)
+            given[:, 0] = True
+            t = torch.full((B,), 0.5, device=device)
+            scores["loss_first_given"] = flow_loss(
+                lambda x, tf: model(x, tf, text, text_mask), x0, t=t, noise=noise, given=given
+            ).item()
+        return scores
+
+    # -- export ---------------------------------------------------------------------------
+
+    def export(self, model: nn.Module, out_dir: str) -> None:
+        """Write ``dit.safetensors`` (fp16) and config.json's "dit" and "text" sections into ``out_dir``.
+
+        With data="world" the autoencoder that made the latents is copied in too (its weights
+        and "vae" section), so the folder is a complete model.
+        """
+        from safetensors.torch import save_file
+
+        model = getattr(model, "module", model)  # a DDP wrapper
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().half().contiguous() for k, v in model.state_dict().items()}
+        _atomic(out / "dit.safetensors", lambda tmp: save_file(state, tmp))
+        path = out / "config.json"
+        data = json.loads(path.read_text()) if path.exists() else to_dict(self.model_cfg)
+        data["dit"] = to_dict(model.cfg)
+        data["text"] = to_dict(self.model_cfg.text)
+        vae_folder = self._vae_folder()
+        if self.train_cfg.data == "world" and (vae_folder / "vae.safetensors").is_file() and vae_folder.resolve() != out.resolve():
+            data["vae"] = json.loads((vae_folder / "config.json").read_text())["vae"]
+            blob = (vae_folder / "vae.safetensors").read_bytes()
+            _atomic(out / "vae.safetensors", lambda tmp: Path(tmp).write_bytes(blob))
+        _atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2) + "\n"))
+        print(f"dit: exported {sum(v.numel() for v in state.values()) / 1e6:.2f}M parameters to {out}", file=sys.stderr)
+
+
+def _atomic(path: Path, write) -> None:
+    """Write through a temporary file in the same folder, then rename: never a half-written file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
