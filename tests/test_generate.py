@@ -1,0 +1,230 @@
+"""The generation loop on a tiny random model: given frames stay given, seeds reproduce, windows overlap."""
+import numpy as np
+import pytest
+import torch
+
+from worldreel.errors import UserError
+from worldreel.pipelines import conditioning as C
+from worldreel.pipelines.generate import Generator, SamplingConfig, parse_seconds, parse_size, supported_sizes
+from worldreel.pipelines.loading import load_model, save_random_model
+
+TINY = ["dit.width=32", "dit.depth=2", "dit.heads=2", "vae.base_channels=8"]
+FAST = dict(steps=2, size="32x32")
+
+
+@pytest.fixture(scope="module")
+def gen(tmp_path_factory):
+    folder = save_random_model(tmp_path_factory.mktemp("model") / "tiny", overrides=TINY)
+    return Generator.load(str(folder))
+
+
+class _Spy(torch.nn.Module):
+    """Wraps the DiT and records what every call sees."""
+
+    def __init__(self, dit):
+        super().__init__()
+        self.dit, self.calls, self.outputs = dit, [], []
+
+    def forward(self, x, t, text, text_mask):
+        v = self.dit(x, t, text, text_mask)
+        self.calls.append((x.clone(), t.clone(), text.shape[0]))
+        self.outputs.append(v.clone())
+        return v
+
+
+def _spy(gen):
+    spy = _Spy(gen.dit)
+    gen.dit, original = spy, gen.dit
+    return spy, original
+
+
+def _img(seed=0, size=32):
+    return np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+
+
+def test_same_seed_same_video_and_another_seed_another(gen):
+    a = gen.generate("a red ball falls", seconds=1, seed=7, **FAST)
+    b = gen.generate("a red ball falls", seconds=1, seed=7, **FAST)
+    c = gen.generate("a red ball falls", seconds=1, seed=8, **FAST)
+    assert a.frames.shape == (9, 32, 32, 3) and a.frames.dtype == np.uint8 and a.fps == 8
+    assert np.array_equal(a.frames, b.frames) and not np.array_equal(a.frames, c.frames)
+    assert a.seed == 7 and a.prompt == "a red ball falls"
+    d = gen.generate("a red ball falls", seconds=1, **FAST)  # no seed: a random one, reported
+    assert isinstance(d.seed, int)
+    assert np.array_equal(gen.generate("a red ball falls", seconds=1, seed=d.seed, **FAST).frames, d.frames)
+
+
+def test_still_image_and_any_aspect(gen):
+    still = gen.generate("a blue box rests", seconds=0, seed=1, **FAST)
+    assert still.frames.shape == (1, 32, 32, 3)
+    portrait = gen.generate("a blue box rests", seconds=0.5, seed=1, steps=2, size="32x48")
+    landscape = gen.generate("a blue box rests", seconds=0.5, seed=1, steps=2, size=(48, 16))
+    assert portrait.frames.shape == (5, 48, 32, 3) and landscape.frames.shape == (5, 16, 48, 3)
+
+
+def test_given_latents_stay_clean_at_t0_on_every_step_and_pixels_come_out_exact(gen):
+    image = _img(1)
+    spy, original = _spy(gen)
+    try:
+        video = gen.animate(image, "a green ball rolls left", seconds=1, seed=3, **FAST)
+    finally:
+        gen.dit = original
+    assert np.array_equal(video.frames[0], image)
+    pixels, given = C.place_conditions([C.Condition(image, 0)], 9, (32, 32))
+    known, mask = C.encode_given(gen._encode, pixels, given, 4)
+    assert mask.tolist() == [True, False, False]
+    assert len(spy.calls) == 2  # 2 steps, one batched guidance call each
+    for x, t, batch in spy.calls:
+        assert batch == 2  # prompt and negative prompt in one batch
+        assert (t[:, 0] == 0).all() and (t[:, 1:] > 0).all()
+        assert torch.equal(x[:, :, 0], known[None, :, 0].expand(2, -1, -1, -1))
+
+
+def test_given_frames_are_preserved_in_every_mode(gen):
+    clip = gen.generate("a red ball falls", seconds=1, seed=1, **FAST).frames  # 9 frames
+    first, last = _img(2), _img(3)
+    kw = dict(seed=5, **FAST)
+    fwd = gen.extend(clip, "a red ball falls", seconds=1, **kw)
+    assert len(fwd.frames) == 17 and np.array_equal(fwd.frames[:9], clip)
+    back = gen.extend(clip, "a red ball falls", seconds=1, backward=True, **kw)
+    assert np.array_equal(back.frames[-9:], clip) and len(back.frames) > 9
+    inter = gen.interpolate(first, last, "a red ball falls", seconds=1, **kw)
+    assert np.array_equal(inter.frames[0], first) and np.array_equal(inter.frames[-1], last)
+    joined = gen.interpolate(clip, clip[::-1].copy(), "a red ball falls", seconds=1, **kw)  # two videos
+    assert np.array_equal(joined.frames[:9], clip) and np.array_equal(joined.frames[-9:], clip[::-1])
+    loop = gen.loop("a red ball falls", seconds=1, image=first, **kw)
+    assert np.array_equal(loop.frames[0], first) and len(loop.frames) >= 4
+    kept = gen.edit(clip, "a blue ball falls", strength=0.0, **kw)
+    assert np.array_equal(kept.frames, clip)
+
+
+def test_loop_ends_one_step_before_its_first_frame(gen):
+    spy, original = _spy(gen)
+    try:
+        loop = gen.loop("a red ball rolls right", seconds=1, seed=4, **FAST)
+    finally:
+        gen.dit = original
+    # Phase 1 makes the first frame (1 latent); phase 2 holds it at both ends of the window.
+    x, t, _ = spy.calls[-1]
+    assert t.shape[1] == 3 and (t[:, 0] == 0).all() and (t[:, -1] == 0).all()
+    assert loop.frames.shape == (5, 32, 32, 3)
+    still = gen.generate("a red ball rolls right", seconds=0, seed=4, **FAST)  # phase 1, on its own
+    assert np.array_equal(loop.frames[0], still.frames[0])
+
+
+def test_edit_starts_part_way_from_the_noised_source(gen):
+    clip = gen.generate("a red ball falls", seconds=1, seed=1, **FAST).frames
+    spy, original = _spy(gen)
+    try:
+        edited = gen.edit(clip, "a blue ball falls", strength=0.3, seed=2, **FAST)
+    finally:
+        gen.dit = original
+    assert edited.frames.shape == clip.shape and not np.array_equal(edited.frames, clip)
+    # SDEdit: the first step sees x = (1 - s) * source + s * noise at t = s on every frame.
+    source, _ = C.encode_given(gen._encode, clip, np.ones(len(clip), bool), 4)
+    noise = torch.randn(source.shape, generator=torch.Generator().manual_seed(2))
+    x, t, _ = spy.calls[0]
+    assert torch.allclose(t, torch.full_like(t, 0.3))
+    assert torch.allclose(x[0], 0.7 * source + 0.3 * noise, atol=1e-5)
+    assert len(spy.calls) <= 2  # part of the schedule only
+    with pytest.raises(UserError) as err:
+        gen.edit(clip, "a blue ball falls", strength=1.5)
+    assert err.value.param == "strength"
+
+
+def test_long_video_windows_overlap_the_previous_windows_latents(gen):
+    old = gen.sampling
+    gen.sampling = SamplingConfig(steps=2, window_latents=3, overlap_latents=1)
+    spy, original = _spy(gen)
+    try:
+        video = gen.generate("a red ball rolls right", seconds=2, seed=1, size="32x32")  # 17 frames, 5 latents
+    finally:
+        gen.dit, gen.sampling = original, old
+    assert video.frames.shape == (17, 32, 32, 3)
+    windows = [(x.shape[2], t[0].tolist()) for x, t, _ in spy.calls]
+    assert [w[0] for w in windows] == [3, 3, 3, 3]  # two windows of 3 latents, 2 steps each
+    assert all(t > 0 for t in windows[0][1])  # the first window is all noise
+    assert windows[2][1][0] == 0 and all(t > 0 for t in windows[2][1][1:])  # the second gets 1 latent given
+    # The given latent of window 2 is window 1's last latent after its last Euler step.
+    x, t, _ = spy.calls[1]
+    v_cond, v_uncond = spy.outputs[1].chunk(2)
+    v = v_uncond + SamplingConfig().guidance * (v_cond - v_uncond)
+    final = x[0, :, 2] + (0.0 - t[0, 2]) * v[0, :, 2]
+    assert torch.allclose(spy.calls[2][0][0, :, 0], final, atol=1e-5)
+
+
+def test_guidance_one_is_a_single_pass_and_the_negative_prompt_matters(gen):
+    spy, original = _spy(gen)
+    try:
+        gen.generate("a red ball falls", seconds=0, seed=1, guidance=1.0, **FAST)
+        assert spy.calls[-1][2] == 1
+    finally:
+        gen.dit = original
+    a = gen.generate("a red ball falls", seconds=0, seed=1, guidance=5.0, **FAST)
+    b = gen.generate("a red ball falls", seconds=0, seed=1, guidance=5.0, negative_prompt="a blue box", **FAST)
+    assert not np.array_equal(a.frames, b.frames)
+
+
+def test_progress_reaches_one(gen):
+    seen = []
+    gen.generate("a red ball falls", seconds=1, seed=1, progress=seen.append, **FAST)
+    assert seen == sorted(seen) and seen[-1] == 1.0 and len(seen) >= 2
+
+
+@pytest.mark.parametrize(
+    "kwargs, param",
+    [
+        (dict(prompt="   "), "prompt"),
+        (dict(size="30x32"), "size"),
+        (dict(size="1024x64"), "size"),
+        (dict(size="big"), "size"),
+        (dict(seconds=-1), "seconds"),
+        (dict(seconds="soon"), "seconds"),
+        (dict(seconds=1e6), "seconds"),
+        (dict(steps=0), "steps"),
+        (dict(steps=2.5), "steps"),
+        (dict(guidance="x"), "guidance"),
+        (dict(seed=-3), "seed"),
+    ],
+)
+def test_bad_arguments_name_the_parameter(gen, kwargs, param):
+    args = dict(prompt="a red ball falls", seconds=1, steps=1)
+    args.update(kwargs)
+    with pytest.raises(UserError) as err:
+        gen.generate(args.pop("prompt"), **args)
+    assert err.value.param == param
+
+
+def test_size_and_seconds_parsing_lists_what_is_supported(gen):
+    cfg = gen.config
+    assert parse_size("96x64", cfg) == (96, 64) and parse_size((64, 128), cfg) == (64, 128)
+    assert parse_size(None, cfg) == tuple(cfg.default_size)
+    with pytest.raises(UserError) as err:
+        parse_size("100x64", cfg)
+    assert "multiple of 16" in str(err.value) and "portrait" in str(err.value)
+    sizes = supported_sizes(cfg)
+    assert (64, 64) in sizes and (128, 64) in sizes and (64, 128) in sizes and (100, 64) not in sizes
+    assert all(w <= cfg.max_side and h <= cfg.max_side for w, h in sizes)
+    assert parse_seconds("12", cfg) == 12.0 and parse_seconds(0, cfg) == 0.0
+    with pytest.raises(UserError) as err:
+        parse_seconds(500, cfg)
+    assert "still image" in str(err.value)
+
+
+def test_model_folder_round_trip(tmp_path):
+    folder = save_random_model(tmp_path / "m", overrides=TINY, seed=3)
+    assert {p.name for p in folder.iterdir()} >= {"config.json", "vae.safetensors", "dit.safetensors", "README.md"}
+    loaded = load_model(str(folder))
+    assert loaded.config.dit.width == 32 and loaded.config.vae.base_channels == 8
+    from safetensors.torch import load_file
+
+    saved = load_file(str(folder / "dit.safetensors"))
+    assert all(v.dtype == torch.float16 for v in saved.values())
+    for k, v in loaded.dit.state_dict().items():
+        assert torch.equal(v, saved[k].float())
+    with pytest.raises(UserError) as err:
+        load_model(str(tmp_path / "missing"))
+    assert err.value.param == "model"
+    (folder / "dit.safetensors").write_bytes(b"garbage")
+    with pytest.raises(UserError):
+        load_model(str(folder))

@@ -1,0 +1,426 @@
+"""One generation loop for every mode: text, image, extension, interpolation, loop, edit.
+
+Every mode is a set of given frames (``pipelines/conditioning.py``) fed to one denoising
+loop (``Generator.generate``, numbered steps). Long videos are made of windows of the
+model's native latent length, each overlapping the previous window's last latent frames,
+which it receives as given frames (t = 0, clean latents, held fixed); the whole latent
+video is then decoded at once with the VAE's chunked decoder, so there are no seams to
+blend. This is the opposite of last-frame image-to-video chaining, which sees one frame
+of the past and drifts (``eval/drift.py`` measures both).
+
+Typical use::
+
+    gen = Generator.load("world-tiny")
+    video = gen.generate("a red ball falls and bounces on the floor", seconds=4, seed=1)
+    video.frames  # uint8 (33, 64, 64, 3)
+"""
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from worldreel.errors import UserError
+from worldreel.pipelines import conditioning as cond_lib
+from worldreel.pipelines.conditioning import Condition
+from worldreel.presets import ModelConfig
+
+SIZE_MULTIPLE = 16  # every side a multiple of 16 (VAE x8 times DiT patch 2), WORLD.md
+
+
+@dataclass
+class SamplingConfig:
+    """Defaults of the denoising loop (used when a call leaves the argument out)."""
+
+    steps: int = 20  # sampler steps per window
+    guidance: float = 4.0  # classifier-free guidance scale (1 = off: no unconditional pass)
+    sampler: str = "euler"  # "euler" or "heun" (diffusion/samplers.py)
+    window_latents: int = 0  # latent frames per window; 0 = the model's native clip (default_seconds)
+    overlap_latents: int = 3  # latent frames a window shares with the previous one (given, t = 0)
+    max_seconds: float = 120.0  # longest video a call may ask for
+    decode_chunk_latents: int = 4  # latent frames per chunk in the VAE's chunked decode
+    encode_chunk_frames: int = 33  # pixel frames per chunk when encoding given clips
+
+
+@dataclass
+class Video:
+    """A generated video (or a still image: one frame)."""
+
+    frames: np.ndarray  # uint8 (F, H, W, 3)
+    fps: int  # frames per second
+    prompt: str  # the prompt as given
+    model_prompt: str  # the prompt the model saw (after rewriting)
+    seed: int  # the seed that reproduces this video
+    notes: list[str] = field(default_factory=list)  # what the prompt rewriter filled in or changed
+
+    @property
+    def seconds(self) -> float:
+        return (len(self.frames) - 1) / self.fps
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self.frames.shape[2]), int(self.frames.shape[1])
+
+
+# ---------------------------------------------------------------------------------------
+# Argument parsing (shared by the CLI, the service and the library)
+# ---------------------------------------------------------------------------------------
+
+
+def supported_sizes(cfg: ModelConfig) -> list[tuple[int, int]]:
+    """Every (W, H) the model accepts: each side a multiple of 16 up to cfg.max_side."""
+    sides = range(SIZE_MULTIPLE, cfg.max_side + 1, SIZE_MULTIPLE)
+    return [(w, h) for h in sides for w in sides]
+
+
+def _size_help(cfg: ModelConfig) -> str:
+    w, h = cfg.default_size
+    return (
+        f"width and height must each be a multiple of {SIZE_MULTIPLE} from {SIZE_MULTIPLE} to {cfg.max_side} "
+        f"(written WxH), e.g. {w}x{h} (the default), {2 * w}x{h} (landscape), {w}x{2 * h} (portrait), "
+        f"{2 * w}x{2 * h} (square)"
+    )
+
+
+def parse_size(value, cfg: ModelConfig) -> tuple[int, int]:
+    """'WxH', (W, H) or None (the model's default) -> (W, H); UserError(param='size') lists what works."""
+    if value is None:
+        return tuple(cfg.default_size)
+    try:
+        if isinstance(value, str):
+            parts = value.lower().replace("×", "x").replace(",", "x").split("x")
+            if len(parts) != 2:
+                raise ValueError
+            w, h = (int(p.strip()) for p in parts)
+        else:
+            w, h = (int(v) for v in value)
+    except (TypeError, ValueError):
+        raise UserError(f"cannot read size {value!r}; {_size_help(cfg)}", param="size") from None
+    if not (SIZE_MULTIPLE <= w <= cfg.max_side and SIZE_MULTIPLE <= h <= cfg.max_side) or w % SIZE_MULTIPLE or h % SIZE_MULTIPLE:
+        raise UserError(f"unsupported size {w}x{h}; {_size_help(cfg)}", param="size")
+    return w, h
+
+
+def parse_seconds(value, cfg: ModelConfig, *, max_seconds: float = SamplingConfig.max_seconds) -> float:
+    """Seconds as a float (None -> the model's default); 0 makes a still image; UserError(param='seconds')."""
+    if value is None:
+        return float(cfg.default_seconds)
+    helptext = (
+        f"give 0 for a still image or a length from {1 / cfg.fps:g} to {max_seconds:g} seconds "
+        f"({cfg.fps} frames per second; more than {cfg.default_seconds:g} s is made in overlapping windows)"
+    )
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"cannot read seconds {value!r}; {helptext}", param="seconds") from None
+    if not math.isfinite(seconds) or seconds < 0 or seconds > max_seconds or (0 < seconds < 1 / cfg.fps - 1e-9):
+        raise UserError(f"unsupported length {value!r} s; {helptext}", param="seconds")
+    return seconds
+
+
+def _check_number(value, name: str, lo: float, hi: float, kind=float):
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{name} must be a number from {lo:g} to {hi:g}, got {value!r}", param=name) from None
+    if (kind is int and number != value) or not (lo <= number <= hi):
+        raise UserError(f"{name} must be a{' whole' if kind is int else ''} number from {lo:g} to {hi:g}, got {value!r}", param=name)
+    return number
+
+
+# ---------------------------------------------------------------------------------------
+# Windows over the latent timeline
+# ---------------------------------------------------------------------------------------
+
+
+def plan_windows(determined: np.ndarray, window: int, overlap: int) -> list[tuple[int, int]]:
+    """Windows [start, end) that cover every undetermined latent frame, in generation order.
+
+    Each window holds up to ``window`` latents and starts ``overlap`` latents before the
+    first undetermined one, so it sees the previous window's last latents as given
+    frames. When only the end of the video is given (extending backwards) the windows
+    run from the end towards the start, mirrored.
+    """
+    done = np.asarray(determined, bool).copy()
+    total = len(done)
+    window = max(1, min(window, total))
+    overlap = max(0, min(overlap, window - 1))
+    backward = bool(done[-1]) and not bool(done[0])
+    windows = []
+    while not done.all():
+        if backward:
+            u = int(np.flatnonzero(~done)[-1])  # last undetermined latent
+            end = min(total, u + 1 + overlap)
+            start = max(0, end - window)
+            end = min(total, start + window)
+        else:
+            u = int(np.flatnonzero(~done)[0])  # first undetermined latent
+            start = max(0, u - overlap)
+            end = min(total, start + window)
+            start = max(0, end - window)
+        windows.append((start, end))
+        done[start:end] = True
+    return windows
+
+
+# ---------------------------------------------------------------------------------------
+# The generator
+# ---------------------------------------------------------------------------------------
+
+
+class Generator:
+    """A loaded model (VAE, DiT, text encoder) plus the one denoising loop and its mode builders."""
+
+    def __init__(self, config: ModelConfig, vae, dit, text_encoder, *, device: str = "cpu",
+                 sampling: SamplingConfig | None = None, rewriter=None):
+        from worldreel.pipelines.prompts import PromptRewriter
+
+        self.config = config
+        self.vae = vae.eval()
+        self.dit = dit.eval()
+        self.text_encoder = text_encoder
+        self.device = torch.device(device)
+        self.sampling = sampling or SamplingConfig()
+        self.rewriter = rewriter or PromptRewriter()
+
+    @classmethod
+    def load(cls, model: str = "world-tiny", device: str = "cpu", *, sampling: SamplingConfig | None = None,
+             rewriter=None) -> "Generator":
+        """Load a model folder (or a model shipped in the package, by name)."""
+        from worldreel.pipelines.loading import load_model
+
+        loaded = load_model(model, device=device)
+        return cls(loaded.config, loaded.vae, loaded.dit, loaded.text_encoder, device=device,
+                   sampling=sampling, rewriter=rewriter)
+
+    # -- the one loop -----------------------------------------------------------------
+
+    def generate(self, prompt: str, *, seconds=None, size=None, steps=None, guidance=None, seed=None,
+                 negative_prompt: str = "", conditions: Sequence[Condition] = (), strength=None,
+                 rewrite: bool = True, progress: Callable[[float], None] | None = None,
+                 frames: int | None = None) -> Video:
+        """Generate a video in which the frames given by ``conditions`` come out unchanged.
+
+        seconds: length (0 = a still image); size: "WxH" or (W, H); frames: an exact frame
+        count instead of seconds (the mode builders use it). strength: re-imagine the
+        conditions' frames (an edit) instead of keeping them: 0 keeps them, 1 ignores them.
+        progress(fraction) is called after every sampler step.
+        """
+        cfg, sc = self.config, self.sampling
+        # 1. Check the arguments (all before any work, so bad input costs nothing).
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise UserError("the prompt is empty; describe the video, e.g. 'a red ball falls and bounces'", param="prompt")
+        steps = sc.steps if steps is None else _check_number(steps, "steps", 1, 1000, int)
+        guidance = sc.guidance if guidance is None else _check_number(guidance, "guidance", 0.0, 50.0)
+        seed = secrets.randbelow(2**31) if seed is None else _check_number(seed, "seed", 0, 2**63 - 1, int)
+        if strength is not None:
+            strength = _check_number(strength, "strength", 0.0, 1.0)
+        conditions = list(conditions)
+        if size is None and conditions and _is_supported(conditions[0].size, cfg):
+            size = conditions[0].size  # keep the given frames' size when the model supports it
+        width, height = parse_size(size, cfg)
+        num_frames = self._num_frames(seconds, frames, conditions, strength)
+
+        # 2. Rewrite the prompt into the caption style the model was trained on.
+        model_prompt, notes = prompt.strip(), []
+        if rewrite:
+            rewritten = self.rewriter.rewrite(prompt, seed=seed)
+            model_prompt, notes = rewritten.text, rewritten.notes
+        negative_prompt = (negative_prompt or "").strip()
+
+        video = self._sample(model_prompt, negative_prompt, conditions, strength, num_frames, (width, height),
+                             steps, guidance, seed, progress)
+        return Video(frames=video, fps=cfg.fps, prompt=prompt, model_prompt=model_prompt, seed=seed, notes=notes)
+
+    @torch.no_grad()
+    def _sample(self, model_prompt, negative_prompt, conditions, strength, num_frames, size, steps, guidance,
+                seed, progress) -> np.ndarray:
+        from worldreel.diffusion import flow, samplers
+
+        cfg, sc = self.config, self.sampling
+        tf = cfg.vae.time_factor
+        width, height = size
+        # 3. Place the given frames on the timeline and encode them to clean latents.
+        pixels, given = cond_lib.place_conditions(conditions, num_frames, size)
+        editing = strength is not None and strength > 0
+        if editing and not given.all():
+            raise UserError("an edit needs a source video covering every output frame", param="strength")
+        encode = self._encode
+        num_latents = cond_lib.latents_for_frames(num_frames, tf)
+        c, lh, lw = cfg.vae.latent_channels, height // cfg.vae.space_factor, width // cfg.vae.space_factor
+        known = torch.zeros(c, num_latents, lh, lw, device=self.device)
+        mask = np.zeros(num_latents, bool)
+        source = None
+        if given.any():
+            latents, given_mask = cond_lib.encode_given(encode, pixels, given, tf)
+            if editing:
+                source = latents  # re-imagined, not kept
+            else:
+                known, mask = latents.to(self.device), given_mask
+
+        # 4. Encode the prompt and the negative prompt (the unconditional input when empty).
+        use_cfg = guidance != 1.0
+        texts = [model_prompt, negative_prompt] if use_cfg else [model_prompt]
+        text_states, text_mask = self.text_encoder.encode(texts)
+        text_states, text_mask = text_states.to(self.device), text_mask.to(self.device)
+
+        # 5. Draw all the noise up front from the seed (on the CPU, so a seed means the same
+        # video on every device), and set the timesteps for a window's token count.
+        gen = torch.Generator().manual_seed(seed)
+        noise = torch.randn(c, num_latents, lh, lw, generator=gen).to(self.device)  # (C, f, h, w)
+        window = sc.window_latents or cond_lib.latents_for_frames(
+            cond_lib.frames_for_seconds(cfg.default_seconds, cfg.fps), tf)
+        ph, pw = cfg.dit.patch[1], cfg.dit.patch[2]
+        tokens = min(window, num_latents) * (lh // ph) * (lw // pw)
+        ts = flow.timesteps(steps, flow.shift_for_tokens(tokens)).to(self.device)
+        if editing:
+            ts = torch.cat([ts.new_tensor([strength]), ts[ts < strength]])  # start part-way (SDEdit)
+
+        # 6. Denoise window by window; each window gets the latents already made as given frames.
+        windows = plan_windows(mask, window, sc.overlap_latents)
+        total_steps = max(1, len(windows) * (len(ts) - 1))
+        done_steps = 0
+        out = known.clone()
+        determined = mask.copy()
+        if sc.sampler not in samplers.SAMPLERS:
+            raise UserError(f"unknown sampler {sc.sampler!r}; choose one of {sorted(samplers.SAMPLERS)}", param="sampler")
+        sample = samplers.SAMPLERS[sc.sampler]
+        for start, end in windows:
+            win_mask = torch.from_numpy(determined[start:end]).to(self.device)
+            x = noise[:, start:end]
+            if editing:
+                x = (1 - strength) * source[:, start:end].to(self.device) + strength * x
+            model_fn = self._model_fn(out[None, :, start:end], win_mask, text_states, text_mask, guidance)
+            keep = win_mask[None, :, None, None]  # (1, f, 1, 1)
+            x = torch.where(keep, out[:, start:end], x)  # given frames start in place
+
+            def tick(*_args, **_kwargs):
+                nonlocal done_steps
+                done_steps += 1
+                if progress is not None:
+                    progress(min(1.0, done_steps / total_steps))
+
+            x = sample(model_fn, x[None], ts, callback=tick)[0]  # (C, end - start, h, w)
+            out[:, start:end] = torch.where(keep, out[:, start:end], x)
+            determined[start:end] = True
+
+        # 7. Decode the whole latent video in chunks (constant memory), trim the padding.
+        video = self.vae.decode_chunked(out[None], chunk_latents=sc.decode_chunk_latents)[0, :, :num_frames]
+        frames = ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # (3, F, H, W)
+        frames = frames.permute(1, 2, 3, 0).cpu().numpy()  # (F, H, W, 3)
+
+        # 8. Paste the given pixels back: given frames come out exactly as given.
+        if not editing:
+            frames[given] = pixels[given]
+        if progress is not None:
+            progress(1.0)
+        return frames
+
+    def _encode(self, video: torch.Tensor) -> torch.Tensor:
+        """Deterministic VAE encode of (1, 3, F, H, W) in [-1, 1] -> (1, C, f, h, w)."""
+        video = video.to(self.device)
+        return self.vae.encode_chunked(video, chunk_frames=self.sampling.encode_chunk_frames)
+
+    def _model_fn(self, known, win_mask, text_states, text_mask, guidance):
+        """The DiT as a sampler ``model_fn(x, t)``: guidance batched, given frames clean at t = 0.
+
+        known: (1, C, f, h, w) clean latents (valid where win_mask); win_mask: (f,) bool;
+        text_states/text_mask: the prompt, then the negative prompt when guiding.
+        """
+        from worldreel.diffusion.samplers import cfg_batched_wrapper, frame_condition_wrapper
+
+        if text_states.shape[0] == 2:
+            frame_fn = cfg_batched_wrapper(self.dit, text_states[:1], text_mask[:1], text_states[1:], text_mask[1:], guidance)
+        else:
+            def frame_fn(x, t_frames):
+                return self.dit(x, t_frames, text_states, text_mask)
+        return frame_condition_wrapper(frame_fn, known, win_mask[None])
+
+    def _num_frames(self, seconds, frames, conditions, strength) -> int:
+        cfg = self.config
+        if frames is not None:
+            return int(_check_number(frames, "frames", 1, cond_lib.frames_for_seconds(self.sampling.max_seconds, cfg.fps), int))
+        if seconds is None and strength is not None and conditions:
+            # An edit keeps its source's length.
+            return max((c.at_index if c.at_index >= 0 else 0) + len(c.frames) for c in conditions)
+        return cond_lib.frames_for_seconds(parse_seconds(seconds, cfg, max_seconds=self.sampling.max_seconds), cfg.fps)
+
+    # -- thin builders: each mode is a set of given frames --------------------------------
+
+    def animate(self, image: np.ndarray, prompt: str, *, seconds=None, **kwargs) -> Video:
+        """Image-to-video: ``image`` (H, W, 3) uint8 is the first frame."""
+        num = self._num_frames(seconds, None, (), None)
+        conds, total = cond_lib.animate_conditions(image, num)
+        return self.generate(prompt, conditions=conds, frames=total, **kwargs)
+
+    def extend(self, video: np.ndarray, prompt: str, *, seconds=None, backward: bool = False, **kwargs) -> Video:
+        """Continue ``video`` (n, H, W, 3) by ``seconds`` forwards, or make what came before it.
+
+        The result contains the given clip unchanged, plus about ``seconds`` of new video.
+        """
+        new = self._num_frames(seconds, None, (), None) - 1
+        if new < 1:
+            raise UserError("extend needs seconds > 0", param="seconds")
+        conds, total = cond_lib.extend_conditions(video, new, self.config.vae.time_factor, backward=backward)
+        return self.generate(prompt, conditions=conds, frames=total, **kwargs)
+
+    def interpolate(self, first: np.ndarray, last: np.ndarray, prompt: str, *, seconds=None, **kwargs) -> Video:
+        """Fill about ``seconds`` between two keyframes or clips (each an image or a video)."""
+        conds, total = cond_lib.interpolate_conditions(first, last, self._gap_latents(seconds), self.config.vae.time_factor)
+        return self.generate(prompt, conditions=conds, frames=total, **kwargs)
+
+    def loop(self, prompt: str, *, seconds=None, image: np.ndarray | None = None, seed=None,
+             rewrite: bool = True, progress=None, **kwargs) -> Video:
+        """A seamless loop: the video's last frame flows back into its first.
+
+        Without ``image`` the first frame is generated first (a still from the same prompt
+        and seed), then the video interpolates from it back to it.
+        """
+        seed = secrets.randbelow(2**31) if seed is None else seed
+        gap = self._gap_latents(seconds)
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise UserError("the prompt is empty; describe the video, e.g. 'a red ball rolls right'", param="prompt")
+        # Rewrite once, so both phases see the same model prompt.
+        model_prompt, notes = prompt.strip(), []
+        if rewrite:
+            rewritten = self.rewriter.rewrite(prompt, seed=seed)
+            model_prompt, notes = rewritten.text, rewritten.notes
+        if image is None:
+            first_progress = (lambda f: progress(0.1 * f)) if progress else None
+            still = self.generate(model_prompt, frames=1, seed=seed, rewrite=False, progress=first_progress, **kwargs)
+            image = still.frames[0]
+        conds, total = cond_lib.loop_conditions(image, gap, self.config.vae.time_factor)
+        rest_progress = (lambda f: progress(0.1 + 0.9 * f)) if progress else None
+        video = self.generate(model_prompt, conditions=conds, frames=total, seed=seed, rewrite=False,
+                              progress=rest_progress, **kwargs)
+        video.frames = video.frames[:-1]  # drop the duplicate of the first frame
+        video.prompt, video.notes = prompt, notes
+        return video
+
+    def edit(self, video: np.ndarray, prompt: str, *, strength: float = 0.6, **kwargs) -> Video:
+        """Re-imagine ``video`` (n, H, W, 3) with a new prompt; strength 0 keeps it, 1 ignores it."""
+        strength = _check_number(strength, "strength", 0.0, 1.0)
+        clip = cond_lib.as_clip(video)
+        return self.generate(prompt, conditions=[Condition(clip, 0)], frames=len(clip), strength=strength, **kwargs)
+
+    def _gap_latents(self, seconds) -> int:
+        """Latent frames between two keyframes: ``seconds`` of video, keyframes included, in whole latents.
+
+        4 s at 8 fps is the model's native 9 latents: 7 between the two keyframe latents.
+        """
+        cfg = self.config
+        secs = parse_seconds(seconds, cfg, max_seconds=self.sampling.max_seconds)
+        latents = cond_lib.latents_for_frames(cond_lib.frames_for_seconds(secs, cfg.fps), cfg.vae.time_factor)
+        return max(1, latents - 2)
+
+
+def _is_supported(size: tuple[int, int], cfg: ModelConfig) -> bool:
+    try:
+        parse_size(size, cfg)
+    except UserError:
+        return False
+    return True
