@@ -60,11 +60,11 @@ class ToyTask:
 
     def __init__(self, model_cfg, train_cfg):
         self.tc = train_cfg
-        type(self).built = []
+        ToyTask.built = []  # shared by the subclasses: the models of the latest run
 
     def build_model(self):
         model = ToyNet(0.0 if self.exact else 0.2)
-        type(self).built.append(model)
+        ToyTask.built.append(model)
         return model
 
     def batches(self, *, seed, rank, world_size, start_step):
@@ -215,3 +215,7 @@ def test_unknown_or_missing_task_is_a_clear_error():
     assert err.value.param == "task"
     with pytest.raises(UserError, match="lacks"):
         load_task("worldreel.train.no_such_task:Task", ModelConfig(), TrainConfig())
+
+
+class ToyStop3Exact(ToyTaskExact):
+    stop_at = 3
