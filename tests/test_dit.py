@@ -184,3 +184,18 @@ def test_task_loss_trains_and_export_loads(tmp_path):
         got = loaded(x, t, batch["text"][:1], batch["text_mask"][:1])
     torch.testing.assert_close(got, expect, atol=2e-2, rtol=2e-2)  # fp16 weights
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "dit.safetensors"]
+
+
+def test_speed_bench_rows():
+    """The speed benchmark's denoiser rows on a toy token count (the real run is `worldreel bench speed`)."""
+    from worldreel.errors import UserError
+    from worldreel.eval.speed import SpeedConfig, grid_for_tokens, run_speed
+
+    assert grid_for_tokens(144, (1, 2, 2)) == (9, 8, 8) and grid_for_tokens(2304, (1, 2, 2)) == (9, 32, 32)
+    with pytest.raises(UserError, match="tokens"):
+        grid_for_tokens(100, (1, 2, 2))
+    result = run_speed(SpeedConfig(tokens=[9], repeats=1, warmup=0, peer=False, model="", peak_seconds=0.2))
+    (row,) = result["denoiser"]
+    assert result["machine"]["matmul_peak_gflops"] > 0
+    assert row["tokens"] == 9 and row["forward_s"] > 0 and row["forward_backward_gflop"] > 2 * row["forward_gflop"] > 0
+    assert 0 < row["forward_util"] < 1.5

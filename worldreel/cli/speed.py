@@ -1,6 +1,79 @@
-"""CLI commands: speed (placeholder until its issue lands)."""
+"""CLI commands: ``worldreel bench speed`` (eval/speed.py): denoiser step vs diffusers' Wan, FLOP/s, real-time factor."""
 from __future__ import annotations
+
+from typing import Optional
+
+import typer
 
 
 def register(groups) -> None:
     """Add this module's commands to the CLI groups ("" is the top level)."""
+    groups["bench"].command("speed")(speed)
+
+
+def speed(
+    json_out: Optional[str] = typer.Option(None, "--json", help="write the results as JSON to this file"),
+    preset: str = typer.Option("world-tiny", help="denoiser architecture to time"),
+    tokens: str = typer.Option("144,576,2304", help="token counts, comma-separated (each 9 x a square)"),
+    batch: int = typer.Option(2, help="items per denoiser call (2 = one guided sampling step)"),
+    repeats: int = typer.Option(5, help="timed calls per measurement (median reported)"),
+    threads: int = typer.Option(0, help="torch CPU threads (0 = torch's default)"),
+    peer: bool = typer.Option(True, "--peer/--no-peer", help="also time diffusers.WanTransformer3DModel"),
+    model: str = typer.Option("world-tiny", help="model (name or folder) for the generation row; '' skips it"),
+    device: str = typer.Option("cpu", help="cpu or cuda"),
+) -> None:
+    """Denoiser step time side by side with diffusers' Wan transformer, FLOP/s vs matmul peak, generation speed."""
+    import json
+    import os
+    import sys
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from worldreel.errors import UserError
+    from worldreel.eval.speed import SpeedConfig, run_speed
+
+    try:
+        token_list = [int(v) for v in tokens.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"tokens must be comma-separated whole numbers, got {tokens!r}", param="tokens") from None
+    if batch < 1 or repeats < 1 or threads < 0:
+        raise UserError("batch and repeats must be >= 1, threads >= 0", param="batch")
+    if device not in ("cpu", "cuda") or (device == "cuda" and not __import__("torch").cuda.is_available()):
+        raise UserError(f"device must be cpu or cuda (with a GPU present), got {device!r}", param="device")
+    cfg = SpeedConfig(preset=preset, tokens=token_list, batch=batch, repeats=repeats, threads=threads, peer=peer,
+                      model=model, device=device)
+    err = Console(stderr=True)
+    result = run_speed(cfg, log=lambda msg: err.print(f"[dim]{msg}…[/dim]"))
+
+    # Table: one row per (model, tokens); then the generation row.
+    m = result["machine"]
+    table = Table(title=f"denoiser step ({preset}, batch {batch}) on {m['device']} x{m['threads']} threads; "
+                        f"fp32 matmul peak {m['matmul_peak_gflops']:.0f} GFLOP/s")
+    for col in ("model", "tokens", "params (M)", "forward (ms)", "fwd+bwd (ms)", "fwd GFLOP", "fwd % peak", "fwd+bwd % peak"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for row in result["denoiser"]:
+        if "status" in row:
+            table.add_row(row["model"], str(row["tokens"]), "-", row["status"], "", "", "", "")
+            continue
+        table.add_row(row["model"], str(row["tokens"]), f"{row['params'] / 1e6:.2f}", f"{row['forward_s'] * 1e3:.1f}",
+                      f"{row['forward_backward_s'] * 1e3:.1f}", f"{row['forward_gflop']:.2f}",
+                      f"{100 * row['forward_util']:.0f}%", f"{100 * row['forward_backward_util']:.0f}%")
+    out = Console()
+    out.print(table)
+    gen = result.get("generation")
+    if gen:
+        if gen["status"] == "ok":
+            out.print(f"generation: {gen['seconds']:g} s at {gen['size']} ({gen['frames']} frames, {gen['steps']} "
+                      f"{gen['sampler']} steps, guidance {gen['guidance']:g}) took {gen['generate_s']:.2f} s: "
+                      f"[bold]{gen['realtime_ratio']:.2f}x[/bold] real time ({gen['weights']})")
+        else:
+            out.print(f"generation: {gen['status']}")
+    if json_out:
+        path = Path(json_out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        os.replace(tmp, path)
+        print(f"wrote {path}", file=sys.stderr)
