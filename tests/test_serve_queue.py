@@ -204,16 +204,24 @@ def test_worker_failures_cancel_and_timeout(tmp_path):
 
 
 WORKER_SCRIPT = textwrap.dedent("""
-    import sys
+    import sys, time
     sys.path.insert(0, {tests!r})
     from test_serve_queue import FakeGenerator, fast_cfg
     from worldreel.serve.worker import run_worker
+
+    class Hung(FakeGenerator):  # never calls back, never returns (in time)
+        def generate(self, *args, **kwargs):
+            time.sleep(60)
+
     delay = float(sys.argv[1])
-    run_worker({data!r}, factory=lambda source: FakeGenerator(steps=20, delay=delay), cfg=fast_cfg(lease_seconds=1.5))
+    make = (lambda source: Hung()) if delay < 0 else (lambda source: FakeGenerator(steps=20, delay=delay))
+    run_worker({data!r}, factory=make, cfg=fast_cfg(lease_seconds=1.5, job_timeout_seconds=0.5, timeout_grace_seconds=0.5)
+               if delay < 0 else fast_cfg(lease_seconds=1.5))
 """)
 
 
 def _start_worker(script: Path, delay: float) -> subprocess.Popen:
+    """A worker process; ``delay`` seconds per step, or a negative delay for a generator that hangs."""
     return subprocess.Popen([sys.executable, str(script), str(delay)], stderr=subprocess.PIPE, text=True)
 
 
@@ -260,3 +268,21 @@ def test_sigkilled_worker_job_is_requeued_and_completed_exactly_once(tmp_path):
     frames, _ = read_video(data / done.output_dir / "video.mp4")
     assert frames.shape == (9, 32, 32, 3)
     assert fast.returncode == 0  # SIGTERM is a clean stop
+
+
+def test_hung_generation_times_out_and_the_worker_exits(tmp_path):
+    from worldreel.serve.worker import TIMEOUT_EXIT_CODE
+
+    data = tmp_path / "data"
+    queue = JobQueue(data / "jobs.db")
+    job = submit(queue)
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER_SCRIPT.format(tests=str(TESTS_DIR), data=str(data)))
+    hung = _start_worker(script, delay=-1)
+    try:
+        assert hung.wait(timeout=30) == TIMEOUT_EXIT_CODE  # it left; `worldreel serve` starts a fresh one
+    finally:
+        if hung.poll() is None:
+            hung.kill()
+    failed = queue.get(job.id)
+    assert failed.status == "failed" and failed.error["code"] == "timeout" and failed.attempts == 1
