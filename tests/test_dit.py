@@ -199,3 +199,32 @@ def test_speed_bench_rows():
     assert result["machine"]["matmul_peak_gflops"] > 0
     assert row["tokens"] == 9 and row["forward_s"] > 0 and row["forward_backward_gflop"] > 2 * row["forward_gflop"] > 0
     assert 0 < row["forward_util"] < 1.5
+
+
+def test_task_reads_a_latent_cache(tmp_path):
+    """DiTTask batches from a LatentCache: pre-encoded text states used, "" states for dropped captions."""
+    from worldreel.data.latents import build_cache
+    from worldreel.presets import get_preset
+    from worldreel.train.dit_task import DiTTask, DiTTaskConfig
+
+    g = torch.Generator().manual_seed(0)
+    items = [{"video": torch.zeros(3, 5 if i % 2 else 1, 16, 16), "caption": f"caption {i}"} for i in range(8)]
+    build_cache(
+        tmp_path / "cache", items, count=8, progress=False,
+        encode_video=lambda v: torch.randn(v.shape[0], 16, 1 + (v.shape[2] - 1) // 4, 2, 2, generator=g),
+        encode_text=lambda p: (torch.randn(len(p), 3, 384, generator=g), torch.ones(len(p), 3, dtype=torch.bool)),
+    )
+    preset = get_preset("world-tiny")
+    model_cfg = dataclasses.replace(preset.model, dit=dataclasses.replace(TINY, text_dim=384, in_channels=16))
+    train_cfg = dataclasses.replace(preset.train_dit, data=str(tmp_path / "cache"), batch_size=2)
+    task = DiTTask(model_cfg, train_cfg, DiTTaskConfig(text_drop=0.5))
+    batches = task.batches(seed=0, rank=0, world_size=1, start_step=0)
+    shapes = {tuple(next(batches)["latents"].shape) for _ in range(6)}
+    assert shapes == {(2, 16, 1, 2, 2), (2, 16, 2, 2, 2)}  # images and clips, one shape per batch
+    batch = next(batches)
+    text, mask = task._text_for(batch, torch.tensor([False, True]), torch.device("cpu"))
+    torch.testing.assert_close(text[0, :3], batch["text"][0])
+    torch.testing.assert_close(text[1, : batch["null_text"].shape[1]], batch["null_text"][0])
+    assert task._text is None  # the cache's states were used: no text encoder loaded
+    loss, logs = task.loss(task.build_model(), batch, torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss) and logs["items"] == 2

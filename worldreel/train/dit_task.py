@@ -178,8 +178,12 @@ class DiTTask:
     # -- loss -----------------------------------------------------------------------------
 
     def _text_for(self, batch: dict, drop: torch.Tensor, device: torch.device):
-        """(states (B, L, D), mask (B, L)) with the dropped rows replaced by the "" states."""
-        if "captions" in batch:
+        """(states (B, L, D), mask (B, L)) with the dropped rows replaced by the "" states.
+
+        Uses the batch's pre-encoded ``text``/``text_mask`` (and ``null_text``/``null_mask``) when
+        the latent cache supplies them; otherwise encodes ``captions`` with the text encoder.
+        """
+        if "text" not in batch:  # captions only: encode them (cached per prompt)
             prompts = ["" if d else c for c, d in zip(batch["captions"], drop.tolist())]
             states, mask = self.text_encoder(device).encode(prompts)
             return states.to(device), mask.to(device)
