@@ -164,7 +164,7 @@ class DiTBlock(nn.Module):
         self.cross = CrossAttention(d, cfg.heads)
         self.norm2 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         hidden = int(d * cfg.mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, d))
+        self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d))
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))  # per-frame shift/scale/gate x 2
 
     def forward(self, x, c, rope, text, text_mask, skip=None):
@@ -220,7 +220,7 @@ class DiT(nn.Module):
         self.patch_embed = nn.Linear(patch_values, d)
         self.t_embed = TimestepEmbedder(d)
         # Text states -> model width once, so every block's cross-attention is D x D.
-        self.text_proj = nn.Sequential(nn.LayerNorm(cfg.text_dim), nn.Linear(cfg.text_dim, d), nn.GELU(approximate="tanh"), nn.Linear(d, d))
+        self.text_proj = nn.Sequential(nn.LayerNorm(cfg.text_dim), nn.Linear(cfg.text_dim, d), nn.GELU(), nn.Linear(d, d))
         self.pool_proj = nn.Sequential(nn.SiLU(), nn.Linear(d, d)) if cfg.pooled_text else None
         self.rope = Rope3D(head_dim, cfg.rope_theta)
         # U-ViT: block depth-1-i (second half) receives the input of block i (first half);
