@@ -1,6 +1,345 @@
-"""CLI commands: generate (placeholder until its issue lands)."""
+"""CLI commands: generate, animate, extend, interpolate, loop, edit; and ``bench drift``.
+
+Every mode takes the same options (``--seconds --size --steps --guidance --seed
+--negative-prompt --model --out --show-prompt --no-rewrite``) and runs the one loop in
+``pipelines/generate.py``. The output format follows the extension of ``--out``: .mp4
+(H.264), .gif, or .png (a still image). Bad input is a one-line error naming the
+parameter (exit 2) and nothing is written; files are written atomically by ``video_io``.
+Heavy imports (torch, PyAV) stay inside the command bodies so ``worldreel --help`` is fast.
+"""
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from typing_extensions import Annotated
+
+from worldreel.errors import UserError
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+OUTPUT_EXTS = {".mp4", ".gif", ".png"}
+
+# -- the one set of options ---------------------------------------------------------------
+Seconds = Annotated[Optional[str], typer.Option("--seconds", help="Length in seconds (0 = a still image; more than 4 s is made in overlapping windows).")]
+Size = Annotated[Optional[str], typer.Option("--size", help="WxH, each side a multiple of 16 (default: the model's, or the input's).")]
+Steps = Annotated[Optional[int], typer.Option("--steps", help="Sampler steps per window.")]
+Guidance = Annotated[Optional[float], typer.Option("--guidance", help="Classifier-free guidance scale (1 = off).")]
+Seed = Annotated[Optional[int], typer.Option("--seed", help="Seed; the same seed gives the same video (default: random, printed).")]
+Negative = Annotated[str, typer.Option("--negative-prompt", help="What the video should not look like.")]
+Model = Annotated[str, typer.Option("--model", help="A shipped model name or a model folder.")]
+Out = Annotated[Optional[Path], typer.Option("--out", help="Output file: .mp4, .gif or .png (default: worldreel-<mode>-<seed>.mp4).")]
+ShowPrompt = Annotated[bool, typer.Option("--show-prompt", help="Print the prompt the model was given.")]
+NoRewrite = Annotated[bool, typer.Option("--no-rewrite", help="Give the prompt to the model exactly as typed.")]
+Device = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, mps ...")]
+RewriteURL = Annotated[Optional[str], typer.Option("--rewrite-endpoint", help="Base URL of an OpenAI-compatible chat API for prompt rewriting (optional).")]
+RewriteModel = Annotated[str, typer.Option("--rewrite-model", help="Chat model name for --rewrite-endpoint.")]
+RewriteKey = Annotated[Optional[Path], typer.Option("--rewrite-key-file", help="File holding the API key for --rewrite-endpoint.")]
+
+
+def _options(seconds, size, steps, guidance, seed, negative_prompt, model, out, show_prompt, no_rewrite, device,
+             rewrite_endpoint, rewrite_model, rewrite_key_file) -> dict:
+    return dict(seconds=seconds, size=size, steps=steps, guidance=guidance, seed=seed, negative_prompt=negative_prompt,
+                model=model, out=out, show_prompt=show_prompt, no_rewrite=no_rewrite, device=device,
+                rewrite_endpoint=rewrite_endpoint, rewrite_model=rewrite_model, rewrite_key_file=rewrite_key_file)
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def read_frames(path: Path, param: str, fps: int):
+    """An image as a 1-frame clip, or a video resampled to ``fps``: uint8 (n, H, W, 3)."""
+    from worldreel.data import video_io
+    from worldreel.pipelines.conditioning import resample_fps
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"cannot read {path}: no such file", param=param)
+    try:
+        if path.suffix.lower() in IMAGE_EXTS:
+            return video_io.read_image(path)[None]  # (1, H, W, 3)
+        frames, source_fps = video_io.read_video(path)
+    except UserError as err:  # video_io names the file and says why; the CLI names the argument
+        raise UserError(err.message if str(path) in err.message else f"cannot read {path}: {err.message}", param=param) from None
+    return resample_fps(frames, source_fps, fps)
+
+
+def _check_out(out: Path | None, mode: str, seed: int, still: bool) -> Path:
+    """The output path, checked before any work so a bad one costs nothing."""
+    if out is None:
+        out = Path(f"worldreel-{mode}-{seed}{'.png' if still else '.mp4'}")
+    ext = out.suffix.lower()
+    if ext not in OUTPUT_EXTS:
+        raise UserError(f"cannot write {out}: the output must end in one of {sorted(OUTPUT_EXTS)}", param="out")
+    if not out.parent.exists():
+        raise UserError(f"cannot write {out}: folder {out.parent} does not exist", param="out")
+    return out
+
+
+def _write(out: Path, video) -> None:
+    from worldreel.data import video_io
+
+    ext = out.suffix.lower()
+    if ext == ".png":
+        if len(video.frames) != 1:
+            raise UserError(f"a .png holds one frame and this video has {len(video.frames)}; use .mp4 or .gif", param="out")
+        video_io.write_image(out, video.frames[0])
+    elif ext == ".gif":
+        video_io.write_gif(out, video.frames, video.fps)
+    else:
+        video_io.write_video(out, video.frames, video.fps)
+
+
+def _run(mode: str, prompt: str, opts: dict, call, *, read=None, still: bool = False) -> None:
+    """Shared body of every mode: check options, load, read inputs, generate with a progress bar, write.
+
+    read(gen) -> inputs reads the input files (before the bar starts);
+    call(gen, inputs, common_kwargs, progress) -> Video runs the mode.
+    """
+    import secrets
+
+    from tqdm import tqdm
+
+    # 1. Options that need no model: prompt, output path, seed, rewriter.
+    if not prompt.strip():
+        raise UserError("the prompt is empty; describe the video, e.g. 'a red ball falls and bounces'", param="prompt")
+    seed = opts["seed"] if opts["seed"] is not None else secrets.randbelow(2**31)
+    if opts["seed"] is not None and opts["seed"] < 0:
+        raise UserError(f"seed must be 0 or more, got {opts['seed']}", param="seed")
+    out = opts["out"]
+    wants_png = out is not None and out.suffix.lower() == ".png"
+    if wants_png and mode != "generate":
+        raise UserError(f"{mode} makes a video; write it to .mp4 or .gif", param="out")
+    out = _check_out(out, mode, seed, still or wants_png)
+    rewriter = _rewriter(opts)
+
+    # 2. Load the model (a UserError names a missing model), check sizes, read the inputs.
+    from worldreel.pipelines.generate import Generator, parse_seconds, parse_size
+
+    gen = Generator.load(opts["model"], device=opts["device"], rewriter=rewriter)
+    if opts["seconds"] is not None:
+        parse_seconds(opts["seconds"], gen.config)  # fail before reading inputs
+    if opts["size"] is not None:
+        parse_size(opts["size"], gen.config)
+    inputs = read(gen) if read is not None else None
+    if opts["seed"] is None:
+        print(f"seed: {seed}", file=sys.stderr)
+
+    # 3. Generate with a progress bar on stderr.
+    common = dict(size=opts["size"], steps=opts["steps"], guidance=opts["guidance"], seed=seed,
+                  negative_prompt=opts["negative_prompt"], rewrite=not opts["no_rewrite"])
+    with tqdm(total=100, desc=mode, unit="%", file=sys.stderr, leave=False,
+              bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}") as bar:
+        def progress(fraction: float) -> None:
+            bar.n = round(100 * fraction)
+            bar.refresh()
+
+        video = call(gen, inputs, common, progress)
+    for note in video.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if opts["show_prompt"]:
+        print(f"model prompt: {video.model_prompt}")
+
+    # 4. Write (atomically: a failure leaves no file behind).
+    _write(out, video)
+    print(f"wrote {out} ({len(video.frames)} frame{'s' if len(video.frames) != 1 else ''}, "
+          f"{video.size[0]}x{video.size[1]}, {video.seconds:g} s, seed {video.seed})")
+
+
+def _rewriter(opts: dict):
+    from worldreel.pipelines.prompts import ChatEndpoint, PromptRewriter
+
+    if not opts["rewrite_endpoint"]:
+        return PromptRewriter()
+    key = None
+    if opts["rewrite_key_file"] is not None:
+        try:
+            key = Path(opts["rewrite_key_file"]).read_text().strip()
+        except OSError as err:
+            raise UserError(f"cannot read {opts['rewrite_key_file']}: {err.strerror}", param="rewrite-key-file") from None
+    return PromptRewriter(ChatEndpoint(url=opts["rewrite_endpoint"], model=opts["rewrite_model"], api_key=key))
+
+
+# -- commands -----------------------------------------------------------------------------
 
 
 def register(groups) -> None:
     """Add this module's commands to the CLI groups ("" is the top level)."""
+    app, bench = groups[""], groups["bench"]
+
+    @app.command("generate")
+    def generate(
+        prompt: Annotated[str, typer.Argument(help="What happens, e.g. 'a red ball falls and bounces'.")],
+        seconds: Seconds = None, size: Size = None, steps: Steps = None, guidance: Guidance = None, seed: Seed = None,
+        negative_prompt: Negative = "", model: Model = "world-tiny", out: Out = None, show_prompt: ShowPrompt = False,
+        no_rewrite: NoRewrite = False, device: Device = "cpu", rewrite_endpoint: RewriteURL = None,
+        rewrite_model: RewriteModel = "default", rewrite_key_file: RewriteKey = None,
+    ) -> None:
+        """Text to video (or a still image with --seconds 0 or --out FILE.png)."""
+        opts = _options(**{k: v for k, v in locals().items() if k != "prompt"})
+        png = out is not None and out.suffix.lower() == ".png"
+        if png and seconds is not None and _float_or_none(seconds) not in (0.0, None):
+            raise UserError("a .png is a still image: leave out --seconds (or give 0), or write .mp4/.gif", param="seconds")
+        still = png or _float_or_none(seconds) == 0.0
+        _run("generate", prompt, opts, lambda gen, _, kw, progress: gen.generate(
+            prompt, seconds=0 if png else seconds, progress=progress, **kw), still=still)
+
+    @app.command("animate")
+    def animate(
+        image: Annotated[Path, typer.Argument(help="The first frame (PNG/JPEG; a video's first frame also works).")],
+        prompt: Annotated[str, typer.Argument(help="What happens next.")],
+        seconds: Seconds = None, size: Size = None, steps: Steps = None, guidance: Guidance = None, seed: Seed = None,
+        negative_prompt: Negative = "", model: Model = "world-tiny", out: Out = None, show_prompt: ShowPrompt = False,
+        no_rewrite: NoRewrite = False, device: Device = "cpu", rewrite_endpoint: RewriteURL = None,
+        rewrite_model: RewriteModel = "default", rewrite_key_file: RewriteKey = None,
+    ) -> None:
+        """Image to video: the image is the first frame, unchanged."""
+        opts = _options(**{k: v for k, v in locals().items() if k not in ("image", "prompt")})
+
+        def call(gen, frames, kw, progress):
+            return gen.animate(frames[0], prompt, seconds=seconds, progress=progress, **kw)
+
+        _run("animate", prompt, opts, call, read=lambda gen: read_frames(image, "image", gen.config.fps))
+
+    @app.command("extend")
+    def extend(
+        video: Annotated[Path, typer.Argument(help="The clip to continue (MP4, GIF; an image works as a 1-frame clip).")],
+        prompt: Annotated[str, typer.Argument(help="What happens in the new part.")],
+        backward: Annotated[bool, typer.Option("--backward", help="Make what came before the clip instead.")] = False,
+        seconds: Seconds = None, size: Size = None, steps: Steps = None, guidance: Guidance = None, seed: Seed = None,
+        negative_prompt: Negative = "", model: Model = "world-tiny", out: Out = None, show_prompt: ShowPrompt = False,
+        no_rewrite: NoRewrite = False, device: Device = "cpu", rewrite_endpoint: RewriteURL = None,
+        rewrite_model: RewriteModel = "default", rewrite_key_file: RewriteKey = None,
+    ) -> None:
+        """Continue a clip by --seconds (or make what came before it); the clip comes out unchanged."""
+        opts = _options(**{k: v for k, v in locals().items() if k not in ("video", "prompt", "backward")})
+
+        def call(gen, frames, kw, progress):
+            return gen.extend(frames, prompt, seconds=seconds, backward=backward, progress=progress, **kw)
+
+        _run("extend", prompt, opts, call, read=lambda gen: read_frames(video, "video", gen.config.fps))
+
+    @app.command("interpolate")
+    def interpolate(
+        first: Annotated[Path, typer.Argument(help="The start: an image or a video.")],
+        last: Annotated[Path, typer.Argument(help="The end: an image or a video.")],
+        prompt: Annotated[str, typer.Argument(help="What happens in between.")],
+        seconds: Seconds = None, size: Size = None, steps: Steps = None, guidance: Guidance = None, seed: Seed = None,
+        negative_prompt: Negative = "", model: Model = "world-tiny", out: Out = None, show_prompt: ShowPrompt = False,
+        no_rewrite: NoRewrite = False, device: Device = "cpu", rewrite_endpoint: RewriteURL = None,
+        rewrite_model: RewriteModel = "default", rewrite_key_file: RewriteKey = None,
+    ) -> None:
+        """Fill the frames between two keyframes, or join two clips with a transition."""
+        opts = _options(**{k: v for k, v in locals().items() if k not in ("first", "last", "prompt")})
+
+        def read(gen):
+            return read_frames(first, "first", gen.config.fps), read_frames(last, "last", gen.config.fps)
+
+        def call(gen, clips, kw, progress):
+            return gen.interpolate(clips[0], clips[1], prompt, seconds=seconds, progress=progress, **kw)
+
+        _run("interpolate", prompt, opts, call, read=read)
+
+    @app.command("loop")
+    def loop(
+        prompt: Annotated[str, typer.Argument(help="What happens; the end flows back into the start.")],
+        seconds: Seconds = None, size: Size = None, steps: Steps = None, guidance: Guidance = None, seed: Seed = None,
+        negative_prompt: Negative = "", model: Model = "world-tiny", out: Out = None, show_prompt: ShowPrompt = False,
+        no_rewrite: NoRewrite = False, device: Device = "cpu", rewrite_endpoint: RewriteURL = None,
+        rewrite_model: RewriteModel = "default", rewrite_key_file: RewriteKey = None,
+    ) -> None:
+        """A seamless loop: the last frame flows back into the first."""
+        opts = _options(**{k: v for k, v in locals().items() if k != "prompt"})
+        _run("loop", prompt, opts, lambda gen, _, kw, progress: gen.loop(prompt, seconds=seconds, progress=progress, **kw))
+
+    @app.command("edit")
+    def edit(
+        video: Annotated[Path, typer.Argument(help="The clip to re-imagine.")],
+        prompt: Annotated[str, typer.Argument(help="The new description.")],
+        strength: Annotated[float, typer.Option("--strength", help="0 keeps the clip, 1 ignores it.")] = 0.6,
+        seconds: Seconds = None, size: Size = None, steps: Steps = None, guidance: Guidance = None, seed: Seed = None,
+        negative_prompt: Negative = "", model: Model = "world-tiny", out: Out = None, show_prompt: ShowPrompt = False,
+        no_rewrite: NoRewrite = False, device: Device = "cpu", rewrite_endpoint: RewriteURL = None,
+        rewrite_model: RewriteModel = "default", rewrite_key_file: RewriteKey = None,
+    ) -> None:
+        """Re-imagine a clip with a new prompt (--strength S from 0 to 1)."""
+        opts = _options(**{k: v for k, v in locals().items() if k not in ("video", "prompt", "strength")})
+        if not 0.0 <= strength <= 1.0:
+            raise UserError(f"strength must be from 0 to 1, got {strength}", param="strength")
+
+        def read(gen):
+            frames = read_frames(video, "video", gen.config.fps)
+            if seconds is not None:  # edit the first --seconds of the clip
+                from worldreel.pipelines.conditioning import frames_for_seconds
+                from worldreel.pipelines.generate import parse_seconds
+
+                frames = frames[: frames_for_seconds(parse_seconds(seconds, gen.config), gen.config.fps)]
+            return frames
+
+        def call(gen, frames, kw, progress):
+            return gen.edit(frames, prompt, strength=strength, progress=progress, **kw)
+
+        _run("edit", prompt, opts, call, read=read)
+
+    @bench.command("drift")
+    def drift(
+        model: Model = "world-tiny",
+        json_out: Annotated[Path, typer.Option("--json", help="Write the results here (JSON).")] = Path("drift.json"),
+        prompts: Annotated[int, typer.Option("--prompts", help="How many reel-world prompts (sampled scenes).")] = 8,
+        seconds: Annotated[float, typer.Option("--seconds", help="Length of each video.")] = 12.0,
+        window: Annotated[float, typer.Option("--window", help="Seconds per scored window.")] = 4.0,
+        steps: Steps = None, guidance: Guidance = None,
+        seed: Annotated[int, typer.Option("--seed", help="First scene and generation seed.")] = 0,
+        device: Device = "cpu",
+    ) -> None:
+        """world-bench per window over long videos: windowed extension vs last-frame image-to-video chaining."""
+        import json
+
+        from tqdm import tqdm
+
+        from worldreel.eval.drift import DriftConfig, run_drift
+        from worldreel.pipelines.generate import Generator
+
+        if prompts < 1:
+            raise UserError("--prompts must be at least 1", param="prompts")
+        if json_out.suffix.lower() != ".json" or not json_out.parent.exists():
+            raise UserError(f"cannot write {json_out}: give a .json file in an existing folder", param="json")
+        gen = Generator.load(model, device=device)
+        cfg = DriftConfig(prompts=prompts, seconds=seconds, window_seconds=window, steps=steps, guidance=guidance, seed=seed)
+        with tqdm(total=100, desc="drift", unit="%", file=sys.stderr, leave=False,
+                  bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}") as bar:
+            def progress(fraction: float) -> None:
+                bar.n = round(100 * fraction)
+                bar.refresh()
+
+            result = run_drift(gen, cfg, progress=progress)
+        result["model"] = model
+        _write_json(json_out, result)
+        for method in ("windowed", "chained", "truth"):
+            row = result["summary"][method]
+            print(f"{method:9s} world-bench per {window:g} s window: " + "  ".join(f"{s:.3f}" for s in row["score"]))
+        print(f"wrote {json_out}")
+
+
+def _write_json(path: Path, data: dict) -> None:
+    import json
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2)
+            fh.write("\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _float_or_none(value):
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
