@@ -16,7 +16,7 @@ def speed(
     preset: str = typer.Option("world-tiny", help="denoiser architecture to time"),
     tokens: str = typer.Option("144,576,2304", help="token counts, comma-separated (each 9 x a square)"),
     batch: int = typer.Option(2, help="items per denoiser call (2 = one guided sampling step)"),
-    repeats: int = typer.Option(5, help="timed calls per measurement (median reported)"),
+    repeats: int = typer.Option(5, help="timed calls per measurement (best reported, median in the JSON)"),
     threads: int = typer.Option(0, help="torch CPU threads (0 = torch's default)"),
     peer: bool = typer.Option(True, "--peer/--no-peer", help="also time diffusers.WanTransformer3DModel"),
     model: str = typer.Option("world-tiny", help="model (name or folder) for the generation row; '' skips it"),
@@ -49,7 +49,7 @@ def speed(
 
     # Table: one row per (model, tokens); then the generation row.
     m = result["machine"]
-    table = Table(title=f"denoiser step ({preset}, batch {batch}) on {m['device']} x{m['threads']} threads; "
+    table = Table(title=f"denoiser step ({preset}, batch {batch}) on {m['device']} x{m['threads']} threads, best of {repeats}; "
                         f"fp32 matmul peak {m['matmul_peak_gflops']:.0f} GFLOP/s")
     for col in ("model", "tokens", "params (M)", "forward (ms)", "fwd+bwd (ms)", "fwd GFLOP", "fwd % peak", "fwd+bwd % peak"):
         table.add_column(col, justify="left" if col == "model" else "right")
