@@ -90,7 +90,7 @@ def test_create_retrieve_and_download(service):
     assert (video["seconds"], video["size"], video["model"], video["seed"]) == ("1", "32x32", "world-tiny", 5)
     waiting = service.client.get(f"/v1/videos/{video['id']}")
     assert waiting.headers["openai-poll-after-ms"] == str(service.cfg.poll_after_ms)
-    assert_error(service.client.get(f"/v1/videos/{video['id']}/content"), 400, "video_id", "queued")
+    assert_error(service.client.get(f"/v1/videos/{video['id']}/content"), 409, "video_id", "queued")
 
     assert service.work() == 1
     done = service.client.get(f"/v1/videos/{video['id']}").json()
@@ -121,6 +121,9 @@ def test_validation_errors_name_the_parameter(service):
     assert_error(service.client.get("/v1/videos", params={"after": "video_nope"}), 400, "after")
     missing = service.client.get("/v1/nothing-here")
     assert missing.status_code == 404 and set(missing.json()["error"]) == {"message", "type", "param", "code"}
+    for path, allowed in (("/v1/videos", "GET, POST"), ("/v1/videos/edits", "POST"), ("/v1/videos/x", "DELETE, GET")):
+        wrong = service.client.put(path)
+        assert wrong.status_code == 405 and wrong.headers["allow"] == allowed, (path, wrong.headers)
     assert service.client.get("/v1/videos").json()["data"] == []  # nothing was queued by any of these
 
 
@@ -212,7 +215,7 @@ def test_queue_bound_per_key_answers_429(tmp_path):
 def test_remix_extend_and_edit(service):
     source = service.create(seed="11").json()
     not_ready = service.client.post(f"/v1/videos/{source['id']}/remix", json={"prompt": "a green ball"})
-    assert_error(not_ready, 400, "video_id", "queued")
+    assert_error(not_ready, 409, "video_id", "queued")
     service.work()
     remix = service.client.post(f"/v1/videos/{source['id']}/remix", json={"prompt": "a green ball falls"}).json()
     assert remix["remixed_from_video_id"] == source["id"] and remix["seed"] == 11 and remix["seconds"] == "1"

@@ -31,6 +31,7 @@ def register(groups) -> None:
         device: str = typer.Option("cpu", help="Device the workers generate on (cpu, cuda, ...)."),
         max_pending: int = typer.Option(8, min=1, help="Unfinished jobs allowed per key (more answer 429)."),
         job_timeout: float = typer.Option(900.0, min=1.0, help="Seconds before a running generation fails."),
+        steps: Optional[int] = typer.Option(None, min=1, help="Sampler steps per video (default: the model's)."),
     ) -> None:
         """Serve the OpenAI-compatible Videos API and the web studio, with worker processes."""
         from worldreel.serve.app import create_app
@@ -48,7 +49,7 @@ def register(groups) -> None:
         print(f"worldreel: serving {', '.join(served)} on http://{host}:{port} (studio /, API /v1) with "
               f"{workers} worker(s); {access}; data in {data.resolve()}", file=sys.stderr, flush=True)
         pool = WorkerPool(data, workers, models=[m.source for m in served.values()], device=device,
-                          job_timeout=job_timeout).start() if workers else None
+                          job_timeout=job_timeout, steps=steps).start() if workers else None
         import uvicorn
 
         try:
@@ -64,6 +65,8 @@ def register(groups) -> None:
         device: str = typer.Option("cpu", help="Device to generate on."),
         lease: float = typer.Option(30.0, min=1.0, help="Seconds of silence after which a job is given to another worker."),
         job_timeout: float = typer.Option(900.0, min=1.0, help="Seconds before a running generation fails."),
+        steps: Optional[int] = typer.Option(None, min=1, help="Sampler steps per video (default: the model's)."),
+        exit_with_parent: bool = typer.Option(False, hidden=True, help="Stop when the starting process is gone."),
     ) -> None:
         """Run generation jobs from a service's queue until stopped (SIGTERM returns the running job)."""
         from functools import partial
@@ -78,7 +81,8 @@ def register(groups) -> None:
             raise UserError(f"{data} has no jobs.db: start `worldreel serve --data {data}` first", param="data")
         models = {name: m.source for name, m in resolve_models(model).items()} if model else None
         cfg = ServeConfig(lease_seconds=lease, heartbeat_seconds=min(5.0, lease / 4), job_timeout_seconds=job_timeout)
-        run_worker(data, models=models, factory=partial(load_generator, device=device), cfg=cfg)
+        run_worker(data, models=models, factory=partial(load_generator, device=device, steps=steps), cfg=cfg,
+                   exit_with_parent=exit_with_parent)
 
     @bench.command("serve")
     def bench_serve(
@@ -87,6 +91,7 @@ def register(groups) -> None:
         workers: int = typer.Option(2, min=1, max=32, help="Worker processes."),
         model: str = typer.Option("world-tiny", help="Model name or folder."),
         random_model: bool = typer.Option(False, help="Use a randomly initialised world-tiny (no weights needed)."),
+        steps: Optional[int] = typer.Option(None, min=1, help="Sampler steps per video (default: the model's)."),
         seconds: str = typer.Option("4", help="Length of each video."),
         size: str = typer.Option("64x64", help="Size of each video."),
         time_limit: float = typer.Option(900.0, min=10.0, help="Give up after this many seconds."),
@@ -97,7 +102,7 @@ def register(groups) -> None:
 
         report = bench_local_service(LoadSettings(clients=clients, jobs=jobs, seconds=seconds, size=size,
                                                   time_limit=time_limit),
-                                     workers=workers, model=model, random_model=random_model)
+                                     workers=workers, model=model, random_model=random_model, steps=steps)
         print(report.summary())
         if out is not None:
             report.save(out)

@@ -198,7 +198,8 @@ def _percentiles(values: list[float]) -> dict:
 
 
 def bench_local_service(settings: LoadSettings, *, workers: int = 2, model: str = "world-tiny",
-                        random_model: bool = False, data: str | Path | None = None) -> LoadReport:
+                        random_model: bool = False, steps: int | None = None,
+                        data: str | Path | None = None) -> LoadReport:
     """Start a private service on 127.0.0.1 with ``workers`` processes, run the load, check exactly-once."""
     from worldreel.serve.app import create_app
     from worldreel.serve.config import ServeConfig
@@ -216,7 +217,7 @@ def bench_local_service(settings: LoadSettings, *, workers: int = 2, model: str 
         cfg = ServeConfig(max_pending_per_key=settings.jobs + 1, poll_after_ms=settings.poll_ms)
         app = create_app(root / "service", served, cfg=cfg)
         queue: JobQueue = app.state.queue
-        pool = WorkerPool(root / "service", workers, models=[m.source for m in served.values()]).start()
+        pool = WorkerPool(root / "service", workers, models=[m.source for m in served.values()], steps=steps).start()
         try:
             _wait_for_workers(queue, workers, timeout=min(300.0, settings.time_limit))
             with BackgroundServer(app) as server:
@@ -237,7 +238,7 @@ def bench_local_service(settings: LoadSettings, *, workers: int = 2, model: str 
                 per_job[e["job_id"]] += 1
         report.completions_per_job = per_job
         report.exactly_once = len(per_job) == settings.jobs and all(n == 1 for n in per_job.values())
-        report.settings.update(workers=workers, model=Path(model).name)
+        report.settings.update(workers=workers, model=Path(model).name, steps=steps, random_model=random_model)
         return report
 
 

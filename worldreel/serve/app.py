@@ -28,6 +28,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
+from pydantic import Field, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from worldreel.serve import media
@@ -35,7 +36,7 @@ from worldreel.serve.auth import KeyRing, check_prompt, check_upload_size, decod
 from worldreel.serve.config import ServeConfig
 from worldreel.serve.models import ServedModel, format_seconds, format_size, parse_seconds, parse_size, pick_model
 from worldreel.serve.queue import FINAL, Job, JobQueue, QueueFull, new_id
-from worldreel.serve.schemas import (ERROR_RESPONSES, APIError, RemixBody, Video, VideoDeleted, VideoList,
+from worldreel.serve.schemas import (ERROR_RESPONSES, APIError, Video, VideoDeleted, VideoList,
                                      video_from_job)
 from worldreel.serve.worker import data_paths
 
@@ -83,8 +84,11 @@ def create_app(data: str | Path, models: dict[str, ServedModel], *, keys: KeyRin
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
         message = "Not found" if err.status_code == 404 else str(err.detail)
+        headers = dict(getattr(err, "headers", None) or {})
+        if err.status_code == 405:  # name every method of the path, not just the first route's
+            headers["Allow"] = ", ".join(allowed_methods(app, request.scope))
         return JSONResponse(APIError(err.status_code, message, code=None).body(), status_code=err.status_code,
-                            headers=getattr(err, "headers", None))
+                            headers=headers)
 
     @app.exception_handler(Exception)
     async def _server_error(request: Request, err: Exception) -> JSONResponse:  # a bug: say so, keep the shape
@@ -104,7 +108,7 @@ def create_app(data: str | Path, models: dict[str, ServedModel], *, keys: KeyRin
     def completed_source(video_id: str, who: str, param: str) -> Job:
         job = own_job(video_id, who)
         if job.status != "completed":
-            raise APIError(400, f"video {video_id} is {job.status}; only a completed video can be used here",
+            raise APIError(409, f"video {video_id} is {job.status}; only a completed video can be used here",
                            param=param, code="video_not_ready")
         return job
 
@@ -152,9 +156,15 @@ def create_app(data: str | Path, models: dict[str, ServedModel], *, keys: KeyRin
         return rel, size, seconds
 
     # ---- routes ------------------------------------------------------------------------
+    # The prompt's limits, documented for clients (checked by check_prompt, whose messages say more).
+    prompt_schema = {"minLength": 1, "maxLength": cfg.max_prompt_chars, "pattern": r"\S"}
+    remix_body = create_model("RemixBody", __doc__="JSON body of POST /v1/videos/{video_id}/remix.",
+                              prompt=(str, Field(description="Updated text prompt that directs the remix generation.",
+                                                 json_schema_extra=prompt_schema)))
+
     @app.post("/v1/videos", response_model=Video, responses={**ERROR_RESPONSES, 413: ERROR_RESPONSES[400],
                                                             429: ERROR_RESPONSES[400]}, tags=["videos"])
-    def create_video(prompt: str = Form(..., description="What to generate."),
+    def create_video(prompt: str = Form(..., description="What to generate.", json_schema_extra=prompt_schema),
                      model: Optional[str] = Form(None, description="A served worldreel model (GET /v1/models)."),
                      seconds: Optional[str] = Form(None, description="Clip length in seconds, e.g. \"4\"."),
                      size: Optional[str] = Form(None, description="WIDTHxHEIGHT, e.g. \"64x64\"."),
@@ -190,7 +200,7 @@ def create_app(data: str | Path, models: dict[str, ServedModel], *, keys: KeyRin
                     order: Literal["asc", "desc"] = Query("desc"),
                     who: str = Depends(owner)) -> VideoList:
         try:
-            jobs, more = queue.list(who, after=after, limit=limit, order=order)
+            jobs, more = queue.list(who, after=after or None, limit=limit, order=order)  # "after=" is no cursor
         except KeyError:
             raise APIError(400, f"no video with id '{after}' to list after", param="after",
                            code="invalid_value") from None
@@ -219,12 +229,13 @@ def create_app(data: str | Path, models: dict[str, ServedModel], *, keys: KeyRin
 
     @app.get("/v1/videos/{video_id}/content", responses={
         200: {"content": {"video/mp4": {}, "image/jpeg": {}}, "description": "The file."},
-        **ERROR_RESPONSES, 404: ERROR_RESPONSES[400]}, response_class=FileResponse, tags=["videos"])
+        **ERROR_RESPONSES, 404: ERROR_RESPONSES[400], 409: ERROR_RESPONSES[400]}, response_class=FileResponse,
+        tags=["videos"])
     def download_content(video_id: str, variant: Literal["video", "thumbnail", "spritesheet"] = Query("video"),
                          who: str = Depends(owner)) -> FileResponse:
         job = own_job(video_id, who)
         if job.status != "completed" or not job.output_dir:
-            raise APIError(400, f"video {video_id} is {job.status}; its content is available once it is completed",
+            raise APIError(409, f"video {video_id} is {job.status}; its content is available once it is completed",
                            param="video_id", code="video_not_ready")
         name, media_type = CONTENT_TYPES[variant]
         path = data / job.output_dir / name
@@ -232,15 +243,20 @@ def create_app(data: str | Path, models: dict[str, ServedModel], *, keys: KeyRin
             raise APIError(404, f"No content found for video '{video_id}'.", param="video_id", code="not_found")
         return FileResponse(path, media_type=media_type, filename=f"{video_id}{Path(name).suffix}")
 
-    @app.post("/v1/videos/{video_id}/remix", response_model=Video,
-              responses={**ERROR_RESPONSES, 404: ERROR_RESPONSES[400], 429: ERROR_RESPONSES[400]}, tags=["videos"])
-    def remix_video(video_id: str, body: RemixBody, who: str = Depends(owner)) -> Video:
+    def remix_video(video_id: str, body, who: str = Depends(owner)) -> Video:
         check_prompt(body.prompt, cfg)
         source = completed_source(video_id, who, "video_id")
         job_id = new_id()
         return submit(who, job_id=job_id, kind="remix", model=source.model, prompt=body.prompt, seconds=source.seconds,
                       size=source.size, seed=source.seed, source_id=source.id, input_path=link_source(source, job_id),
                       params={"strength": REMIX_STRENGTH})
+
+    # The body model is built per app (its limits come from cfg), so it is attached as a real class:
+    # a string annotation (this module uses postponed annotations) could not name a local.
+    remix_video.__annotations__["body"] = remix_body
+    app.post("/v1/videos/{video_id}/remix", response_model=Video, tags=["videos"],
+             responses={**ERROR_RESPONSES, 404: ERROR_RESPONSES[400], 409: ERROR_RESPONSES[400],
+                        429: ERROR_RESPONSES[400]})(remix_video)
 
     def video_source(video: Optional[UploadFile], video_id: Optional[str], who: str, job_id: str,
                      model: Optional[str]) -> tuple[ServedModel, str, tuple[int, int], float, Optional[Job]]:
@@ -265,9 +281,9 @@ def create_app(data: str | Path, models: dict[str, ServedModel], *, keys: KeyRin
         return models[name]
 
     @app.post("/v1/videos/extensions", response_model=Video,
-              responses={**ERROR_RESPONSES, 404: ERROR_RESPONSES[400], 413: ERROR_RESPONSES[400],
-                         429: ERROR_RESPONSES[400]}, tags=["videos"])
-    def extend_video(prompt: str = Form(..., description="What happens next."),
+              responses={**ERROR_RESPONSES, 404: ERROR_RESPONSES[400], 409: ERROR_RESPONSES[400],
+                         413: ERROR_RESPONSES[400], 429: ERROR_RESPONSES[400]}, tags=["videos"])
+    def extend_video(prompt: str = Form(..., description="What happens next.", json_schema_extra=prompt_schema),
                      seconds: str = Form(..., description="Length of the new segment in seconds."),
                      video: Optional[UploadFile] = File(None, description="The video to continue (MP4)."),
                      video_id: Optional[str] = Form(None, alias="video[id]", description="Or a completed video's id."),
@@ -293,9 +309,9 @@ def create_app(data: str | Path, models: dict[str, ServedModel], *, keys: KeyRin
                       input_path=rel, params={"source_frames": 1 + round(source_seconds * fps)})
 
     @app.post("/v1/videos/edits", response_model=Video,
-              responses={**ERROR_RESPONSES, 404: ERROR_RESPONSES[400], 413: ERROR_RESPONSES[400],
-                         429: ERROR_RESPONSES[400]}, tags=["videos"])
-    def edit_video(prompt: str = Form(..., description="How to change the video."),
+              responses={**ERROR_RESPONSES, 404: ERROR_RESPONSES[400], 409: ERROR_RESPONSES[400],
+                         413: ERROR_RESPONSES[400], 429: ERROR_RESPONSES[400]}, tags=["videos"])
+    def edit_video(prompt: str = Form(..., description="How to change the video.", json_schema_extra=prompt_schema),
                    video: Optional[UploadFile] = File(None, description="The video to edit (MP4)."),
                    video_id: Optional[str] = Form(None, alias="video[id]", description="Or a completed video's id."),
                    model: Optional[str] = Form(None, description="Model for an uploaded video."),
@@ -325,6 +341,18 @@ def create_app(data: str | Path, models: dict[str, ServedModel], *, keys: KeyRin
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
+
+
+def allowed_methods(app: FastAPI, scope) -> list[str]:
+    """Methods the routes matching this path accept; a literal path (``/v1/videos/edits``) wins over
+    a templated one (``/v1/videos/{video_id}``) that its text happens to fit."""
+    from starlette.routing import Match, Route
+
+    literal, templated = set(), set()
+    for route in app.routes:
+        if isinstance(route, Route) and route.methods and route.matches(scope)[0] != Match.NONE:
+            (templated if route.param_convertors else literal).update(route.methods)
+    return sorted((literal or templated) - {"HEAD"}) or ["GET"]
 
 
 def model_card(model: ServedModel) -> dict:

@@ -290,7 +290,8 @@ class JobQueue:
         with self._tx() as db:
             cur = db.execute(
                 "UPDATE jobs SET status = 'failed', completed_at = ?, error = ?, lease_owner = NULL, lease_until = NULL"
-                " WHERE id = ? AND lease_owner = ? AND status = 'in_progress'", (self.clock(), error, job_id, worker))
+                " WHERE id = ? AND lease_owner = ? AND status = 'in_progress' AND deleted_at IS NULL",
+                (self.clock(), error, job_id, worker))
             if cur.rowcount == 1:
                 self._event(db, job_id, "failed", worker, code)
             return cur.rowcount == 1

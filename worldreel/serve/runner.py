@@ -18,15 +18,18 @@ class WorkerPool:
     """``count`` supervised worker processes on one data folder."""
 
     def __init__(self, data: str | Path, count: int, *, models: list[str] | None = None, device: str = "cpu",
-                 lease_seconds: float | None = None, job_timeout: float | None = None,
+                 lease_seconds: float | None = None, job_timeout: float | None = None, steps: int | None = None,
                  extra_args: list[str] | None = None):
-        self.command = [sys.executable, "-m", "worldreel", "worker", "--data", str(data), "--device", device]
+        self.command = [sys.executable, "-m", "worldreel", "worker", "--data", str(data), "--device", device,
+                        "--exit-with-parent"]
         for model in models or []:
             self.command += ["--model", model]
         if lease_seconds is not None:
             self.command += ["--lease", str(lease_seconds)]
         if job_timeout is not None:
             self.command += ["--job-timeout", str(job_timeout)]
+        if steps is not None:
+            self.command += ["--steps", str(steps)]
         self.command += extra_args or []
         self.count = count
         self.procs: list[subprocess.Popen] = []

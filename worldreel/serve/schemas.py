@@ -54,12 +54,6 @@ class VideoDeleted(BaseModel):
     deleted: bool = True
 
 
-class RemixBody(BaseModel):
-    """JSON body of POST /v1/videos/{video_id}/remix."""
-
-    prompt: str = Field(description="Updated text prompt that directs the remix generation.")
-
-
 class ErrorDetail(BaseModel):
     message: str
     type: str

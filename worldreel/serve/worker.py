@@ -36,11 +36,11 @@ GeneratorFactory = Callable[[str], Any]  # model source (name or folder) -> a lo
 TIMEOUT_EXIT_CODE = 75  # a worker whose generator ignored a timeout exits with this; `serve` restarts it
 
 
-def load_generator(source: str, device: str = "cpu") -> Any:
-    """The default factory: the real pipeline (on the CPU unless told otherwise)."""
-    from worldreel.pipelines.generate import Generator
+def load_generator(source: str, device: str = "cpu", steps: int | None = None) -> Any:
+    """The default factory: the real pipeline (on the CPU unless told otherwise; ``steps`` overrides the sampler's)."""
+    from worldreel.pipelines.generate import Generator, SamplingConfig
 
-    return Generator.load(source, device=device)
+    return Generator.load(source, device=device, sampling=SamplingConfig(steps=steps) if steps else None)
 
 
 class JobAborted(Exception):
@@ -67,7 +67,7 @@ class Worker:
 
     def __init__(self, data: str | Path, *, models: dict[str, str] | None = None,
                  factory: GeneratorFactory = load_generator, cfg: ServeConfig | None = None,
-                 name: str | None = None, log: Callable[[str], None] | None = None):
+                 name: str | None = None, log: Callable[[str], None] | None = None, exit_with_parent: bool = False):
         self.data = Path(data)
         self.cfg = cfg or ServeConfig()
         self.models = models  # served name -> source; None takes any model, loading it by name
@@ -78,6 +78,9 @@ class Worker:
         self.stop = threading.Event()
         self.log = log or (lambda msg: print(f"[worker {self.name}] {msg}", file=sys.stderr, flush=True))
         self._generators: dict[str, Any] = {}
+        # A worker started by `serve` stops when serve is gone (killed without a chance to stop it),
+        # instead of running on as an orphan; its job then goes back to the queue.
+        self._parent = os.getppid() if exit_with_parent else None
 
     # ---- the loop ---------------------------------------------------------------------
     def run(self, *, max_jobs: int | None = None, idle_exit: float | None = None) -> int:
@@ -93,6 +96,9 @@ class Worker:
                 job = self.queue.claim(self.name, models)
                 if job is None:
                     if idle_exit is not None and time.monotonic() - idle_since > idle_exit:
+                        break
+                    if self._parent is not None and os.getppid() != self._parent:
+                        self.log("the serving process is gone; stopping")
                         break
                     if time.monotonic() - seen > self.cfg.heartbeat_seconds:
                         self.queue.worker_seen(self.name, "idle")
@@ -146,8 +152,11 @@ class Worker:
             self.queue.fail(job.id, self.name, code=err.code or "invalid_value", message=err.message, param=err.param)
             self.log(f"{job.id}: failed: {err}")
         except Exception as err:  # a bug or a broken model: the job fails, the worker lives on
-            traceback.print_exc(file=sys.stderr)
-            self.queue.fail(job.id, self.name, code="generation_failed", message=f"{type(err).__name__}: {err}")
+            if self.queue.get(job.id) is None:  # deleted meanwhile (its folder too): nothing went wrong
+                self.log(f"{job.id}: deleted while it ran; discarded")
+            else:
+                traceback.print_exc(file=sys.stderr)
+                self.queue.fail(job.id, self.name, code="generation_failed", message=f"{type(err).__name__}: {err}")
         finally:
             state.done.set()
             keeper.join()
@@ -217,6 +226,8 @@ class Worker:
                 continue
             if not self.queue.heartbeat(job.id, self.name, state.progress):
                 state.abort = state.abort or "deleted or lost"
+            if self._parent is not None and os.getppid() != self._parent:
+                self.stop.set()  # the job goes back to the queue at the next progress call
             self.queue.worker_seen(self.name, "busy")
 
 
@@ -230,11 +241,12 @@ def _write_outputs(out: Path, frames, fps: float) -> None:
 
 
 def run_worker(data: str | Path, *, models: dict[str, str] | None = None, factory: GeneratorFactory = load_generator,
-               cfg: ServeConfig | None = None, handle_signals: bool = True, **run_kwargs) -> int:
+               cfg: ServeConfig | None = None, handle_signals: bool = True, exit_with_parent: bool = False,
+               **run_kwargs) -> int:
     """A worker process's main: stop cleanly on SIGTERM/SIGINT (the running job goes back to the queue)."""
     import signal
 
-    worker = Worker(data, models=models, factory=factory, cfg=cfg)
+    worker = Worker(data, models=models, factory=factory, cfg=cfg, exit_with_parent=exit_with_parent)
     if handle_signals:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: worker.stop.set())
