@@ -30,6 +30,7 @@ from worldreel.pipelines.conditioning import Condition
 from worldreel.presets import ModelConfig
 
 SIZE_MULTIPLE = 16  # every side a multiple of 16 (VAE x8 times DiT patch 2), WORLD.md
+DECODE_COST = 2  # progress units per decoded chunk of latents (a sampler step is 1)
 
 
 @dataclass
@@ -282,8 +283,18 @@ class Generator:
 
         # 6. Denoise window by window; each window gets the latents already made as given frames.
         windows = plan_windows(mask, window, sc.overlap_latents)
-        total_steps = max(1, len(windows) * (len(ts) - 1))
+        chunks = math.ceil(num_latents / sc.decode_chunk_latents)
+        # Progress units: one per sampler step, DECODE_COST per decoded chunk (decoding a long
+        # video on a CPU takes as long as many steps; the bar should keep moving).
+        total_steps = len(windows) * (len(ts) - 1) + DECODE_COST * chunks
         done_steps = 0
+
+        def tick(*_args, units: int = 1, **_kwargs):  # the sampler's callback, and the decoder's
+            nonlocal done_steps
+            done_steps += units
+            if progress is not None:
+                progress(min(1.0, done_steps / total_steps))
+
         out = known.clone()
         determined = mask.copy()
         if sc.sampler not in samplers.SAMPLERS:
@@ -297,21 +308,21 @@ class Generator:
             model_fn = self._model_fn(out[None, :, start:end], win_mask, text_states, text_mask, guidance)
             keep = win_mask[None, :, None, None]  # (1, f, 1, 1)
             x = torch.where(keep, out[:, start:end], x)  # given frames start in place
-
-            def tick(*_args, **_kwargs):
-                nonlocal done_steps
-                done_steps += 1
-                if progress is not None:
-                    progress(min(1.0, done_steps / total_steps))
-
             x = sample(model_fn, x[None], ts, callback=tick)[0]  # (C, end - start, h, w)
             out[:, start:end] = torch.where(keep, out[:, start:end], x)
             determined[start:end] = True
 
-        # 7. Decode the whole latent video in chunks (constant memory), trim the padding.
-        video = self.vae.decode_chunked(out[None], chunk_latents=sc.decode_chunk_latents)[0, :, :num_frames]
-        frames = ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # (3, F, H, W)
-        frames = frames.permute(1, 2, 3, 0).cpu().numpy()  # (F, H, W, 3)
+        # 7. Decode the whole latent video in chunks (constant memory), trim the padding. The
+        # VAE's decode_stream yields the chunks of decode_chunked one by one (same result), so
+        # each becomes uint8 at once and the progress bar moves while decoding.
+        pieces = []
+        stream = getattr(self.vae, "decode_stream", None)
+        chunked = stream(out[None], chunk_latents=sc.decode_chunk_latents) if stream else \
+            [self.vae.decode_chunked(out[None], chunk_latents=sc.decode_chunk_latents)]
+        for video in chunked:  # (1, 3, F_chunk, H, W) in about [-1, 1]
+            pieces.append(((video[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0).cpu().numpy())
+            tick(units=DECODE_COST * (chunks if stream is None else 1))
+        frames = np.concatenate(pieces)[:num_frames]  # (F, H, W, 3)
 
         # 8. Paste the given pixels back: given frames come out exactly as given.
         if not editing:
