@@ -48,6 +48,10 @@ def test_counts_hits_pillar_and_camera_are_read():
     facts, notes = facts_from_prompt("a red ball hits a blue box", seed=3)
     assert facts.objects[0].motion != "rests"  # a hitter moves; the rules choose how, and say so
     assert any("hits" in n for n in notes)
+    facts, _ = facts_from_prompt("a blue box rests. a red ball rolls left and then the ball hits the blue box", seed=0)
+    assert len(facts.objects) == 2  # "the ball", "the blue box" are the ones already named
+    ball = next(o for o in facts.objects if o.shape == "ball")
+    assert ball.motion == "rolls_left" and facts.objects[ball.hits].color == "blue"
     facts, _ = facts_from_prompt("static camera, a white block sits still", seed=0)
     assert facts.camera == "static" and _objects(facts) == [("white", "box", "rests")]
 

@@ -169,31 +169,38 @@ def read_prompt(prompt: str) -> tuple[list[_Obj], str | None, bool, list[str]]:
         i = j
     words = keep
     pillar = any(w in PILLAR_WORDS for w in words)
-    # 2. Objects: each shape word with the modifiers just before it.
+    # 2. Objects: each shape word with the modifiers just before it. "the ball" / "the blue
+    #    box" after a matching object is that object again, not a new one.
     nouns = [i for i, w in enumerate(words) if w in SHAPE_WORDS]
     objs: list[_Obj] = []
-    starts = []
-    for n, i in enumerate(nouns):
+    owner, starts = [], []  # per noun: the object it names, and where its modifiers start
+    for i in nouns:
         j, color, count = i - 1, None, None
         while j >= 0 and (words[j] in COLOR_WORDS or words[j] in COUNT_WORDS or words[j] in MODIFIERS):
             color = color or COLOR_WORDS.get(words[j])
             if count is None and words[j] in COUNT_WORDS:
                 count = COUNT_WORDS[words[j]]
             j -= 1
-        if count is None:
-            count = 2 if words[i] in PLURALS else 1
-        objs.append(_Obj(count=count, color=color, shape=SHAPE_WORDS[words[i]]))
+        shape = SHAPE_WORDS[words[i]]
+        definite = "the" in words[j + 1 : i]
+        same = [k for k, o in enumerate(objs) if o.shape == shape and (color is None or o.color == color)]
+        if definite and same:
+            owner.append(same[-1])
+        else:
+            objs.append(_Obj(count=count or (2 if words[i] in PLURALS else 1), color=color, shape=shape))
+            owner.append(len(objs) - 1)
         starts.append(j + 1)
     if not objs:
         # "something red falls", "red falling": one object from whatever words there are.
         if any(w in COLOR_WORDS or w in MOTION_WORDS for w in words):
             objs.append(_Obj(count=1, color=next((COLOR_WORDS[w] for w in words if w in COLOR_WORDS), None), shape=None))
-            nouns, starts = [-1], [0]
+            nouns, owner, starts = [-1], [0], [0]
         else:
             return [], camera, pillar, read_as
-    # 3. What follows each object up to the next one: motion, direction, pillar, hits.
-    for n, obj in enumerate(objs):
-        tail = words[nouns[n] + 1 : starts[n + 1] if n + 1 < len(objs) else len(words)]
+    # 3. What follows each mention up to the next one: motion, direction, pillar, hits.
+    for n, i in enumerate(nouns):
+        obj = objs[owner[n]]
+        tail = words[i + 1 : starts[n + 1] if n + 1 < len(nouns) else len(words)]
         for w in tail:
             if w in MOTION_WORDS and obj.motion is None:
                 obj.motion = MOTION_WORDS[w]
@@ -201,8 +208,8 @@ def read_prompt(prompt: str) -> tuple[list[_Obj], str | None, bool, list[str]]:
                 obj.direction = w
             elif w == "behind" and pillar:
                 obj.behind = True
-            elif w in HIT_WORDS and n + 1 < len(objs):
-                obj.hits = n + 1
+            elif w in HIT_WORDS and n + 1 < len(nouns) and owner[n + 1] != owner[n]:
+                obj.hits = owner[n + 1]
             elif w in COLOR_WORDS and obj.color is None:
                 obj.color = COLOR_WORDS[w]  # "the ball is red" (the next object's colour is not in its tail)
     return objs, camera, pillar, read_as
