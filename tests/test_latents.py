@@ -140,7 +140,7 @@ def test_stream_source_that_ends_early(tmp_path):
 
     info = _build(tmp_path, stream(), 100)
     assert info["complete"] and info["items"] == 6
-    again = _build(tmp_path, stream(), 100)  # rerun: nothing to do
+    again = _build(tmp_path, stream(), None)  # rerun, "until the source ends": nothing to do
     assert again["items"] == 6
     assert len(LatentCache(tmp_path)) == 6
 

@@ -1,6 +1,182 @@
-"""CLI commands: train (placeholder until its issue lands)."""
+"""CLI commands: ``worldreel train vae | dit | cache``.
+
+    worldreel train vae --preset world-tiny [--steps N] [--out DIR] [--resume] [--set key=value ...]
+    worldreel train cache --model runs/world-tiny/vae/model --out runs/world-tiny/cache --count 4000
+    worldreel train dit --preset world-tiny --data runs/world-tiny/cache [--resume]
+    torchrun --standalone --nproc_per_node 2 -m worldreel train dit --preset world-tiny --data ...
+
+``--set`` keys: ``train.lr=1e-3`` (this task's recipe), ``model.dit.depth=4`` (the
+architecture), ``task.p_first=0.3`` (the task's own options: ``DiTTaskConfig``,
+``VAETaskConfig``). Heavy imports stay inside the commands (``worldreel --help`` is instant).
+"""
 from __future__ import annotations
+
+import shlex
+import sys
+from typing import List, Optional
+
+import typer
+from typing_extensions import Annotated
+
+from worldreel.errors import UserError
+
+Preset = Annotated[str, typer.Option("--preset", help="Preset name: the architecture and the training recipe.")]
+Steps = Annotated[Optional[int], typer.Option("--steps", help="Optimiser steps of the whole run (default: the preset's).")]
+Out = Annotated[Optional[str], typer.Option("--out", help="Run folder (default: runs/<preset>/<task>).")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in the run folder.")]
+Data = Annotated[Optional[str], typer.Option("--data", help="Training data: 'world' (on the fly) or a latent cache folder.")]
+Set = Annotated[Optional[List[str]], typer.Option("--set", help="Override: train.KEY=V, model.SECTION.KEY=V or task.KEY=V (repeatable).")]
+
+
+def _parse_sets(task: str, sets: list[str]) -> tuple[list[str], list[str]]:
+    """Split ``--set`` items into preset overrides (model.*, train_<task>.*) and task options."""
+    preset_overrides, task_options = [], []
+    for item in sets:
+        key = item.split("=", 1)[0].strip()
+        if key.startswith("task."):
+            task_options.append(item.strip()[len("task."):])
+        elif key.startswith("train."):
+            preset_overrides.append(f"train_{task}." + item.strip()[len("train."):])
+        elif key.startswith(("model.", "train_vae.", "train_dit.")):
+            preset_overrides.append(item)
+        else:
+            raise UserError(f"--set {item!r}: keys start with train., model. or task. (e.g. train.lr=1e-3)", param="set")
+    return preset_overrides, task_options
+
+
+def _train(task: str, preset: str, steps: Optional[int], out: Optional[str], resume: bool, data: Optional[str],
+           sets: Optional[list[str]]) -> None:
+    import dataclasses
+
+    from worldreel.config import apply_overrides
+    from worldreel.presets import get_preset
+    from worldreel.train.trainer import RunConfig, main
+
+    # 1. The preset, overridden: --steps and --data are shortcuts for train.steps / train.data.
+    overrides, options = _parse_sets(task, list(sets or []))
+    p = apply_overrides(get_preset(preset), overrides)
+    recipe = getattr(p, f"train_{task}")
+    if steps is not None:
+        if steps < 1:
+            raise UserError(f"steps must be at least 1, got {steps}", param="steps")
+        recipe = dataclasses.replace(recipe, steps=steps)
+    if data is not None:
+        recipe = dataclasses.replace(recipe, data=data)
+    # 2. Train (every torchrun process runs this same command).
+    result = main(RunConfig(task=task, model=p.model, train=recipe, run_dir=out or "", resume=resume, task_options=options))
+    if result["stopped"] and result["rank"] == 0:
+        argv = [a for a in sys.argv[1:] if a != "--resume"]
+        print(f"resume with: worldreel {shlex.join(argv)} --resume" if sys.argv[0].endswith("worldreel")
+              else "resume with the same command plus --resume", file=sys.stderr)
+
+
+def _parse_sizes(text: str) -> list[tuple[int, int]]:
+    sizes = []
+    for part in text.split(","):
+        try:
+            w, h = (int(v) for v in part.lower().split("x"))
+        except ValueError:
+            raise UserError(f"sizes must look like 64x64,128x64; got {part!r}", param="sizes") from None
+        sizes.append((w, h))
+    return sizes
+
+
+def _parse_seconds(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise UserError(f"seconds must look like 4,2,0 (0 = a single image); got {text!r}", param="seconds") from None
 
 
 def register(groups) -> None:
     """Add this module's commands to the CLI groups ("" is the top level)."""
+    g = groups["train"]
+
+    @g.command("vae")
+    def train_vae(preset: Preset = "world-tiny", steps: Steps = None, out: Out = None, resume: Resume = False,
+                  set_: Set = None) -> None:
+        """Train the video autoencoder (exports <run>/model with vae.safetensors)."""
+        _train("vae", preset, steps, out, resume, None, set_)
+
+    @g.command("dit")
+    def train_dit(preset: Preset = "world-tiny", steps: Steps = None, out: Out = None, resume: Resume = False,
+                  data: Data = None, set_: Set = None) -> None:
+        """Train the denoiser from a latent cache (--data CACHE) or on-the-fly reel-world clips."""
+        _train("dit", preset, steps, out, resume, data, set_)
+
+    @g.command("cache")
+    def train_cache(
+        model: Annotated[str, typer.Option("--model", help="Model folder whose autoencoder and text encoder encode the clips.")],
+        out: Annotated[str, typer.Option("--out", help="Cache folder (rerun the same command to resume).")],
+        count: Annotated[Optional[int], typer.Option("--count", help="Items to encode (default: 4000 reel-world clips, or every clip of --videos).")] = None,
+        sizes: Annotated[str, typer.Option("--sizes", help="Size buckets WxH, comma-separated.")] = "64x64",
+        seconds: Annotated[str, typer.Option("--seconds", help="Length buckets in seconds, comma-separated; 0 = single images.")] = "4",
+        videos: Annotated[Optional[str], typer.Option("--videos", help="Your own videos: a folder or JSONL of (video, caption) pairs.")] = None,
+        seed: Annotated[int, typer.Option("--seed", help="Seed of the reel-world items.")] = 0,
+        min_motion: Annotated[float, typer.Option("--min-motion", help="--videos: drop clips with less motion (pixels/frame at 64 px; 0 keeps all).")] = 0.2,
+        shard_size: Annotated[int, typer.Option("--shard-size", help="Items per shard file (the unit of resume).")] = 256,
+        batch_size: Annotated[int, typer.Option("--batch-size", help="Clips encoded together.")] = 16,
+        device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    ) -> None:
+        """Pre-encode clips and captions into a latent cache for `train dit --data`."""
+        _cache(model, out, count, sizes, seconds, videos, seed, min_motion, shard_size, batch_size, device)
+
+
+def _cache(model, out, count, sizes, seconds, videos, seed, min_motion, shard_size, batch_size, device) -> None:
+    import json
+
+    import torch
+
+    from worldreel.config import from_dict, to_dict
+    from worldreel.data.latents import WorldItems, build_cache
+    from worldreel.models.text import TextEncoder
+    from worldreel.models.vae import load_vae
+    from worldreel.presets import ModelConfig, model_dir
+
+    # 1. The model's autoencoder and text encoder.
+    folder = model_dir(model)
+    cfg = from_dict(ModelConfig, json.loads((folder / "config.json").read_text()))
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    size_list, second_list = _parse_sizes(sizes), _parse_seconds(seconds)
+    tf, sf = cfg.vae.time_factor, cfg.vae.space_factor
+    for w, h in size_list:
+        if w % 16 or h % 16 or w < 16 or h < 16 or max(w, h) > cfg.max_side:
+            raise UserError(f"size {w}x{h}: sides must be multiples of 16 up to {cfg.max_side}", param="sizes")
+    for s in second_list:
+        frames = 1 + round(s * cfg.fps)
+        if s < 0 or (frames - 1) % tf:
+            raise UserError(f"{s:g} s is {frames} frames; lengths must be 1 + {tf}k frames "
+                            f"(multiples of {tf / cfg.fps:g} s), or 0 for images", param="seconds")
+    vae = load_vae(folder, device=str(dev))
+    text = TextEncoder(cfg.text, device=dev)
+    meta = {"vae": to_dict(cfg.vae), "text": to_dict(cfg.text), "fps": cfg.fps,
+            "sizes": [list(s) for s in size_list], "seconds": second_list}
+
+    # 2. The clips: the reel world (indexable, seeded) or the user's videos (a stream).
+    report = None
+    if videos is None:
+        items = WorldItems(count or 4000, sizes=size_list, seconds=second_list, seed=seed)
+        meta.update(source="world", seed=seed)
+        count = count or 4000
+    else:
+        from worldreel.data.datasets import DataReport, VideoDataConfig, iter_clips
+
+        lengths = [1 + round(s * cfg.fps) for s in second_list if s > 0]
+        if not lengths:
+            raise UserError("--videos needs at least one clip length above 0 s", param="seconds")
+        report = DataReport()
+        items = iter_clips(videos, VideoDataConfig(sizes=size_list, frames=lengths, fps=cfg.fps, min_motion=min_motion),
+                           report)
+        meta.update(source=str(videos), min_motion=min_motion)
+
+    # 3. Encode, resumably.
+    def encode_video(video):  # (B, 3, F, H, W) -> (B, C, f, h, w)
+        return vae.encode(video.to(dev)).float().cpu()
+
+    info = build_cache(out, items, count=count, encode_video=encode_video, encode_text=text.encode,
+                       shard_size=shard_size, batch_size=batch_size, meta=meta)
+    if report is not None:
+        print(report.summary(), file=sys.stderr)
+    buckets = ", ".join(f"{k}: {v}" for k, v in sorted(info["buckets"].items()))
+    print(f"cache {out}: {info['items']} items (latent buckets {buckets})", file=sys.stderr)
+    print(f"train with: worldreel train dit --preset {cfg.name} --data {out}", file=sys.stderr)

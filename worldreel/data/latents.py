@@ -18,6 +18,7 @@ cache.json; a rerun with other settings into the same folder is refused.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -78,7 +79,7 @@ def build_cache(
     out_dir: str | Path,
     items: Sequence[dict] | Iterable[dict],
     *,
-    count: int,
+    count: int | None,
     encode_video: Callable[[torch.Tensor], torch.Tensor],
     encode_text: Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]],
     shard_size: int = 256,
@@ -86,7 +87,8 @@ def build_cache(
     meta: dict | None = None,
     progress: bool = True,
 ) -> dict:
-    """Encode ``count`` items into a cache folder; returns the cache.json contents.
+    """Encode ``count`` items (None: until an iterable source ends) into a cache folder;
+    returns the cache.json contents.
 
     items: dicts ``{"video": uint8 (F, H, W, 3) or float (3, F, H, W) in [-1, 1], "caption":
     str, ...JSON-able extras}``; a Sequence (indexable: finished shards are skipped for free)
@@ -100,7 +102,7 @@ def build_cache(
 
     # 1. The folder and its settings: a rerun must use the same ones.
     out = Path(out_dir)
-    if count < 1:
+    if count is not None and count < 1:
         raise UserError(f"count must be at least 1, got {count}", param="count")
     if shard_size < 1:
         raise UserError(f"shard size must be at least 1, got {shard_size}", param="shard_size")
@@ -126,15 +128,18 @@ def build_cache(
 
     # 3. Shards: skip the finished ones, encode the rest in same-shape batches.
     indexable = hasattr(items, "__getitem__") and hasattr(items, "__len__")
+    if count is None and indexable:
+        count = len(items)
     if indexable and len(items) < count:
         raise UserError(f"the source holds {len(items)} items, fewer than count={count}", param="count")
     stream = None if indexable else iter(items)
-    n_shards = math.ceil(count / shard_size)
+    shard_ids = range(math.ceil(count / shard_size)) if count is not None else itertools.count()
     entries: list[dict] = []
     bar = tqdm(total=count, desc="latent cache", unit="clip", disable=not progress, dynamic_ncols=True)
     ended = False
-    for k in range(n_shards):
-        first, want = k * shard_size, min(shard_size, count - k * shard_size)
+    for k in shard_ids:
+        first = k * shard_size
+        want = shard_size if count is None else min(shard_size, count - first)
         name = f"shard_{k:05d}.safetensors"
         path = out / name
         if path.exists():
@@ -199,7 +204,7 @@ def build_cache(
     return _write_index(out, entries, count, shard_size, meta, complete=True)
 
 
-def _write_index(out: Path, entries: list[dict], count: int, shard_size: int, meta: dict, *, complete: bool) -> dict:
+def _write_index(out: Path, entries: list[dict], count: int | None, shard_size: int, meta: dict, *, complete: bool) -> dict:
     buckets: dict[str, int] = {}
     for e in entries:
         key = "x".join(str(s) for s in e["shape"])

@@ -25,7 +25,9 @@ resumed run follows the same loss curve as an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
+import inspect
 import json
 import math
 import os
@@ -34,6 +36,7 @@ import signal
 import sys
 import threading
 import time
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from worldreel.config import to_dict
+from worldreel.config import apply_overrides, to_dict
 from worldreel.errors import UserError
 from worldreel.presets import ModelConfig
 from worldreel.train import checkpoint, distributed
@@ -59,10 +62,16 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)  # the recipe (a preset's train_<task>, overridden)
     run_dir: str = ""  # run folder; "" = runs/<model.name>/<task name>
     resume: bool = False  # continue from the newest checkpoint in <run_dir>/checkpoints
+    task_options: list[str] = field(default_factory=list)  # "key=value" overrides of the task's own config (cfg)
 
 
-def load_task(spec: str, model_cfg: ModelConfig, train_cfg: TrainConfig) -> Any:
-    """Build the task named ``spec`` ("vae", "dit" or "module:Class") with the two configs."""
+def load_task(spec: str, model_cfg: ModelConfig, train_cfg: TrainConfig, options: list[str] | tuple = ()) -> Any:
+    """Build the task named ``spec`` ("vae", "dit" or "module:Class") from the two configs.
+
+    ``options`` ("key=value") override the task's own config dataclass, when its constructor
+    takes one as ``cfg`` (``DiTTaskConfig``, ``VAETaskConfig``); the CLI spells them
+    ``--set task.key=value``.
+    """
     target = TASKS.get(spec, spec)
     if ":" not in target:
         raise UserError(f"unknown task {spec!r}; use one of {sorted(TASKS)} or package.module:Class", param="task")
@@ -75,7 +84,30 @@ def load_task(spec: str, model_cfg: ModelConfig, train_cfg: TrainConfig) -> Any:
         raise
     if not hasattr(module, class_name):
         raise UserError(f"module {module_name} has no task class {class_name}", param="task")
-    return getattr(module, class_name)(model_cfg, train_cfg)
+    cls = getattr(module, class_name)
+    kwargs = {}
+    options_cls = _task_options_class(cls)
+    if options_cls is not None:
+        kwargs["cfg"] = apply_overrides(options_cls(), list(options))
+    elif options:
+        raise UserError(f"task {spec!r} has no options of its own; got {list(options)}", param="task")
+    if list(inspect.signature(cls).parameters)[:2] == ["vae", "batch_size"]:
+        # VAETask's constructor (issue 3) takes (VAEConfig, batch_size); the Task contract is
+        # (model_cfg, train_cfg). Adapt here until the two agree.
+        return cls(model_cfg.vae, train_cfg.batch_size, model_config=model_cfg, **kwargs)
+    return cls(model_cfg, train_cfg, **kwargs)
+
+
+def _task_options_class(cls) -> type | None:
+    """The dataclass a task's constructor takes as ``cfg`` (``Optional[X]`` unwrapped), if any."""
+    try:
+        hint = typing.get_type_hints(cls.__init__).get("cfg")
+    except Exception:  # unresolvable annotations: no options
+        return None
+    for candidate in (hint, *typing.get_args(hint)):
+        if isinstance(candidate, type) and dataclasses.is_dataclass(candidate):
+            return candidate
+    return None
 
 
 def lr_at(step: int, tc: TrainConfig) -> float:
@@ -87,7 +119,7 @@ def lr_at(step: int, tc: TrainConfig) -> float:
 
 
 def main(cfg: RunConfig) -> dict:
-    """Train ``cfg.task``; returns {"step", "stopped", "loss", "run_dir", "checkpoint", "model_dir"}."""
+    """Train ``cfg.task``; returns {"step", "stopped", "rank", "loss", "run_dir", "checkpoint", "model_dir"}."""
     tc = cfg.train
     # 1. Processes, device, precision.
     d = distributed.setup(tc.device)
@@ -95,12 +127,16 @@ def main(cfg: RunConfig) -> dict:
         raise UserError(f"precision must be auto, fp32 or bf16, got {tc.precision!r}", param="train.precision")
     use_bf16 = tc.precision == "bf16" or (tc.precision == "auto" and d.device.type == "cuda")
     fsdp = d.enabled and tc.parallel == "fsdp"
-    say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if d.main else (lambda msg: None)
-    stop = _StopRequest(say)
     writer = bar = None
+
+    def say(msg: str) -> None:  # rank 0 speaks; through the progress bar when one is drawn
+        if d.main:
+            bar.write(msg, file=sys.stderr) if bar is not None and not bar.disable else print(msg, file=sys.stderr, flush=True)
+
+    stop = _StopRequest(say)
     try:
         # 2. Task and model, initialised identically on every rank.
-        task = load_task(cfg.task, cfg.model, tc)
+        task = load_task(cfg.task, cfg.model, tc, cfg.task_options)
         run = Path(cfg.run_dir or Path("runs") / cfg.model.name / task.name)
         ckpt_dir = run / "checkpoints"
         torch.manual_seed(tc.seed)
@@ -152,18 +188,20 @@ def main(cfg: RunConfig) -> dict:
         if d.main:
             ckpt_dir.mkdir(parents=True, exist_ok=True)
             checkpoint.clean_temp(ckpt_dir)
-            _write_json(run / "run.json", {"task": cfg.task, "model": to_dict(cfg.model), "train": to_dict(tc)})
+            _write_json(run / "run.json", {"task": cfg.task, "task_options": cfg.task_options,
+                                           "model": to_dict(cfg.model), "train": to_dict(tc)})
             _truncate_log(run / "log.jsonl", start_step)
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(str(run / "tb"), purge_step=start_step)
-            from tqdm import tqdm
-
-            bar = tqdm(total=tc.steps, initial=start_step, disable=not tc.progress, dynamic_ncols=True, file=sys.stderr, unit="step")
         say(
             f"training {task.name} ({n_params / 1e6:.2f}M parameters) on {d.world_size} x {d.device.type}"
             f"{' (' + tc.parallel + ')' if d.enabled else ''}, {'bf16 autocast' if use_bf16 else 'fp32'}; run folder {run}"
         )
+        if d.main:
+            from tqdm import tqdm
+
+            bar = tqdm(total=tc.steps, initial=start_step, disable=not tc.progress, dynamic_ncols=True, file=sys.stderr, unit="step")
 
         # 6. The loop. batches() receives the number of batches this rank already drew.
         batches = task.batches(seed=tc.seed, rank=d.rank, world_size=d.world_size, start_step=start_step * tc.accum)
@@ -215,6 +253,7 @@ def main(cfg: RunConfig) -> dict:
                 loss_value = _flush_window(window, step, lr, t_start, d, writer, bar, run)
                 window, t_start = _new_window(), time.perf_counter()
             # 6e. The task's quick evaluation (samples, score) on the EMA weights.
+            t_pause = time.perf_counter()
             if hasattr(task, "evaluate") and ((tc.eval_every and step % tc.eval_every == 0) or step == tc.steps):
                 _evaluate(task, model, ema, d, step, run, writer, say)
             # 6f. Stop requested (any rank): save, then leave the loop together.
@@ -224,6 +263,7 @@ def main(cfg: RunConfig) -> dict:
                 elapsed += time.perf_counter() - stop.t0
                 stop.t0 = time.perf_counter()
                 ckpt_path = _save(model, optimizer, ema, generator, step, elapsed, cfg, d, ckpt_dir)
+            t_start += time.perf_counter() - t_pause  # throughput counts training time only
             if stopped:
                 break
         stop.uninstall()
@@ -233,7 +273,7 @@ def main(cfg: RunConfig) -> dict:
             bar.close()
         if stopped:
             say(f"stopped at step {step}/{tc.steps}; checkpoint {ckpt_path}. Resume: the same command with --resume")
-            return {"step": step, "stopped": True, "loss": loss_value, "run_dir": str(run), "checkpoint": str(ckpt_path), "model_dir": None}
+            return {"step": step, "stopped": True, "rank": d.rank, "loss": loss_value, "run_dir": str(run), "checkpoint": str(ckpt_path), "model_dir": None}
         model_dir = run / "model"
         weights = _export_weights(model, ema, d)
         if d.main:
@@ -246,7 +286,7 @@ def main(cfg: RunConfig) -> dict:
                                                "processes": d.world_size, "device": d.device.type, "loss": loss_value})
             say(f"done: {step} steps in {elapsed / 60:.1f} min; model folder {model_dir}")
         distributed.barrier(d)
-        return {"step": step, "stopped": False, "loss": loss_value, "run_dir": str(run),
+        return {"step": step, "stopped": False, "rank": d.rank, "loss": loss_value, "run_dir": str(run),
                 "checkpoint": str(ckpt_path) if ckpt_path else None, "model_dir": str(model_dir)}
     finally:
         stop.uninstall()
