@@ -75,7 +75,10 @@ def test_random_seed_is_printed_and_prompt_shown(tmp_path, model, capsys, monkey
     captured = capsys.readouterr()
     seed = int(captured.err.split("seed: ")[1].split()[0])
     assert (tmp_path / f"worldreel-generate-{seed}.png").exists()
-    assert "model prompt: " in captured.out and "ball" in captured.out.split("model prompt: ")[1]
+    from worldreel.data.captions import parse_caption
+
+    shown = captured.out.split("model prompt: ")[1].splitlines()[0]
+    assert [o.shape for o in parse_caption(shown).objects] == ["ball"]  # a full caption of the prompt
     assert "note: no colour stated" in captured.err  # the rewriter says what it chose
     assert main(args[:4] + ["--no-rewrite", "--show-prompt", "--model", model, "--size", "32x32", "--steps", "1"]) == 0
     assert "model prompt: a ball\n" in capsys.readouterr().out
