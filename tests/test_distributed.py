@@ -4,7 +4,8 @@ The test launches this very file as the torchrun worker script (the ``__main__``
 
     python -m torch.distributed.run --standalone --nproc_per_node 2 tests/test_distributed.py RUN PARALLEL TASK RESUME
 
-Leg 1 (DDP) gets SIGTERM on rank 0 while step 3 runs: both ranks must stop after the same
+Both legs accumulate gradients over 2 micro-batches (DDP's no_sync, FSDP's deferred
+reduce-scatter). Leg 1 (DDP) gets SIGTERM on rank 0 while step 3 runs: both ranks must stop after the same
 step, one checkpoint must be written by rank 0 only, and both ranks must hold the same
 weights. Leg 2 resumes that checkpoint under FSDP (sharded weights) to step 6. Because the
 toy data is a fixed global batch split across ranks, one process with the whole batch must
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-STEPS, BATCH = 6, 4  # per rank; the one-process reference uses 2 * BATCH
+STEPS, BATCH, ACCUM = 6, 2, 2  # per rank and micro-batch; the one-process reference uses 2 * BATCH
 
 
 def _config(run_dir, task, resume, batch, parallel="ddp"):
@@ -29,7 +30,7 @@ def _config(run_dir, task, resume, batch, parallel="ddp"):
     from worldreel.train.config import TrainConfig
     from worldreel.train.trainer import RunConfig
 
-    tc = TrainConfig(steps=STEPS, batch_size=batch, lr=1e-2, warmup=2, log_every=1, save_every=100, keep=3,
+    tc = TrainConfig(steps=STEPS, batch_size=batch, accum=ACCUM, lr=1e-2, warmup=2, log_every=1, save_every=100, keep=3,
                      progress=False, ema=0.9, parallel=parallel)
     return RunConfig(task=task, model=ModelConfig(), train=tc, run_dir=str(run_dir), resume=resume)
 

@@ -54,7 +54,7 @@ class ToyTask:
 
     name = "toy"
     exact = False  # ToyTaskExact: no randomness, so 1 process x 2B equals 2 processes x B
-    stop_at = 0  # send SIGTERM to this process while drawing the batch of this step (1-based)
+    stop_at = 0  # send SIGTERM to this process while drawing the first batch of this step (1-based)
     stop_rank = 0
     built: list = []
 
@@ -70,7 +70,7 @@ class ToyTask:
     def batches(self, *, seed, rank, world_size, start_step):
         i = start_step
         while True:
-            if self.stop_at and i + 1 == self.stop_at and rank == self.stop_rank:
+            if self.stop_at and i == (self.stop_at - 1) * self.tc.accum and rank == self.stop_rank:
                 os.kill(os.getpid(), signal.SIGTERM)
             # The global batch of step i is fixed; each rank takes its slice of it.
             g = torch.Generator().manual_seed(seed * 100_003 + i)
@@ -122,15 +122,16 @@ def _losses(run_dir):
 
 
 def test_stop_and_resume_equals_uninterrupted_run(tmp_path):
-    full = main(_cfg(tmp_path / "full"))
+    # Two micro-batches per step: the data position is step * accum batches.
+    full = main(_cfg(tmp_path / "full", accum=2, batch_size=4))
     assert not full["stopped"] and full["step"] == 12
 
     # SIGTERM while step 6 runs: that step finishes, a checkpoint is written, main returns.
-    first = main(_cfg(tmp_path / "split", task="test_trainer:ToyStop6"))
+    first = main(_cfg(tmp_path / "split", task="test_trainer:ToyStop6", accum=2, batch_size=4))
     assert first["stopped"] and first["step"] == 6
     assert checkpoint.list_checkpoints(tmp_path / "split" / "checkpoints")[-1][0] == 6
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
-    second = main(_cfg(tmp_path / "split", resume=True))
+    second = main(_cfg(tmp_path / "split", resume=True, accum=2, batch_size=4))
     assert second["step"] == 12 and not second["stopped"]
 
     a, b = _losses(tmp_path / "full"), _losses(tmp_path / "split")

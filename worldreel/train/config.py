@@ -36,7 +36,7 @@ class TrainConfig:
     log_every: int = 10  # steps between TensorBoard / log.jsonl points (loss averaged over them)
     save_every: int = 250  # steps between checkpoints (also saved at the end and on SIGTERM/SIGINT)
     keep: int = 3  # checkpoints kept in <run>/checkpoints (older ones are deleted)
-    eval_every: int = 0  # steps between the task's evaluate() hook (samples, quick score); 0 = at the end only
+    eval_every: int = 500  # steps between the task's evaluate() hook (samples, quick score); 0 = at the end only
     progress: bool = True  # tqdm bar on rank 0 (loss, steps/s, ETA)
 
     # --- data (read by the tasks) ----------------------------------------------------------

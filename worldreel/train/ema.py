@@ -31,8 +31,12 @@ class EMA:
     def update(self, model: nn.Module, step: int) -> None:
         """shadow <- rate * shadow + (1 - rate) * param."""
         w = 1.0 - self.rate(step)
-        for name, p in model.named_parameters():
-            self.shadow[name].lerp_(p.detach().float(), w)
+        pairs = [(self.shadow[name], p.detach()) for name, p in model.named_parameters()]
+        if all(s.dtype == p.dtype and not _is_dtensor(s) for s, p in pairs):
+            torch._foreach_lerp_([s for s, _ in pairs], [p for _, p in pairs], w)  # one fused launch per group
+        else:
+            for s, p in pairs:
+                s.lerp_(p.float(), w)
 
     def full_state(self) -> dict[str, torch.Tensor]:
         """The averaged weights as full CPU tensors by parameter name (collective under FSDP)."""

@@ -277,13 +277,13 @@ def main(cfg: RunConfig) -> dict:
         model_dir = run / "model"
         weights = _export_weights(model, ema, d)
         if d.main:
-            export_model = task.build_model()
-            _load_export(export_model, weights)
+            export_model = _load_export(task.build_model(), weights).to(d.device).eval()
             model_dir.mkdir(parents=True, exist_ok=True)
             _write_json(model_dir / "config.json", to_dict(cfg.model))
             task.export(export_model, str(model_dir))
             _write_json(run / "summary.json", {"task": task.name, "steps": step, "train_seconds": round(elapsed, 1),
-                                               "processes": d.world_size, "device": d.device.type, "loss": loss_value})
+                                               "processes": d.world_size, "device": d.device.type,
+                                               "loss": loss_value if math.isfinite(loss_value) else None})
             say(f"done: {step} steps in {elapsed / 60:.1f} min; model folder {model_dir}")
         distributed.barrier(d)
         return {"step": step, "stopped": False, "rank": d.rank, "loss": loss_value, "run_dir": str(run),
@@ -509,7 +509,13 @@ def _truncate_log(path: Path, step: int) -> None:
     """Drop log lines past ``step`` (a killed run logged steps its last checkpoint lacks)."""
     if not path.exists():
         return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                keep.append(line)
+        except (ValueError, KeyError, TypeError):  # a line cut short by a kill
+            continue
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text("".join(line + "\n" for line in keep))
     os.replace(tmp, path)
