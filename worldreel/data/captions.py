@@ -191,7 +191,9 @@ def caption(facts: SceneFacts, rng: np.random.Generator) -> str:
 # ---------------------------------------------------------------------------------------
 # Parsing
 
-_COUNT = {"a": 1, "an": 1, "one": 1, "the": 1, "another": 1, "single": 1, "1": 1, "two": 2, "2": 2, "three": 3, "3": 3}
+_COUNT = {"a": 1, "an": 1, "one": 1, "the": 1, "another": 1, "single": 1, "two": 2, "three": 3, "four": 4, "five": 5,
+          "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10, "many": 4, "several": 4}
+_COUNT.update({str(k): k for k in range(1, 100)})  # digits; more than 3 objects is an error below
 _SHAPES = {
     "ball": ("ball", False), "balls": ("ball", True), "sphere": ("ball", False), "spheres": ("ball", True),
     "circle": ("ball", False), "circles": ("ball", True), "box": ("box", False), "boxes": ("box", True),

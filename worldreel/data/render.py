@@ -52,9 +52,8 @@ def render_clip(scene: "Scene", trajectory: "Trajectory | None" = None, *, frame
         first = int(np.floor(cam / TICK_SPACING)) - 1
         last = int(np.ceil((cam + w / scale) / TICK_SPACING)) + 1
         for k in range(first, last + 1):
-            px = (k * TICK_SPACING - cam) * scale
-            half = TICK_WIDTH * scale / 2
-            canvas.drawRect(skia.Rect.MakeLTRB(px - half, floor_y, px + half, h), tick_paint)
+            px = (k * TICK_SPACING - cam) * scale  # a tick covers [px, px + 1 pixel): crisp when px is whole
+            canvas.drawRect(skia.Rect.MakeLTRB(px, floor_y, px + TICK_WIDTH * scale, h), tick_paint)
         # 2. Objects.
         for i, o in enumerate(scene.objects):
             px = (float(trajectory.x[f, i]) - cam) * scale
