@@ -66,10 +66,16 @@ def register(groups) -> None:
         lease: float = typer.Option(30.0, min=1.0, help="Seconds of silence after which a job is given to another worker."),
         job_timeout: float = typer.Option(900.0, min=1.0, help="Seconds before a running generation fails."),
         steps: Optional[int] = typer.Option(None, min=1, help="Sampler steps per video (default: the model's)."),
+        threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for torch (default: torch's choice)."),
         exit_with_parent: bool = typer.Option(False, hidden=True, help="Stop when the starting process is gone."),
     ) -> None:
         """Run generation jobs from a service's queue until stopped (SIGTERM returns the running job)."""
         from functools import partial
+
+        if threads is not None:  # several workers on one CPU should split its cores, not fight over them
+            import torch
+
+            torch.set_num_threads(threads)
 
         from worldreel.serve.config import ServeConfig
         from worldreel.serve.models import resolve_models

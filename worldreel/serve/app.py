@@ -332,7 +332,8 @@ def create_app(data: str | Path, models: dict[str, ServedModel], *, keys: KeyRin
     @app.get("/healthz", tags=["service"])
     def health() -> dict:
         alive = queue.workers(within=max(15.0, 3 * cfg.heartbeat_seconds))
-        return {"status": "ok", "jobs": queue.counts(), "workers": len(alive),
+        ready = sum(1 for w in alive if w["state"] in ("idle", "busy"))
+        return {"status": "ok", "jobs": queue.counts(), "workers": ready, "workers_loading": len(alive) - ready,
                 "auth": "open" if keys.is_open else "keys"}
 
     @app.get("/", include_in_schema=False)

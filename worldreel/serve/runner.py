@@ -7,6 +7,7 @@ load benchmark and the tests use it to talk to a real HTTP server.
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -30,6 +31,8 @@ class WorkerPool:
             self.command += ["--job-timeout", str(job_timeout)]
         if steps is not None:
             self.command += ["--steps", str(steps)]
+        if device == "cpu":  # N workers share the cores instead of each claiming all of them
+            self.command += ["--threads", str(max(1, (os.cpu_count() or 1) // max(1, count)))]
         self.command += extra_args or []
         self.count = count
         self.procs: list[subprocess.Popen] = []

@@ -58,7 +58,9 @@ async function loadHealth() {
     const workers = health.workers;
     $("service-status").textContent = workers > 0
       ? `${workers} worker${workers > 1 ? "s" : ""} ready`
-      : "no worker is running: videos will wait in the queue (start `worldreel worker`)";
+      : health.workers_loading > 0
+        ? "the workers are loading the model…"
+        : "no worker is running: videos will wait in the queue (start `worldreel worker`)";
   } catch (_) {
     $("service-status").textContent = "the service is not answering";
   }
