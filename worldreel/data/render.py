@@ -16,7 +16,7 @@ from worldreel.data.facts import (
 )
 
 if TYPE_CHECKING:
-    from worldreel.data.world import Scene, Trajectory
+    from worldreel.data.physics import Scene, Trajectory
 
 TICK_WIDTH = 1.0 / SIZE  # one pixel at 64 px height, in frame heights
 
@@ -28,7 +28,7 @@ def _color(rgb: tuple[int, int, int]) -> int:
 def render_clip(scene: "Scene", trajectory: "Trajectory | None" = None, *, frames: "list[int] | None" = None) -> np.ndarray:
     """The clip as uint8 (F, H, W, 3); ``frames`` renders only those frame indices."""
     if trajectory is None:
-        from worldreel.data.world import simulate
+        from worldreel.data.physics import simulate  # (render.py is imported by physics' users, not the reverse)
 
         trajectory = simulate(scene)
     w, h = scene.size
