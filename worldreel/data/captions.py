@@ -97,7 +97,7 @@ _HIT = [("hits", "hit"), ("bumps into", "bump into"), ("knocks into", "knock int
 _BEHIND = ["behind a gray pillar", "behind the gray pillar", "behind a grey pillar", "passing behind a gray pillar"]
 _PILLAR_CLAUSE = ["a gray pillar stands on the floor", "there is a gray pillar", "a grey pillar stands in the scene"]
 _PAN = ["the camera pans {dir}", "camera pans to the {dir}", "the camera is panning {dir}", "the view pans {dir}"]
-_STATIC = ["the camera is static", "the camera stays still", "static camera", "the camera does not move"]
+_STATIC = ["the camera is static", "the camera stays still", "the camera is fixed", "the camera does not move"]
 _JOIN = ["; ", ", and ", ". ", " and ", ", while "]
 
 

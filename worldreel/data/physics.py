@@ -128,8 +128,9 @@ def check_size(size) -> tuple[int, int]:
         raise UserError(f"size must be (width, height), got {size!r}", param="size") from None
     if w < SIZE_MULTIPLE or h < SIZE_MULTIPLE or w % SIZE_MULTIPLE or h % SIZE_MULTIPLE or max(w, h) > 2048:
         raise UserError(f"size {w}x{h}: each side must be a multiple of {SIZE_MULTIPLE} from 16 to 2048", param="size")
-    if not 0.25 <= w / h <= 4:
-        raise UserError(f"size {w}x{h}: aspect ratio must be between 1:4 and 4:1", param="size")
+    # Narrower than 1:2, a panning camera leaves too little always-visible world for objects.
+    if not 0.5 <= w / h <= 4:
+        raise UserError(f"size {w}x{h}: width/height must be between 1:2 and 4:1", param="size")
     return w, h
 
 
@@ -284,6 +285,10 @@ def problems(scene: Scene, traj: Trajectory, facts: SceneFacts) -> list[str]:
         if (sx[:, i] - half < -1e-3).any() or (sx[:, i] + half > scene.width + 1e-3).any() or \
                 (traj.y[:, i] + half > 1.0 + 1e-3).any():
             out.append(f"{name} leaves the frame")
+        # An object may not end propped up by an invisible wall (touching it, off the floor).
+        wall_gap = min(traj.x[-1, i] - half[-1] - scene.walls[0], scene.walls[1] - traj.x[-1, i] - half[-1])
+        if wall_gap < 0.005 and traj.y[-1, i] - half[-1] > FLOOR_TOP + 0.01:
+            out.append(f"{name} leans on a wall")
         # 2. Pillar: stated behind = covered at least half, in view at the start and the end.
         if fo.behind_pillar:
             if traj.covered[:, i].max() < BEHIND_COVER or traj.hidden[0, i] or traj.hidden[-1, i]:
