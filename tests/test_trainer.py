@@ -220,3 +220,13 @@ def test_unknown_or_missing_task_is_a_clear_error():
 
 class ToyStop3Exact(ToyTaskExact):
     stop_at = 3
+
+
+def test_cli_set_keys_map_to_the_preset_and_the_task():
+    from worldreel.cli.train import _parse_sets
+
+    overrides, options = _parse_sets("dit", ["train.lr=1e-3", "model.dit.depth=2", "task.p_first=0.3", "train_vae.steps=5"])
+    assert overrides == ["train_dit.lr=1e-3", "model.dit.depth=2", "train_vae.steps=5"] and options == ["p_first=0.3"]
+    with pytest.raises(UserError) as err:
+        _parse_sets("dit", ["lr=1e-3"])
+    assert err.value.param == "set"

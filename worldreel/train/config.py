@@ -41,6 +41,5 @@ class TrainConfig:
 
     # --- data (read by the tasks) ----------------------------------------------------------
     data: str = "world"  # "world" (on-the-fly reel-world clips), a latent cache folder, or a video folder / JSONL
-    workers: int = 0  # DataLoader worker processes for on-the-fly data (0 = in the training process)
     sizes: list[tuple[int, int]] = field(default_factory=lambda: [(64, 64)])  # (W, H) buckets for on-the-fly clips
     seconds: list[float] = field(default_factory=lambda: [4.0])  # clip length buckets (0 = single images)
