@@ -1,6 +1,234 @@
-"""CLI commands: bench (placeholder until its issue lands)."""
+"""CLI command: ``worldreel bench world``, world-bench on a folder, a model or the truth.
+
+    worldreel bench world --videos DIR [--json OUT] [--report PNG]
+    worldreel bench world --model world-tiny [--prompts FILE | --suite holdout] --seeds 3 --out DIR
+    worldreel bench world --truth [--prompts FILE] --seeds 2 --out DIR      # calibration
+
+``--videos`` scores a folder that has ``captions.jsonl`` (prompts from its "caption"
+field). ``--model`` first generates every prompt ``--seeds`` times (seeds seed-base ..
+seed-base + K - 1) with ``Generator.load(model).generate(prompt, seed=...)``, writing
+NNNNNN.mp4 and captions.jsonl into ``--out``; ``--truth`` renders the world's own
+realisation of each prompt instead (``scene_from_facts`` + ``render_clip``), which should
+score about 1. Either way the folder is then scored. The JSON goes to ``--json``
+(default DIR/worldbench.json) and the report figure next to it (same name, .png).
+Prompts: a text file, one per line (blank lines and lines starting with # are skipped),
+or a built-in suite (``--suite default|holdout``).
+"""
 from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from typing_extensions import Annotated
+
+from worldreel.errors import UserError
+
+TABLE_PROMPTS = 15  # the table lists at most this many failing prompts (the JSON has them all)
+
+
+def read_prompts(path: Optional[Path], suite: str) -> list[str]:
+    """Prompts from a file (one per line) or a built-in suite; every one must parse."""
+    from worldreel.data.captions import parse_caption
+    from worldreel.eval import worldbench
+
+    if path is None:
+        if suite not in ("default", "holdout"):
+            raise UserError(f"suite must be default or holdout, got {suite!r}", param="suite")
+        prompts = worldbench.default_prompt_suite() if suite == "default" else worldbench.holdout_prompt_suite()
+        where = [f"suite {suite} #{i + 1}" for i in range(len(prompts))]
+    else:
+        if not path.is_file():
+            raise UserError(f"{path}: no such file", param="prompts")
+        lines = [(n, line.strip()) for n, line in enumerate(path.read_text().splitlines(), 1)]
+        kept = [(n, line) for n, line in lines if line and not line.startswith("#")]
+        if not kept:
+            raise UserError(f"{path} has no prompts (one per line)", param="prompts")
+        prompts, where = [line for _, line in kept], [f"{path} line {n}" for n, _ in kept]
+    for text, place in zip(prompts, where):
+        try:
+            parse_caption(text)
+        except UserError as err:
+            raise UserError(f"{place}: {err.message}", param="prompts") from None
+    return prompts
+
+
+def _write_captions(out: Path, rows: list[dict]) -> None:
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=".captions.", suffix=".jsonl", dir=out)
+    with os.fdopen(fd, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    os.replace(tmp, out / "captions.jsonl")
+
+
+def make_videos(out: Path, prompts: list[str], seeds: int, *, model: Optional[str], seed_base: int = 0,
+                size: Optional[str] = None, seconds: Optional[float] = None, steps: Optional[int] = None,
+                guidance: Optional[float] = None, device: str = "cpu", rewrite: bool = True) -> Path:
+    """Write one video per (prompt, seed) and captions.jsonl into ``out``.
+
+    model None renders the truth (the world's realisation of each prompt); otherwise the
+    named model generates. Returns ``out``.
+    """
+    from tqdm import tqdm
+
+    from worldreel.data.captions import parse_caption
+    from worldreel.data.facts import FPS, facts_to_dict
+    from worldreel.data.video_io import write_video
+
+    # 1. Check the arguments and load what makes the videos, before writing anything.
+    if seeds < 1:
+        raise UserError(f"seeds must be at least 1, got {seeds}", param="seeds")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a folder", param="out")
+    if model is None:
+        from worldreel.cli.world import parse_size
+        from worldreel.data.render import render_clip
+        from worldreel.data.world import check_seconds, scene_from_facts
+
+        wh = parse_size(size or "64x64")
+        secs = check_seconds(4.0 if seconds is None else seconds)
+    else:
+        try:
+            from worldreel.pipelines.generate import Generator
+        except ImportError as err:
+            raise UserError(f"generating with a model needs worldreel.pipelines.generate ({err})", param="model") from None
+        generator = Generator.load(model, device=device)
+    out.mkdir(parents=True, exist_ok=True)
+    # 2. One video per prompt and seed.
+    rows = []
+    jobs = [(p, k) for p in range(len(prompts)) for k in range(seeds)]
+    for index, (p, k) in enumerate(tqdm(jobs, desc="truth" if model is None else model, unit="video", file=sys.stderr)):
+        prompt, seed = prompts[p], seed_base + k
+        facts = parse_caption(prompt)
+        row = {"file": f"{index:06d}.mp4", "caption": prompt, "facts": facts_to_dict(facts), "seed": seed, "prompt_index": p}
+        if model is None:
+            scene = scene_from_facts(facts, seed, size=wh, seconds=secs)
+            frames, fps = render_clip(scene), FPS
+            row.update(size=list(wh), seconds=secs, source="truth")
+            if scene.notes:
+                row["notes"] = list(scene.notes)
+        else:
+            video = generator.generate(prompt, seconds=seconds, size=size, steps=steps, guidance=guidance, seed=seed,
+                                       rewrite=rewrite)
+            frames, fps = video.frames, video.fps
+            row.update(size=list(video.size), seconds=video.seconds, model=model, model_prompt=video.model_prompt)
+        write_video(out / row["file"], frames, fps)
+        rows.append(row)
+    _write_captions(out, rows)
+    return out
+
+
+def print_table(result: dict, console=None) -> None:
+    """Per-check pass rates, the mean score and the prompts that failed, as rich tables."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from worldreel.eval.worldbench import CHECKS
+
+    console = console or Console()
+    checks = Table(title=f"world-bench: {result['n_videos']} videos, mean score {result['mean_score']:.3f}")
+    checks.add_column("check")
+    checks.add_column("pass rate", justify="right")
+    checks.add_column("videos judged", justify="right")
+    for name in CHECKS:
+        rate = result["checks"][name]
+        checks.add_row(name, "n/a" if rate is None else f"{rate:.1%}", str(result["applicable"][name]))
+    console.print(checks)
+    spread = result["spread"]
+    if spread["prompts_with_several_videos"]:
+        console.print(
+            f"spread over seeds: {spread['fail_on_some_seed']:.1%} of {spread['prompts_with_several_videos']} prompts "
+            f"fail on some seed, {spread['fail_on_every_seed']:.1%} on every seed"
+        )
+    failing = sorted(
+        ((p, v) for p, v in result["prompts"].items() if v["min_score"] < 1), key=lambda pv: (pv[1]["mean_score"], pv[0])
+    )
+    if failing:
+        table = Table(title=f"prompts that fail ({len(failing)} of {len(result['prompts'])})")
+        table.add_column("prompt")
+        table.add_column("videos", justify="right")
+        table.add_column("mean", justify="right")
+        table.add_column("failed checks")
+        for prompt, v in failing[:TABLE_PROMPTS]:
+            table.add_row(prompt, str(len(v["videos"])), f"{v['mean_score']:.2f}", ", ".join(v["failed_checks"]))
+        console.print(table)
+    if result["skipped"]:
+        console.print(f"skipped {len(result['skipped'])} videos (see 'skipped' in the JSON)")
+
+
+def bench_world(videos: Optional[Path] = None, model: Optional[str] = None, truth: bool = False,
+                prompts: Optional[Path] = None, suite: str = "default", seeds: int = 1, seed_base: int = 0,
+                out: Optional[Path] = None, json_out: Optional[Path] = None, report: Optional[Path] = None,
+                no_report: bool = False, size: Optional[str] = None, seconds: Optional[float] = None,
+                steps: Optional[int] = None, guidance: Optional[float] = None, device: str = "cpu",
+                rewrite: bool = True) -> dict:
+    """The whole command; returns the result dict (also written as JSON)."""
+    from worldreel.eval.report import score_folder, write_json, write_report
+
+    # 1. Exactly one source of videos, and every argument checked before any work.
+    sources = [name for name, given in (("--videos", videos is not None), ("--model", model is not None), ("--truth", truth)) if given]
+    if len(sources) != 1:
+        raise UserError("give exactly one of --videos DIR, --model NAME or --truth", param="videos")
+    if videos is not None:
+        if not videos.is_dir():
+            raise UserError(f"{videos}: not a folder", param="videos")
+        folder = videos
+    else:
+        if out is None:
+            raise UserError("--model and --truth write their videos to --out DIR", param="out")
+        prompt_list = read_prompts(prompts, suite)
+        folder = out
+    json_out = json_out or folder / "worldbench.json"
+    if json_out.suffix.lower() != ".json":
+        raise UserError(f"{json_out}: the result file must end in .json", param="json")
+    report = None if no_report else (report or json_out.with_suffix(".png"))
+    if report is not None and report.suffix.lower() != ".png":
+        raise UserError(f"{report}: the report must end in .png", param="report")
+    # 2. Make the videos when asked, then score the folder.
+    if videos is None:
+        make_videos(out, prompt_list, seeds, model=model, seed_base=seed_base, size=size, seconds=seconds, steps=steps,
+                    guidance=guidance, device=device, rewrite=rewrite)
+    result = score_folder(folder, progress=True)
+    if not result["n_videos"]:
+        raise UserError(f"{folder}: no video could be scored ({len(result['skipped'])} skipped)", param="videos")
+    result["source"] = {"videos": str(folder), "model": model, "truth": truth}
+    write_json(result, json_out)
+    print_table(result)
+    print(f"wrote {json_out}")
+    if report is not None:
+        write_report(result, folder, report)
+        print(f"wrote {report}")
+    return result
 
 
 def register(groups) -> None:
-    """Add this module's commands to the CLI groups ("" is the top level)."""
+    """Add ``bench world`` to the CLI."""
+
+    @groups["bench"].command("world")
+    def world(
+        videos: Annotated[Optional[Path], typer.Option("--videos", help="Score this folder (videos + captions.jsonl).")] = None,
+        model: Annotated[Optional[str], typer.Option("--model", help="Generate with this model (name or folder), then score.")] = None,
+        truth: Annotated[bool, typer.Option("--truth", help="Render the world's truth for the prompts, then score (calibration).")] = False,
+        prompts: Annotated[Optional[Path], typer.Option("--prompts", help="Prompts file, one per line (default: --suite).")] = None,
+        suite: Annotated[str, typer.Option("--suite", help="Built-in prompts when --prompts is not given: default or holdout.")] = "default",
+        seeds: Annotated[int, typer.Option("--seeds", help="Videos per prompt (seeds seed-base .. seed-base+K-1).")] = 1,
+        seed_base: Annotated[int, typer.Option("--seed-base", help="First seed.")] = 0,
+        out: Annotated[Optional[Path], typer.Option("--out", help="Folder for generated videos (--model, --truth).")] = None,
+        json_out: Annotated[Optional[Path], typer.Option("--json", help="Result JSON (default DIR/worldbench.json).")] = None,
+        report: Annotated[Optional[Path], typer.Option("--report", help="Report PNG (default: next to the JSON).")] = None,
+        no_report: Annotated[bool, typer.Option("--no-report", help="Skip the report figure.")] = False,
+        size: Annotated[Optional[str], typer.Option("--size", help="WxH for generated videos (model default if omitted).")] = None,
+        seconds: Annotated[Optional[float], typer.Option("--seconds", help="Length of generated videos.")] = None,
+        steps: Annotated[Optional[int], typer.Option("--steps", help="Sampler steps (--model).")] = None,
+        guidance: Annotated[Optional[float], typer.Option("--guidance", help="Guidance scale (--model).")] = None,
+        device: Annotated[str, typer.Option("--device", help="Device for --model: cpu, cuda, ...")] = "cpu",
+        no_rewrite: Annotated[bool, typer.Option("--no-rewrite", help="Give the model the prompt as written.")] = False,
+    ) -> None:
+        """world-bench: does each video follow its prompt and obey the reel world's physics?"""
+        bench_world(videos, model, truth, prompts, suite, seeds, seed_base, out, json_out, report, no_report, size,
+                    seconds, steps, guidance, device, not no_rewrite)
