@@ -49,9 +49,9 @@ def layout(specs: list[Spec], camera: str, pillar: bool, size: tuple[int, int], 
     """Positions and velocities for ``specs``; None when this draw found no room.
 
     strict: 2 keeps unrelated objects' swept paths apart and non-behind paths off the
-    pillar, 1 only throws' paths and the pillar rule (sample_scene: the simulation says who
-    hits whom), 0 neither,
-    -1 also accepts short rolls and throws (a last resort for crowded prompts).
+    pillar; 1 keeps only throws' paths apart, plus the pillar rule (sample_scene: the
+    simulation says who hits whom); 0 neither; -1 also accepts short rolls and throws
+    (a last resort for crowded prompts).
     """
     width = size[0] / size[1]
     speed = pan_speed(camera, seconds)

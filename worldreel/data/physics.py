@@ -148,7 +148,7 @@ def check_seconds(seconds) -> float:
 
 
 def simulate(scene: Scene) -> Trajectory:
-    """Run the scene in pymunk; deterministic for a given scene."""
+    """Run the scene in pymunk; deterministic for a given scene (a scene's cached trajectory is returned as is)."""
     if scene.trajectory is not None:
         return scene.trajectory
     # 1. Static world: floor, two invisible walls, invisible ceiling.
