@@ -109,9 +109,13 @@ def _shards(folder):
 def test_resume_skips_finished_shards_and_extends(tmp_path):
     _build(tmp_path, Items(10), 10)
     reference = _shards(tmp_path)
-    # A stop mid-shard: shard 1 lost, a temp file left behind.
+    # A stop mid-shard: shard 1 lost, a temp file left behind, the cache marked unfinished.
     (tmp_path / "shard_00001.safetensors").unlink()
     (tmp_path / ".shard_00001.safetensors.123.tmp").write_bytes(b"partial")
+    info = json.loads((tmp_path / "cache.json").read_text())
+    (tmp_path / "cache.json").write_text(json.dumps({**info, "complete": False}))
+    partial = LatentCache(tmp_path)  # an unfinished cache is readable: its finished shards
+    assert [e["key"] for e in partial.entries] == [f"{i:08d}" for i in (0, 1, 2, 3, 8, 9)]
     items, vae = Items(10), ToyVAE()
     _build(tmp_path, items, 10, vae=vae)
     assert sorted(items.drawn) == [4, 5, 6, 7] and vae.seen == 4  # only the lost shard was redone

@@ -4,6 +4,7 @@ Layout of a cache folder (``build_cache``):
 
     cache.json                settings, counts, buckets, "complete"
     index.jsonl               one line per item: key, shard, latent shape, caption, facts, ...
+                              (written when complete; each shard's metadata holds its own lines)
     null.safetensors          "text": the token states of "" (the unconditional prompt)
     shard_00000.safetensors   "<key>.latents" (C, f, h, w) fp16, "<key>.text" (L_i, D) fp16
 
@@ -196,7 +197,8 @@ def build_cache(
             md = {"format": str(FORMAT), "items": json.dumps(shard_entries), "source_ended": "true" if ended else "false"}
             _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=md))
             entries += shard_entries
-        # 4. After every shard: the index and the settings, so a stop loses at most one shard.
+        # 4. After every shard: the settings and counts (the index is written once, at the end;
+        #    a reader of an unfinished cache lists the shards instead).
         _write_index(out, entries, count, shard_size, meta, complete=False)
         if ended:
             break
@@ -209,7 +211,8 @@ def _write_index(out: Path, entries: list[dict], count: int | None, shard_size: 
     for e in entries:
         key = "x".join(str(s) for s in e["shape"])
         buckets[key] = buckets.get(key, 0) + 1
-    _write_text(out / "index.jsonl", "".join(json.dumps(e) + "\n" for e in entries))
+    if complete:  # rewriting a growing index after every shard would cost O(items^2)
+        _write_text(out / "index.jsonl", "".join(json.dumps(e) + "\n" for e in entries))
     info = {"format": FORMAT, "items": len(entries), "count": count, "shard_size": shard_size, "complete": complete,
             "latent_dtype": "float16", "buckets": buckets, "meta": meta}
     _write_text(out / "cache.json", json.dumps(info, indent=2) + "\n")
@@ -255,11 +258,20 @@ class LatentCache(torch.utils.data.Dataset):
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
-        if not (self.folder / "cache.json").exists() or not (self.folder / "index.jsonl").exists():
-            raise UserError(f"{self.folder} is not a latent cache (no cache.json / index.jsonl); build one with "
-                            "worldreel train cache", param="data")
+        if not (self.folder / "cache.json").exists():
+            raise UserError(f"{self.folder} is not a latent cache (no cache.json); build one with worldreel train cache",
+                            param="data")
         self.info = json.loads((self.folder / "cache.json").read_text())
-        self.entries = [json.loads(line) for line in (self.folder / "index.jsonl").read_text().splitlines() if line.strip()]
+        if self.info.get("complete") and (self.folder / "index.jsonl").exists():
+            lines = (self.folder / "index.jsonl").read_text().splitlines()
+            self.entries = [json.loads(line) for line in lines if line.strip()]
+        else:  # a cache still being built (or stopped): the finished shards list their items
+            from safetensors import safe_open
+
+            self.entries = []
+            for path in sorted(self.folder.glob("shard_*.safetensors")):
+                with safe_open(str(path), framework="pt") as f:
+                    self.entries += json.loads(f.metadata()["items"])
         if not self.entries:
             raise UserError(f"the latent cache {self.folder} is empty", param="data")
         self.buckets: dict[tuple, list[int]] = {}
