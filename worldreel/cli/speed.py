@@ -6,6 +6,9 @@ from typing import Optional
 import typer
 
 
+SHORT = {"worldreel DiT": "ours (DiT)", "diffusers WanTransformer3DModel": "diffusers Wan"}  # table labels
+
+
 def register(groups) -> None:
     """Add this module's commands to the CLI groups ("" is the top level)."""
     groups["bench"].command("speed")(speed)
@@ -55,12 +58,12 @@ def speed(
         table.add_column(col, justify="left" if col == "model" else "right")
     for row in result["denoiser"]:
         if "status" in row:
-            table.add_row(row["model"], str(row["tokens"]), "-", row["status"], "", "", "", "")
+            table.add_row(SHORT.get(row["model"], row["model"]), str(row["tokens"]), "-", row["status"], "", "", "", "")
             continue
-        table.add_row(row["model"], str(row["tokens"]), f"{row['params'] / 1e6:.2f}", f"{row['forward_s'] * 1e3:.1f}",
+        table.add_row(SHORT.get(row["model"], row["model"]), str(row["tokens"]), f"{row['params'] / 1e6:.2f}", f"{row['forward_s'] * 1e3:.1f}",
                       f"{row['forward_backward_s'] * 1e3:.1f}", f"{row['forward_gflop']:.2f}",
                       f"{100 * row['forward_util']:.0f}%", f"{100 * row['forward_backward_util']:.0f}%")
-    out = Console()
+    out = Console(width=max(Console().width, 110))
     out.print(table)
     gen = result.get("generation")
     if gen:

@@ -41,7 +41,7 @@ class SpeedConfig:
     batch: int = 2  # items per denoiser call (2 = one guided sampling step: prompt + negative prompt)
     text_tokens: int = 16  # text length the cross-attention sees
     repeats: int = 5  # timed calls per measurement, interleaved between the models (best and median kept)
-    warmup: int = 2  # untimed calls first (allocator, kernels)
+    warmup: int = 1  # untimed calls first (allocator, kernels)
     threads: int = 0  # torch CPU threads (0 = leave torch's default)
     peer: bool = True  # also time diffusers.WanTransformer3DModel
     model: str = "world-tiny"  # model for (c): a name or folder; "" skips (c)
@@ -240,6 +240,15 @@ def run_speed(cfg: SpeedConfig, log: Callable[[str], None] = lambda s: None) -> 
         if cfg.peer and peer_note:
             result["denoiser"].append({"model": "diffusers WanTransformer3DModel", "tokens": tokens, "status": peer_note})
         del entries
+    # The peak again after the long middle part: on a shared machine the best of the two is
+    # the closer estimate of what the cores can do.
+    peak_after = matmul_peak(device, cfg.peak_seconds)
+    if peak_after["flops"] > peak["flops"]:
+        for row in result["denoiser"]:
+            for key in ("forward_util", "forward_backward_util"):
+                if key in row:
+                    row[key] *= peak["flops"] / peak_after["flops"]
+        result["machine"]["matmul_peak_gflops"] = peak_after["gflops"]
     # 3. A whole generation.
     if cfg.model:
         log(f"generating {cfg.seconds:g} s at {cfg.size[0]}x{cfg.size[1]} with {cfg.model}")
