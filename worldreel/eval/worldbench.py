@@ -231,7 +231,7 @@ def _behind_ok(obs: Observation, track: Track) -> bool:
 
 
 def _assign(obs: Observation, facts: SceneFacts) -> dict[int, int]:
-    """Prompted object index -> track index, per colour, maximising (shape match, motion ok, length)."""
+    """Prompted object index -> track index, per colour: long tracks first, then matching shape and motion."""
     assignment: dict[int, int] = {}
     colors = sorted({o.color for o in facts.objects})
     for color in colors:
@@ -246,7 +246,8 @@ def _assign(obs: Observation, facts: SceneFacts) -> dict[int, int]:
                 t = obs.tracks[k]
                 shape_ok = t.shape() == facts.objects[i].shape
                 motion_ok = _motion_ok(obs, facts.objects[i], t)[0]
-                value[i, k] = 2.0 * shape_ok + 2.0 * motion_ok + len(t.dets) / obs.shape[0]
+                # the longest tracks first (a fragment never stands in for a whole object), then shape, then motion
+                value[i, k] = 4.0 * len(t.dets) / obs.shape[0] + 2.0 * shape_ok + 1.0 * motion_ok
         best, best_map = -1.0, {}
         n = min(len(objs), len(cands))
         for chosen in itertools.permutations(cands, n):

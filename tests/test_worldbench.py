@@ -1,0 +1,402 @@
+"""world-bench: the evaluator's own validation.
+
+Ground truth must score ~1 (also after an H.264 round trip); corrupted videos (shuffled,
+frozen, noise, wrong colours, time-reversed falls) must score low; each check must catch
+the fault it is about (wrong pan, wrong gravity, wrong direction, popping, extras,
+flicker). Plus the folder scorer, the CLI and the prompt suites.
+"""
+import json
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from worldreel.data.facts import (
+    BACKGROUND, COLORS, FLOOR, FLOOR_TOP, MOTIONS, PALETTE, PILLAR, SHAPES, TICK, TICK_SPACING,
+)
+from worldreel.eval import tracking
+from worldreel.eval.worldbench import CHECKS, default_prompt_suite, holdout_prompt_suite, score_video
+
+N_TRUTH = 200  # WORLD.md: truth scores >= 0.99 on average over >= 200 varied clips
+N_CORRUPT = 60  # clips per corruption
+
+
+# ---------------------------------------------------------------------------------------
+# Helpers
+
+
+def draw(objects, *, cam_x=0.0, size=64, ss=4):
+    """A reel-world-looking frame drawn with numpy (4x supersampling), independent of render.py.
+
+    objects: (colour, shape, size, x, y, angle) in world units, y up.
+    """
+    h = w = size * ss
+    yy, xx = np.mgrid[0:h, 0:w]
+    wx, wy = (xx + 0.5) / h + cam_x, 1.0 - (yy + 0.5) / h
+    img = np.empty((h, w, 3), np.float32)
+    img[:] = BACKGROUND
+    floor = wy < FLOOR_TOP
+    img[floor] = FLOOR
+    img[floor & (np.abs((wx + TICK_SPACING / 2) % TICK_SPACING - TICK_SPACING / 2) < 0.5 / 64)] = TICK
+    for color, shape, s, x, y, angle in objects:
+        dx, dy = wx - x, wy - y
+        if shape == "ball":
+            inside = dx**2 + dy**2 <= s**2
+        else:
+            c, n = np.cos(angle), np.sin(angle)
+            inside = (np.abs(c * dx + n * dy) <= s / 2) & (np.abs(-n * dx + c * dy) <= s / 2)
+        img[inside] = PALETTE[color]
+    img = img.reshape(size, ss, size, ss, 3).mean((1, 3))
+    return np.round(img).astype(np.uint8)
+
+
+def mean_score(items) -> float:
+    return float(np.mean([score_video(frames, facts).score for frames, facts in items]))
+
+
+@pytest.fixture(scope="module")
+def clips():
+    """(scene, frames) for N_TRUTH sampled scenes, rendered once."""
+    from worldreel.data.render import render_clip
+    from worldreel.data.world import sample_scene
+
+    out = []
+    for seed in range(N_TRUTH):
+        scene = sample_scene(seed)
+        out.append((scene, render_clip(scene)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Segmentation, shape, camera on frames drawn here
+
+
+def test_palette_labels():
+    colors = np.array([[PALETTE[c] for c in COLORS] + [BACKGROUND, FLOOR, TICK, PILLAR, (0, 255, 0)]], np.uint8)
+    labels = tracking.label_pixels(colors[None])[0, 0]
+    assert list(labels) == list(range(len(COLORS) + 4)) + [tracking.UNKNOWN]
+
+
+def test_blob_position_and_shape_on_drawn_objects():
+    rng = np.random.default_rng(0)
+    for k in range(24):
+        shape = SHAPES[k % 2]
+        size = rng.uniform(0.06, 0.10) if shape == "ball" else rng.uniform(0.12, 0.18)
+        x, y, angle = rng.uniform(0.3, 0.7), rng.uniform(0.35, 0.7), rng.uniform(0, np.pi / 2)
+        color = COLORS[k % len(COLORS)]
+        frame = draw([(color, shape, size, x, y, angle)])
+        per_frame, _ = tracking.detect_objects(frame[None])
+        (det,) = per_frame[0]
+        assert det.color == color
+        assert abs(det.x + 0.5 - x * 64) < 0.3 and abs(det.y + 0.5 - (1 - y) * 64) < 0.3  # pixel centres at +0.5
+        assert (det.kurtosis >= tracking.SHAPE_KURTOSIS) == (shape == "box"), (shape, size, angle, det.kurtosis)
+
+
+def test_floor_shift_is_subpixel_exact():
+    offsets = np.array([0.0, 0.013, 0.021, 0.0, -0.017])  # world units moved by the camera each frame
+    frames = np.stack([draw([], cam_x=c, ss=16) for c in np.cumsum(offsets)])  # fine supersampling: sub-pixel ticks
+    shifts, strength = tracking.floor_shifts(frames, tracking.label_pixels(frames))
+    assert np.all(strength > tracking.TICK_MIN_STRENGTH)
+    np.testing.assert_allclose(shifts, -offsets[1:] * 64, atol=0.05)  # the camera moves right: ticks move left
+
+
+def test_tracks_through_the_pillar_and_merge_free():
+    # A ball rolls right behind a pillar drawn in front; one track from start to end.
+    xs = np.linspace(0.15, 0.85, 33)
+    frames = []
+    for x in xs:
+        f = draw([("red", "ball", 0.06, x, FLOOR_TOP + 0.06, 0.0)])
+        f[64 - 8 - 32 : 64 - 8, 29:37] = PILLAR  # 8 px wide, 32 px high, standing on the floor
+        frames.append(f)
+    obs = tracking.observe(np.stack(frames))
+    (track,) = obs.tracks
+    assert track.birth == "start" and track.death == "end"
+    assert len(track.dets) < 33 and any(d.occluded for d in track.dets)  # hidden for a while
+
+
+# ---------------------------------------------------------------------------------------
+# Truth scores ~1
+
+
+@pytest.mark.slow
+def test_truth_scores_high(clips):
+    scores = [score_video(frames, scene.facts) for scene, frames in clips]
+    assert np.mean([s.score for s in scores]) >= 0.99
+    for name in CHECKS:
+        judged = [s.checks[name].status == "pass" for s in scores if s.checks[name].status != "n/a"]
+        assert judged and np.mean(judged) >= 0.97, name
+    # varied: every motion, both cameras moves and the pillar are in there, and gravity is judged often
+    facts = [scene.facts for scene, _ in clips]
+    assert {o.motion for f in facts for o in f.objects} == set(MOTIONS)
+    assert {f.camera for f in facts} == {"static", "pan_left", "pan_right"} and any(f.pillar for f in facts)
+    assert sum(s.checks["gravity"].status != "n/a" for s in scores) >= N_TRUTH // 3
+
+
+def test_truth_survives_h264(clips, tmp_path):
+    from worldreel.data.video_io import read_video, write_video
+
+    items = []
+    for k, (scene, frames) in enumerate(clips[:16]):
+        write_video(tmp_path / f"{k}.mp4", frames, 8)
+        decoded, fps = read_video(tmp_path / f"{k}.mp4")
+        assert fps == 8
+        items.append((decoded, scene.facts))
+    assert mean_score(items) >= 0.99
+
+
+def test_other_sizes_and_lengths():
+    from worldreel.data.render import render_clip
+    from worldreel.data.world import sample_scene
+
+    for size, seconds in (((128, 64), 4.0), ((64, 64), 8.0), ((128, 128), 2.0)):
+        scenes = [sample_scene(seed, size=size, seconds=seconds) for seed in range(4)]
+        assert mean_score([(render_clip(s), s.facts) for s in scenes]) >= 0.95, (size, seconds)
+
+
+# ---------------------------------------------------------------------------------------
+# Corruptions score low
+
+
+def _shuffled(scene, frames, k):
+    return frames[np.random.default_rng(k).permutation(len(frames))]
+
+
+def _frozen(scene, frames, k):
+    return np.repeat(frames[:1], len(frames), 0)
+
+
+def _noise(scene, frames, k):
+    return np.random.default_rng(k).integers(0, 256, frames.shape, dtype=np.uint8)
+
+
+def _swapped(scene, frames, k):
+    from worldreel.data.render import render_clip
+
+    shift = 1 + k % (len(COLORS) - 1)
+    swap = dict(zip(COLORS, COLORS[shift:] + COLORS[:shift]))  # every colour becomes another
+    return render_clip(replace(scene, objects=tuple(replace(o, color=swap[o.color]) for o in scene.objects)))
+
+
+def _reversed(scene, frames, k):
+    return frames[::-1].copy()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, corrupt, limit", [
+    ("shuffled", _shuffled, 0.6), ("noise", _noise, 0.6), ("colour-swapped", _swapped, 0.6),
+    # A still frame of the truth keeps presence, extras, permanence and stability (and a
+    # static camera): 4/7 is its floor, ~0.70 its mean. Time reversal keeps those too.
+    ("frozen", _frozen, 0.75), ("time-reversed falls", _reversed, 0.72),
+])
+def test_corruptions_score_low(clips, name, corrupt, limit):
+    chosen = clips
+    if name == "time-reversed falls":
+        chosen = [(s, f) for s, f in clips if any(o.motion == "falls" for o in s.facts.objects)]
+    chosen = chosen[:N_CORRUPT]
+    assert len(chosen) >= 40
+    results = [score_video(corrupt(s, f, k), s.facts) for k, (s, f) in enumerate(chosen)]
+    assert np.mean([r.score for r in results]) <= limit
+    movers = [r for (s, _), r in zip(chosen, results) if any(o.motion != "rests" for o in s.facts.objects)]
+    if name in ("frozen", "time-reversed falls", "shuffled"):
+        assert np.mean([r.checks["motion"].status == "fail" for r in movers]) >= 0.9
+    if name == "time-reversed falls":
+        assert np.mean([r.checks["gravity"].status == "fail" for r in results]) >= 0.9
+    if name == "shuffled":
+        assert np.mean([r.checks["permanence"].status == "fail" for r in movers]) >= 0.8
+
+
+# ---------------------------------------------------------------------------------------
+# Each check catches its fault
+
+
+def _first(clips, want):
+    return next((s, f) for s, f in clips if want(s.facts))
+
+
+def test_camera_detects_a_wrong_pan(clips):
+    for camera in ("static", "pan_left", "pan_right"):
+        scene, frames = _first(clips, lambda f, c=camera: f.camera == c)
+        assert score_video(frames, scene.facts).checks["camera"].status == "pass"
+        for other in {"static", "pan_left", "pan_right"} - {camera}:
+            wrong = replace(scene.facts, camera=other)
+            assert score_video(frames, wrong).checks["camera"].status == "fail", (camera, other)
+
+
+def test_gravity_detects_wrong_acceleration(clips):
+    scene, frames = _first(clips, lambda f: len(f.objects) == 1 and f.objects[0].motion == "falls")
+    assert score_video(frames, scene.facts).checks["gravity"].status == "pass"
+    # Played at half the frame rate the same fall means a quarter of the world's g.
+    assert score_video(frames, scene.facts, fps=4).checks["gravity"].status == "fail"
+    still = replace(scene.facts, objects=tuple(replace(o, motion="rests") for o in scene.facts.objects))
+    assert score_video(frames, still).checks["gravity"].status == "n/a"
+
+
+def test_motion_detects_the_wrong_direction(clips):
+    scene, frames = _first(clips, lambda f: len(f.objects) == 1 and f.objects[0].motion == "rolls_right")
+    assert score_video(frames, scene.facts).checks["motion"].status == "pass"
+    left = replace(scene.facts, objects=(replace(scene.facts.objects[0], motion="rolls_left"),))
+    assert score_video(frames, left).checks["motion"].status == "fail"
+
+
+def test_permanence_detects_popping(clips):
+    scene, frames, track = next(
+        (s, f.copy(), t)
+        for s, f in clips if s.facts.camera == "static" and not s.facts.pillar
+        for t in tracking.observe(f).tracks if len(t.dets) == len(f) and np.ptp(t.xy, axis=0).max() < 1  # a still object
+    )
+    assert score_video(frames, scene.facts).checks["permanence"].status == "pass"
+    x0, y0, x1, y1 = track.dets[0].box
+    frames[14:18, max(y0 - 1, 0) : y1 + 2, max(x0 - 1, 0) : x1 + 2] = BACKGROUND  # gone for half a second
+    result = score_video(frames, scene.facts)
+    assert result.checks["permanence"].status == "fail"
+    assert "vanishes" in result.checks["permanence"].reason
+
+
+def test_extras_detects_an_unasked_for_object(clips):
+    scene, frames = _first(clips, lambda f: len(f.objects) == 1 and f.objects[0].color != "red")
+    assert score_video(frames, scene.facts).checks["extras"].status == "pass"
+    frames = frames.copy()
+    frames[:, 4:12, 4:12] = PALETTE["red"]  # a red box hanging in the sky, in every frame
+    assert score_video(frames, scene.facts).checks["extras"].status == "fail"
+    asked = replace(scene.facts, objects=scene.facts.objects + (replace(scene.facts.objects[0], color="red", shape="box",
+                                                                         motion="rests"),))
+    assert score_video(frames, asked).checks["extras"].status == "pass"
+
+
+def test_stability_detects_flicker(clips):
+    scene, frames = clips[0]
+    assert score_video(frames, scene.facts).checks["stability"].status == "pass"
+    flicker = frames.astype(np.int16)
+    flicker[1::2] += 12  # every other frame brighter
+    flicker = np.clip(flicker, 0, 255).astype(np.uint8)
+    assert score_video(flicker, scene.facts).checks["stability"].status == "fail"
+
+
+def test_score_api_and_speed(clips):
+    scene, frames = clips[3]
+    result = score_video(frames, scene.facts)
+    data = result.to_dict()
+    assert set(data) == {"score", "failed", "checks"} and set(data["checks"]) == set(CHECKS)
+    assert 0.0 <= data["score"] <= 1.0 and data["failed"] == result.failed
+    with pytest.raises(ValueError):
+        score_video(frames.astype(np.float32), scene.facts)
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        score_video(frames, scene.facts)
+        times.append(time.perf_counter() - t0)
+    assert np.median(times) < 0.1  # one 33-frame 64x64 clip
+
+
+# ---------------------------------------------------------------------------------------
+# Folder scoring, the CLI, the prompt suites
+
+
+def _prompts_file(path, lines):
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_truth_folder_json_and_report(tmp_path):
+    from worldreel.cli import main
+
+    prompts = _prompts_file(tmp_path / "p.txt", ["# two prompts", "a red ball falls", "",
+                                                  "a blue box slides to the left; the camera pans right"])
+    out = tmp_path / "truth"
+    assert main(["bench", "world", "--truth", "--prompts", str(prompts), "--seeds", "2", "--out", str(out)]) == 0
+    result = json.loads((out / "worldbench.json").read_text())
+    assert result["n_videos"] == 4 and result["mean_score"] >= 0.99
+    assert set(result["checks"]) == set(CHECKS) and result["checks"]["gravity"] is not None
+    assert result["spread"]["prompts_with_several_videos"] == 2 and result["spread"]["fail_on_some_seed"] == 0.0
+    assert sorted(result["videos"]) == [f"{k:06d}.mp4" for k in range(4)]
+    assert (out / "worldbench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # --videos on the same folder, JSON elsewhere, no figure
+    other = tmp_path / "again.json"
+    assert main(["bench", "world", "--videos", str(out), "--json", str(other), "--no-report"]) == 0
+    assert json.loads(other.read_text())["mean_score"] == result["mean_score"]
+    assert not other.with_suffix(".png").exists()
+
+
+def test_folder_skips_prompts_outside_the_vocabulary(tmp_path):
+    from worldreel.data.render import render_clip
+    from worldreel.data.video_io import write_video
+    from worldreel.data.world import sample_scene
+    from worldreel.data.captions import caption
+    from worldreel.eval.report import score_folder
+
+    scene = sample_scene(5)
+    write_video(tmp_path / "a.mp4", render_clip(scene), 8)
+    write_video(tmp_path / "b.mp4", render_clip(scene), 8)
+    rows = [{"file": "a.mp4", "caption": caption(scene.facts, np.random.default_rng(0))},
+            {"file": "b.mp4", "caption": "a purple dragon flies"}, {"file": "c.mp4", "caption": "a red ball falls"}]
+    (tmp_path / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = score_folder(tmp_path)
+    assert list(result["videos"]) == ["a.mp4"] and result["videos"]["a.mp4"]["score"] == 1.0
+    assert set(result["skipped"]) == {"b.mp4", "c.mp4"} and "colour" in result["skipped"]["b.mp4"]
+
+
+def test_cli_bad_input(tmp_path, capsys):
+    from worldreel.cli import main
+
+    assert main(["bench", "world", "--videos", str(tmp_path)]) == 2  # no captions.jsonl
+    assert "captions.jsonl" in capsys.readouterr().err
+    assert main(["bench", "world", "--videos", str(tmp_path), "--truth", "--out", str(tmp_path / "o")]) == 2
+    assert "exactly one" in capsys.readouterr().err
+    bad = _prompts_file(tmp_path / "bad.txt", ["a red ball falls", "a purple ball falls"])
+    assert main(["bench", "world", "--truth", "--prompts", str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "line 2" in err and "colour" in err
+    assert not (tmp_path / "o").exists()  # nothing written before the input was checked
+
+
+def test_model_mode_generates_then_scores(tmp_path, monkeypatch):
+    """--model calls Generator.load(model).generate(prompt, seed=...) per prompt and seed."""
+    from worldreel.data.captions import parse_caption
+    from worldreel.data.render import render_clip
+    from worldreel.data.world import scene_from_facts
+    from worldreel.pipelines import generate as generate_module
+    from worldreel.pipelines.generate import Video
+
+    calls = []
+
+    class Fake:
+        @classmethod
+        def load(cls, model, device="cpu"):
+            calls.append(("load", model, device))
+            return cls()
+
+        def generate(self, prompt, *, seed=None, **kwargs):
+            calls.append(("generate", prompt, seed))
+            frames = render_clip(scene_from_facts(parse_caption(prompt), seed))
+            return Video(frames=frames, fps=8, prompt=prompt, model_prompt=prompt, seed=seed)
+
+    monkeypatch.setattr(generate_module, "Generator", Fake)
+    from worldreel.cli.bench import bench_world
+
+    prompts = _prompts_file(tmp_path / "p.txt", ["a green ball rolls to the right"])
+    result = bench_world(model="fake-model", prompts=prompts, seeds=3, seed_base=10, out=tmp_path / "gen", no_report=True)
+    assert calls[0] == ("load", "fake-model", "cpu")
+    assert [c[2] for c in calls[1:]] == [10, 11, 12]
+    lines = [json.loads(line) for line in (tmp_path / "gen" / "captions.jsonl").read_text().splitlines()]
+    assert [row["seed"] for row in lines] == [10, 11, 12] and all(row["model"] == "fake-model" for row in lines)
+    assert result["n_videos"] == 3 and result["mean_score"] >= 0.99
+
+
+def test_prompt_suites_cover_the_world():
+    from worldreel.data.captions import parse_caption
+    from worldreel.data.world import HOLDOUT, is_holdout
+
+    facts = [parse_caption(p) for p in default_prompt_suite()]
+    objects = [o for f in facts for o in f.objects]
+    assert {o.color for o in objects} == set(COLORS) and {o.shape for o in objects} == set(SHAPES)
+    assert {o.motion for o in objects} == set(MOTIONS)
+    assert {f.camera for f in facts} == {"static", "pan_left", "pan_right"}
+    assert {len(f.objects) for f in facts} >= {1, 2, 3}
+    assert any(o.behind_pillar for o in objects) and any(f.pillar and not any(o.behind_pillar for o in f.objects) for f in facts)
+    assert any(o.hits is not None for o in objects)
+    assert any(len({(o.color, o.shape) for o in f.objects}) < len(f.objects) for f in facts)  # counted ("two blue balls")
+    assert not any(is_holdout(f) for f in facts)
+    held = [parse_caption(p) for p in holdout_prompt_suite()]
+    assert all(is_holdout(f) for f in held)
+    assert {(o.color, o.shape, o.motion) for f in held for o in f.objects} == set(HOLDOUT)
