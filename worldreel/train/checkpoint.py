@@ -12,6 +12,10 @@ Full (unsharded) state dicts make a checkpoint independent of how it was trained
 run resumes under FSDP, 2 processes resume on 1 (then the per-rank RNG streams restart
 from a derived seed: the run continues, but no longer bit-exactly).
 
+The model and optimizer states are gathered and restored with torch.distributed.checkpoint's
+``get_state_dict`` / ``set_state_dict`` (full state dicts), which serve a plain module, DDP's
+replicas and FSDP's shards alike.
+
 Writing: temp name in the same folder, fsync, ``os.replace``, fsync the folder. A crash
 at any moment leaves either the old set of checkpoints or the old set plus the new one,
 never a half-written file under a real name. Older checkpoints are pruned only after the
@@ -28,6 +32,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from worldreel.errors import UserError
 
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
 
@@ -140,3 +146,45 @@ def set_rng_state(state: dict, generator: torch.Generator) -> None:
     p = state["python"]
     random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
     generator.set_state(state["generator"])
+
+
+# --- full (unsharded) states of a possibly wrapped or sharded model ----------------------------
+
+
+def model_state(model, d) -> dict:
+    """Full (unsharded) state dict on CPU; under FSDP a collective, filled on rank 0 only."""
+    if not d.enabled:
+        return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_model_and_optimizer(model, optimizer, state: dict) -> None:
+    """Load a checkpoint's full model and optimizer states (re-sharded in place under FSDP)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    try:
+        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
+                       options=StateDictOptions(full_state_dict=True))
+    except (RuntimeError, KeyError, ValueError) as err:
+        raise UserError(f"the checkpoint does not fit this model (was the model config changed?): {err}", param="resume") from None
+
+
+def export_weights(model, ema, d) -> dict | None:
+    """Full exported weights on rank 0 (live state with EMA parameters), None elsewhere."""
+    state = model_state(model, d)
+    averaged = ema.full_state() if ema is not None else None
+    if not d.main:
+        return None
+    return {"state": state, "ema": averaged}
+
+
+def load_export(target: torch.nn.Module, weights: dict) -> torch.nn.Module:
+    """Live buffers and weights, then the EMA parameters (named_parameters handles tied weights)."""
+    target.load_state_dict(weights["state"])
+    if weights["ema"] is not None:
+        with torch.no_grad():
+            for name, p in target.named_parameters():
+                p.copy_(weights["ema"][name].to(p.device, p.dtype))
+    return target

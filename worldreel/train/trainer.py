@@ -170,7 +170,7 @@ def main(cfg: RunConfig) -> dict:
             saved_model_cfg = json.loads(state["model_config"])
             if saved_model_cfg != json.loads(json.dumps(to_dict(cfg.model))):
                 say("warning: the model config differs from the checkpoint's; loading may fail")
-            _load_model_and_optimizer(model, optimizer, state, d)
+            checkpoint.load_model_and_optimizer(model, optimizer, state)
             if ema is not None and state.get("ema") is not None:
                 ema.load_full_state(state["ema"])
             if state["world_size"] == d.world_size:
@@ -275,9 +275,9 @@ def main(cfg: RunConfig) -> dict:
             say(f"stopped at step {step}/{tc.steps}; checkpoint {ckpt_path}. Resume: the same command with --resume")
             return {"step": step, "stopped": True, "rank": d.rank, "loss": loss_value, "run_dir": str(run), "checkpoint": str(ckpt_path), "model_dir": None}
         model_dir = run / "model"
-        weights = _export_weights(model, ema, d)
+        weights = checkpoint.export_weights(model, ema, d)
         if d.main:
-            export_model = _load_export(task.build_model(), weights).to(d.device).eval()
+            export_model = checkpoint.load_export(task.build_model(), weights).to(d.device).eval()
             model_dir.mkdir(parents=True, exist_ok=True)
             _write_json(model_dir / "config.json", to_dict(cfg.model))
             task.export(export_model, str(model_dir))
@@ -336,25 +336,6 @@ def _seed_all(seed: int, rank: int, step: int) -> None:
     torch.manual_seed(s)
     np.random.seed(s % (2**32))
     random.seed(s)
-
-
-def _model_state(model, d) -> dict:
-    """Full (unsharded) state dict on CPU; under FSDP a collective, filled on rank 0 only."""
-    if not d.enabled:
-        return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-
-
-def _load_model_and_optimizer(model, optimizer, state: dict, d) -> None:
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
-
-    try:
-        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
-                       options=StateDictOptions(full_state_dict=True))
-    except (RuntimeError, KeyError, ValueError) as err:
-        raise UserError(f"the checkpoint does not fit this model (was the model config changed?): {err}", param="resume") from None
 
 
 def _new_window() -> dict:
@@ -419,25 +400,6 @@ def _flush_window(w: dict, step: int, lr: float, t_start: float, d, writer, bar,
     return loss
 
 
-def _export_weights(model, ema: EMA | None, d) -> dict | None:
-    """Full exported weights on rank 0 (live state with EMA parameters), None elsewhere."""
-    state = _model_state(model, d)
-    averaged = ema.full_state() if ema is not None else None
-    if not d.main:
-        return None
-    return {"state": state, "ema": averaged}
-
-
-def _load_export(target: torch.nn.Module, weights: dict) -> torch.nn.Module:
-    """Live buffers and weights, then the EMA parameters (named_parameters handles tied weights)."""
-    target.load_state_dict(weights["state"])
-    if weights["ema"] is not None:
-        with torch.no_grad():
-            for name, p in target.named_parameters():
-                p.copy_(weights["ema"][name].to(p.device, p.dtype))
-    return target
-
-
 @contextlib.contextmanager
 def _isolated_rng(device: torch.device):
     """Evaluation may draw random numbers; the training streams must not notice."""
@@ -450,10 +412,10 @@ def _isolated_rng(device: torch.device):
 
 
 def _evaluate(task, model, ema, d, step: int, run: Path, writer, say) -> None:
-    weights = _export_weights(model, ema, d)  # collective under FSDP: every rank calls it
+    weights = checkpoint.export_weights(model, ema, d)  # collective under FSDP: every rank calls it
     if d.main:
         with _isolated_rng(d.device):
-            eval_model = _load_export(task.build_model(), weights).to(d.device).eval()
+            eval_model = checkpoint.load_export(task.build_model(), weights).to(d.device).eval()
             out = run / "samples"
             out.mkdir(parents=True, exist_ok=True)
             with torch.no_grad():
