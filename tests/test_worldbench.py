@@ -253,6 +253,23 @@ def test_permanence_detects_popping(clips):
     assert "vanishes" in result.checks["permanence"].reason
 
 
+def test_motion_detects_a_hit_that_never_happens(clips):
+    def apart(scene, frames):  # two objects, no stated hit, never within 12 px of each other
+        if len(scene.facts.objects) != 2 or any(o.hits is not None for o in scene.facts.objects):
+            return False
+        tracks = tracking.observe(frames).tracks
+        return len(tracks) == 2 and min(
+            tracking.box_gap(d, e) for d in tracks[0].dets for e in tracks[1].dets if d.frame == e.frame) > 12
+
+    scene, frames = next((s, f) for s, f in clips if apart(s, f))
+    assert score_video(frames, scene.facts).checks["motion"].status == "pass"
+    mover = 0 if scene.facts.objects[0].motion != "rests" else 1
+    objects = list(scene.facts.objects)
+    objects[mover] = replace(objects[mover], hits=1 - mover)
+    result = score_video(frames, replace(scene.facts, objects=tuple(objects)))
+    assert result.checks["motion"].status == "fail" and "never touches" in result.checks["motion"].reason
+
+
 def test_extras_detects_an_unasked_for_object(clips):
     scene, frames = _first(clips, lambda f: len(f.objects) == 1 and f.objects[0].color != "red")
     assert score_video(frames, scene.facts).checks["extras"].status == "pass"

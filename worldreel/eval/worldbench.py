@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from worldreel.data.facts import FPS, GRAVITY, ObjectFacts, SceneFacts
-from worldreel.eval.tracking import BG, FLOOR_ID, TICK_MIN_STRENGTH, Detection, Observation, Track, box_gap, floor_row, observe
+from worldreel.eval.tracking import BG, FLOOR_ID, TICK_MIN_STRENGTH, Observation, Track, box_gap, floor_row, observe
 
 CHECKS: tuple[str, ...] = ("presence", "extras", "permanence", "motion", "gravity", "camera", "stability")
 
@@ -56,6 +56,7 @@ REST_DRIFT = 0.05  # rests: never farther than this from where it started, until
 STEP_NOISE = 0.01  # per-frame moves below this (0.6 px at 64) are jitter when judging direction
 DIRECTION_CONSISTENCY = 0.7  # rolls: this fraction of moving frames go the stated way (before any contact)
 CONTACT_GAP = 2.0 / 64  # two objects whose boxes are this close (fraction of H) may touch
+CONTACT_MIN_FRAMES = 3  # ... if the other one is an object followed at least this many frames
 
 # --- gravity --------------------------------------------------------------------------------
 # Free-flight frames needed: three fix a parabola's acceleration (R^2 is then trivially 1,
@@ -110,7 +111,10 @@ class VideoScore:
         return {
             "score": round(self.score, 4),
             "failed": self.failed,
-            "checks": {n: {"status": c.status, "reason": c.reason} for n, c in self.checks.items()},
+            "checks": {
+                n: {"status": c.status, "reason": c.reason, **({"objects": c.objects} if c.objects is not None else {})}
+                for n, c in self.checks.items()
+            },
         }
 
 
@@ -129,17 +133,18 @@ def _world(obs: Observation, track: Track):
     return fr, x, y
 
 
-_gap = box_gap
-
-
 def _first_contact(obs: Observation, track: Track) -> int:
-    """First frame where the track's blob nearly touches another object's blob (F if never)."""
+    """First frame where the track's blob nearly touches another object (F if never).
+
+    Only objects followed for CONTACT_MIN_FRAMES count: a speck of noise is not a hit.
+    """
     H = obs.shape[1]
+    solid = {id(d) for t in obs.tracks if t is not track and len(t.dets) >= CONTACT_MIN_FRAMES for d in t.dets}
     for d in track.dets:
         if d.border:
             return d.frame
         for other in obs.per_frame[d.frame]:
-            if other is not d and _gap(d, other) <= CONTACT_GAP * H:
+            if id(other) in solid and box_gap(d, other) <= CONTACT_GAP * H:
                 return d.frame
     return obs.shape[0]
 
@@ -178,8 +183,8 @@ def _motion_ok(obs: Observation, o: ObjectFacts, track: Track) -> tuple[bool, st
             return False, f"{name} first moves {'right' if sign < 0 else 'left'}"
         if dx.max() < TRAVEL:
             return False, f"{name} travels {dx.max():.2f} {side} (needs {TRAVEL})"
-        # Steady direction until it touches something (shuffled frames go back and forth).
-        # judged while it travels out: until its farthest point or its first contact
+        # A steady direction on the way out, until its farthest point or first contact
+        # (frames played out of order go back and forth).
         before = (fr[seen] < _first_contact(obs, track)) & (np.arange(dx.size) <= int(np.argmax(dx)))
         steps = np.diff(x[seen][before]) * sign
         steps = steps[np.abs(steps) > STEP_NOISE]
@@ -207,16 +212,25 @@ def _motion_ok(obs: Observation, o: ObjectFacts, track: Track) -> tuple[bool, st
 
 
 def _hit_ok(obs: Observation, a: Track, b: Track) -> bool:
-    """Did tracks a and b touch? Unverifiable (one hidden at the closest approach) counts as yes."""
+    """Did tracks a and b touch? Close enough in some frame, allowing for half a frame's
+    relative motion (at 8 fps a fast hit can happen between two frames); unverifiable
+    (one of them at the pillar at the closest approach) counts as a hit."""
     H = obs.shape[1]
     by_frame = {d.frame: d for d in b.dets}
+    prev: dict = {}
     best, best_pair = np.inf, None
     for d in a.dets:
         e = by_frame.get(d.frame)
-        if e is not None:
-            g = _gap(d, e)
-            if g < best:
-                best, best_pair = g, (d, e)
+        if e is None:
+            continue
+        slack = 0.0
+        if d.frame - 1 in prev:
+            pd, pe = prev[d.frame - 1]
+            slack = 0.5 * np.hypot((d.x - pd.x) - (e.x - pe.x), (d.y - pd.y) - (e.y - pe.y))
+        prev[d.frame] = (d, e)
+        g = box_gap(d, e) - slack
+        if g < best:
+            best, best_pair = g, (d, e)
     if best <= CONTACT_GAP * H:
         return True
     return best_pair is None or best_pair[0].occluded or best_pair[1].occluded
@@ -292,6 +306,7 @@ def _hidden_counts(obs: Observation, color: str) -> np.ndarray:
 
 
 def check_presence(obs: Observation, facts: SceneFacts, assignment: dict[int, int]) -> CheckResult:
+    """Every prompted object (colour + shape) is seen in >= 80 % of the frames where it is not hidden."""
     F = obs.shape[0]
     verdicts: list[tuple[bool, str]] = []
     for i, o in enumerate(facts.objects):
@@ -325,6 +340,7 @@ def _per_object(verdicts: list[tuple[bool | None, str]]) -> CheckResult:
 
 
 def check_extras(obs: Observation, facts: SceneFacts) -> CheckResult:
+    """No palette-coloured object (or pillar) the prompt did not ask for."""
     F = obs.shape[0]
     need = max(EXTRA_MIN_FRAMES, int(np.ceil(0.1 * F)))
     colors = sorted({t.color for t in obs.tracks})
@@ -340,6 +356,7 @@ def check_extras(obs: Observation, facts: SceneFacts) -> CheckResult:
 
 
 def check_permanence(obs: Observation, facts: SceneFacts) -> CheckResult:
+    """Objects do not pop in or out or jump about; what goes behind the pillar comes out."""
     F = obs.shape[0]
     if not obs.tracks:
         return CheckResult("n/a", "no object to follow")
@@ -382,6 +399,7 @@ def _jumps(obs: Observation, track: Track) -> tuple[int, int]:
 
 
 def check_motion(obs: Observation, facts: SceneFacts, assignment: dict[int, int]) -> CheckResult:
+    """Each object's track matches its verb; stated hits happen; "behind a pillar" passes behind it."""
     verdicts: list[tuple[bool, str]] = []
     for i, o in enumerate(facts.objects):
         if i not in assignment:
@@ -417,7 +435,7 @@ def free_flight(obs: Observation, track: Track) -> tuple[np.ndarray, np.ndarray,
     why = "end"
     for d in track.dets:
         accel = (d.y - ys[-1]) - (ys[-1] - ys[-2]) if len(fr) >= 2 else g  # pixels / frame^2, down
-        gaps = [_gap(d, other) for other in obs.per_frame[d.frame] if other is not d]
+        gaps = [box_gap(d, other) for other in obs.per_frame[d.frame] if other is not d]
         if fr and d.frame != fr[-1] + 1:
             why = "hidden"
         elif d.border or d.merged:
@@ -437,6 +455,7 @@ def free_flight(obs: Observation, track: Track) -> tuple[np.ndarray, np.ndarray,
 
 
 def check_gravity(obs: Observation, facts: SceneFacts, assignment: dict[int, int]) -> CheckResult:
+    """A free fall before the first contact fits a parabola (R^2 >= 0.95) at GRAVITY within 25 %."""
     g = GRAVITY * obs.shape[1] / obs.fps**2  # pixels / frame^2 (frame height = 1 world unit)
     verdicts: list[tuple[bool | None, str]] = []
     for i, o in enumerate(facts.objects):
@@ -470,6 +489,7 @@ def check_gravity(obs: Observation, facts: SceneFacts, assignment: dict[int, int
 
 
 def check_camera(obs: Observation, facts: SceneFacts) -> CheckResult:
+    """The floor ticks drift as the stated pan says (or stay for a static camera)."""
     readable = obs.strength >= TICK_MIN_STRENGTH
     if readable.size == 0:
         return CheckResult("n/a", "a single frame has no camera motion")
@@ -497,6 +517,7 @@ def check_camera(obs: Observation, facts: SceneFacts) -> CheckResult:
 
 
 def check_stability(obs: Observation) -> CheckResult:
+    """Sky and floor away from everything else do not flicker."""
     F, H, W = obs.shape
     if F < 2:
         return CheckResult("n/a", "a single frame cannot flicker")
