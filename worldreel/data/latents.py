@@ -112,12 +112,13 @@ def build_cache(
     info_path = out / "cache.json"
     if info_path.exists():
         old = json.loads(info_path.read_text())
-        if old.get("shard_size") != shard_size or old.get("meta") != meta:
-            raise UserError(
-                f"{out} holds a cache built with other settings ({old.get('meta')}, shard size {old.get('shard_size')}); "
-                "use another --out or the same settings",
-                param="out",
-            )
+        old_meta = old.get("meta") or {}
+        differ = sorted(k for k in set(old_meta) | set(meta) if old_meta.get(k) != meta.get(k))
+        if old.get("shard_size") != shard_size:
+            differ.append(f"shard size ({old.get('shard_size')} there)")
+        if differ:
+            raise UserError(f"{out} holds a cache built with other settings ({', '.join(differ)} differ); "
+                            "use another --out or the same settings", param="out")
     for stale in out.glob(".*.tmp"):
         stale.unlink()
 
