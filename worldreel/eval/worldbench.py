@@ -70,7 +70,7 @@ GRAVITY_TOL = 0.25  # WORLD.md: acceleration within 25 % of GRAVITY
 # pan is judged by how far the floor travels, not how fast.
 CAMERA_STATIC_DRIFT = 0.03  # world units (2 px at 64): a static floor drifts less, overall and in any second
 CAMERA_PAN_TRAVEL = 0.1  # world units: a pan moves the floor at least this far the stated way...
-CAMERA_PAN_SPEED = 0.03  # ... or this much per second of a short clip (a 1 s clip pans 0.0625)
+CAMERA_PAN_SPEED = 0.015  # ... or this much per second of a shorter video (a 12 s clip pans 0.021 units/s)
 CAMERA_CONSISTENCY = 0.75  # this fraction of one-second windows must agree with the stated camera
 CAMERA_MIN_READABLE = 0.5  # fraction of frame steps whose ticks are readable
 
