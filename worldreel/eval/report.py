@@ -164,7 +164,7 @@ def write_report(result: dict, folder, path, *, examples: int = 3, frames_shown:
     fig = Figure(figsize=(2.0 * frames_shown, 2.6 + 2.3 * len(files)), dpi=100)
     FigureCanvasAgg(fig)
     grid = fig.add_gridspec(1 + len(files), frames_shown, height_ratios=[1.3] + [1.0] * len(files), hspace=0.5,
-                            top=0.95, bottom=0.04, left=0.08, right=0.97)
+                            top=0.95, bottom=0.04, left=0.11, right=0.97)
     # 1. Per-check pass rates.
     ax = fig.add_subplot(grid[0, :])
     rates = [result["checks"][c] for c in CHECKS]
