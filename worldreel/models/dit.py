@@ -285,7 +285,7 @@ class DiT(nn.Module):
             c = c + self.pool_proj(pooled)[:, None]  # (B, gf, D)
         rope = self.rope(grid, x.device)  # 2 x (N, hd/2)
         # 3. Blocks; U-ViT keeps the first-half inputs for the mirrored second half.
-        depth, half = len(self.blocks), len(self.blocks) // 2
+        half = len(self.blocks) // 2
         saved = []
         for i, block in enumerate(self.blocks):
             skip = saved.pop() if block.skip is not None else None  # (B, N, D) or None
