@@ -1,0 +1,259 @@
+"""Video autoencoder: shapes, causality, chunked == one-shot, files, bad input, task."""
+import json
+
+import pytest
+import torch
+
+from worldreel.errors import UserError
+from worldreel.models.vae import VAEConfig, VideoVAE, load_vae, save_vae, vae_presets
+from worldreel.models.vae2d import frame_vae_config, FrameVAE
+
+
+def tiny_cfg(**kw) -> VAEConfig:
+    base = dict(base_channels=8, channel_mult=(1, 2, 2), latent_channels=4, encoder_blocks=1, decoder_blocks=1)
+    base.update(kw)
+    return VAEConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def vae() -> VideoVAE:
+    torch.manual_seed(0)
+    model = VideoVAE(tiny_cfg()).eval()
+    # non-trivial latent normalisation, so every path must apply it the same way
+    model.set_latent_stats([0.1 * i for i in range(4)], [1.0 + 0.5 * i for i in range(4)])
+    return model
+
+
+def clip(frames: int, size: int = 16, batch: int = 1) -> torch.Tensor:
+    return torch.rand(batch, 3, frames, size, size) * 2 - 1
+
+
+@pytest.mark.parametrize("frames", [1, 5, 9, 17, 7, 2])
+def test_shapes_for_images_and_clips(vae, frames):
+    x = clip(frames, batch=2)
+    with torch.no_grad():
+        z = vae.encode(x)
+        y = vae.decode(z)
+        recon = vae(x, sample=False)[0]
+    f = 1 + -(-(frames - 1) // 4)
+    assert tuple(z.shape) == (2, 4, f, 2, 2) == (2, *vae.latent_shape(frames, 16, 16))
+    assert tuple(y.shape) == (2, 3, 1 + 4 * (f - 1), 16, 16)
+    assert tuple(recon.shape) == tuple(x.shape)  # forward trims the padding back
+    # non-square frames
+    assert tuple(vae.encode(torch.zeros(1, 3, 5, 16, 24)).shape) == (1, 4, 2, 2, 3)
+
+
+def test_temporal_causality_encode_and_decode(vae):
+    x = clip(17)
+    with torch.no_grad():
+        z = vae.encode(x)
+        for frames in (1, 5, 9):  # 1 + 4k prefixes give the prefix of the latents
+            torch.testing.assert_close(vae.encode(x[:, :, :frames]), z[:, :, : 1 + (frames - 1) // 4], atol=1e-5, rtol=1e-4)
+        y = vae.decode(z)
+        for lat in (1, 2, 4):
+            torch.testing.assert_close(vae.decode(z[:, :, :lat]), y[:, :, : 1 + 4 * (lat - 1)], atol=1e-5, rtol=1e-4)
+        # changing a late frame changes no earlier latent
+        x2 = x.clone()
+        x2[:, :, 12] = -x2[:, :, 12]
+        z2 = vae.encode(x2)
+        torch.testing.assert_close(z2[:, :, :3], z[:, :, :3], atol=1e-5, rtol=1e-4)
+        assert (z2[:, :, 3] - z[:, :, 3]).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 8, 11])
+def test_chunked_equals_one_shot(vae, chunk):
+    x = clip(21)  # not 1 + 4k: the last chunk is padded like the one-shot input
+    with torch.no_grad():
+        z = vae.encode(x)
+        torch.testing.assert_close(vae.encode_chunked(x, chunk_frames=chunk), z, atol=1e-5, rtol=1e-4)
+        y = vae.decode(z)
+        lat = max(1, chunk // 4)
+        torch.testing.assert_close(vae.decode_chunked(z, chunk_latents=lat), y, atol=1e-5, rtol=1e-4)
+
+
+def test_chunked_decode_memory_does_not_grow_with_length(vae):
+    """The carried cache is a fixed number of frames per temporal conv, whatever the length."""
+    def cache_after(latents):
+        cache: dict = {}
+        with torch.no_grad():
+            for start in range(0, latents, 2):
+                vae._decode_raw(torch.zeros(1, 4, min(2, latents - start), 2, 2), cache)
+        return sum(v.numel() for v in cache.values() if isinstance(v, torch.Tensor))
+    assert cache_after(4) == cache_after(40) > 0
+
+
+def test_tiled_decode(vae):
+    z = torch.randn(1, 4, 2, 20, 20)
+    with torch.no_grad():
+        full = vae.decode(z)
+        torch.testing.assert_close(vae.decode_tiled(z, tile_latents=20, overlap_latents=2), full, atol=1e-5, rtol=1e-4)
+        tiled = vae.decode_tiled(z, tile_latents=16, overlap_latents=8, chunk_latents=1)
+        seams = vae.decode_tiled(z, tile_latents=8, overlap_latents=0)
+    assert tiled.shape == full.shape
+    err = (tiled - full).abs()
+    # latents 0-3 lie in tile (0, 0) alone, which holds their whole receptive field (< 8 cells)
+    assert err[..., :32, :32].max() < 1e-4
+    # elsewhere tiles lack some context near the seams; overlap blending keeps that small
+    assert err.mean() < 0.5 * (seams - full).abs().mean()
+
+
+def test_save_load_round_trip_fp16(vae, tmp_path):
+    from worldreel.config import to_dict
+
+    (tmp_path / "config.json").write_text(json.dumps({"vae": to_dict(vae.cfg)}))
+    save_vae(vae, tmp_path / "vae.safetensors")
+    loaded = load_vae(tmp_path)
+    assert loaded.cfg == vae.cfg
+    x = clip(5)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.encode(x), vae.encode(x), atol=0.05, rtol=0.05)  # fp16 weights
+    from safetensors.torch import load_file
+
+    assert all(t.dtype == torch.float16 for t in load_file(str(tmp_path / "vae.safetensors")).values())
+
+
+@pytest.mark.parametrize("bad, param", [
+    (torch.zeros(1, 4, 5, 16, 16), "video"),  # wrong channel count
+    (torch.full((1, 3, 5, 16, 16), 255.0), "video"),  # 0..255 pixels, not [-1, 1]
+    (torch.zeros(1, 3, 0, 16, 16), "video"),  # empty
+    (torch.full((1, 3, 5, 16, 16), float("nan")), "video"),  # NaN
+    (torch.zeros(3, 5, 16, 16), "video"),  # wrong ndim
+    (torch.zeros(1, 3, 5, 12, 16), "video"),  # not a multiple of 8
+    ("a video", "video"),
+])
+def test_bad_video_is_a_user_error(vae, bad, param):
+    with pytest.raises(UserError) as err:
+        vae.encode(bad)
+    assert err.value.param == param
+    with pytest.raises(UserError):
+        vae.encode_chunked(bad) if isinstance(bad, torch.Tensor) else vae.encode(bad)
+
+
+@pytest.mark.parametrize("bad", [torch.zeros(1, 3, 2, 2, 2), torch.zeros(4, 2, 2, 2), torch.full((1, 4, 2, 2, 2), float("inf"))])
+def test_bad_latents_are_user_errors(vae, bad):
+    with pytest.raises(UserError) as err:
+        vae.decode(bad)
+    assert err.value.param == "z"
+
+
+def test_bad_configs_are_user_errors():
+    with pytest.raises(UserError) as err:
+        VideoVAE(tiny_cfg(channel_mult=(1, 2)))
+    assert err.value.param == "vae.channel_mult"
+    with pytest.raises(UserError):
+        VideoVAE(tiny_cfg(latent_shift=[0.5] * 3))
+
+
+def test_presets_and_baseline_budget():
+    presets = vae_presets()
+    for name, cfg in presets.items():
+        t, s, _, c = (int(v) for v in name.split("x"))
+        assert (cfg.time_factor, cfg.space_factor, cfg.latent_channels) == (t, s, c)
+        assert t * s * s * 3 / c == 48  # each keeps 48x fewer values than RGB pixels
+    # the per-frame baseline gets at least the spacetime model's latent values per clip, and
+    # no more than one channel's worth beyond
+    st = presets["4x8x8x16"]
+    cfg2d = frame_vae_config(st, frames=33, height=64, width=64)
+    c, f, h, w = VideoVAE(st).latent_shape(33, 64, 64)
+    assert (c, f, h, w) == (16, 9, 8, 8)
+    values = c * f * h * w  # 9216
+    per_channel = 33 * (64 // cfg2d.space_factor) ** 2
+    assert values <= cfg2d.latent_channels * per_channel < values + per_channel
+    assert cfg2d.time_factor == 1 and cfg2d.temporal_kernel == 1
+
+
+def test_frame_baseline_is_per_frame():
+    torch.manual_seed(0)
+    model = FrameVAE(frame_vae_config(tiny_cfg(), frames=9, height=16, width=16)).eval()
+    x = clip(9)
+    with torch.no_grad():
+        z = model.encode(x)
+        assert z.shape[2] == 9
+        y = model.decode(z)
+        torch.testing.assert_close(model.encode(x[:, :, 4:5]), z[:, :, 4:5], atol=1e-5, rtol=1e-4)
+    assert y.shape == x.shape
+
+
+# ----------------------------------------------------------------------------- the training task
+
+from worldreel.train.vae_task import VAETask, VAETaskConfig, VAEWithCritic  # noqa: E402
+
+
+def tiny_task(**kw) -> VAETask:
+    opts = dict(data="synthetic", pool_clips=4, clip_frames=9, clip_size=(32, 32), crop=(5, 16, 16), image_prob=0.3,
+                stats_clips=2)
+    opts.update(kw)
+    return VAETask(tiny_cfg(), batch_size=2, cfg=VAETaskConfig(**opts))
+
+
+def test_task_batches_are_deterministic_and_resume_exactly():
+    task = tiny_task()
+    first = [b for _, b in zip(range(8), task.batches(seed=3, rank=0, world_size=1, start_step=0))]
+    assert {tuple(b.shape) for b in first} == {(2, 3, 5, 16, 16), (2, 3, 1, 32, 32)}  # crops and whole images
+    assert all(b.min() >= -1 and b.max() <= 1 for b in first)
+    resumed = next(task.batches(seed=3, rank=0, world_size=1, start_step=5))
+    assert torch.equal(resumed, first[5])
+    other_rank = next(task.batches(seed=3, rank=1, world_size=2, start_step=5))
+    assert not torch.equal(other_rank, first[5]) or other_rank.shape != first[5].shape
+
+
+def test_task_loss_trains_and_export_measures_latent_stats(tmp_path):
+    task = tiny_task(image_prob=0.0)
+    model = task.build_model()
+    batch = next(task.batches(seed=0, rank=0, world_size=1, start_step=0))
+    gen = torch.Generator().manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(15):
+        loss, logs = task.loss(model, batch, gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert set(logs) >= {"l1", "grad", "kl", "psnr"}
+    assert losses[-1] < 0.7 * losses[0]
+    (tmp_path / "config.json").write_text(json.dumps({"name": "x", "dit": {"depth": 2}}))
+    task.export(model, str(tmp_path))
+    data = json.loads((tmp_path / "config.json").read_text())
+    assert data["dit"] == {"depth": 2} and data["name"] == "x"  # other sections untouched
+    assert data["vae"]["latent_shift"] != [0.0] * 4 and data["vae"]["latent_scale"] != [1.0] * 4
+    loaded = load_vae(tmp_path)
+    from worldreel.train.vae_task import sample_videos
+
+    clips = sample_videos("synthetic", task.cfg.stats_seed, 2, frames=9, size=(32, 32))
+    with torch.no_grad():
+        z = loaded.encode(clips).transpose(0, 1).flatten(1)  # (C, N)
+    assert z.mean(1).abs().max() < 0.1 and (z.std(1) - 1).abs().max() < 0.1  # normalised by the measured stats
+
+
+def test_adversarial_switch():
+    task = tiny_task(adversarial=True, adv_start=0, image_prob=0.0)
+    model = task.build_model()
+    assert isinstance(model, VAEWithCritic)
+    batch = next(task.batches(seed=0, rank=0, world_size=1, start_step=0))
+    loss, logs = task.loss(model, batch, torch.Generator().manual_seed(0))
+    loss.backward()
+    assert "critic" in logs and "gen_adv" in logs
+    assert all(p.grad is not None for p in model.critic.parameters())
+    assert model.vae.decoder[0].conv.weight.grad.abs().sum() > 0
+
+
+def test_bench_cli_needs_a_model_or_training(tmp_path):
+    from worldreel.cli import main
+
+    assert main(["bench", "vae", "--json", str(tmp_path / "out.json")]) == 2
+    assert main(["bench", "vae", "--json", str(tmp_path / "missing" / "out.json"), "--train-steps", "1"]) == 2
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_bench_quality_and_speed_on_a_tiny_model():
+    from worldreel.eval.vae_bench import quality, speed
+
+    torch.manual_seed(0)
+    model = VideoVAE(tiny_cfg()).eval()
+    videos = clip(9, size=16, batch=2)
+    q = quality(model, videos)
+    assert q["latent_values"] == 4 * 3 * 2 * 2 and q["compression_ratio"] == round(3 * 9 * 16 * 16 / 48, 2)
+    assert 0 < q["psnr"] < 60 and -1 <= q["ssim"] <= 1
+    s = speed(model, videos)
+    assert s["encode_fps"] > 0 and s["decode_fps"] > 0

@@ -1,0 +1,360 @@
+"""The autoencoder as a trainer ``Task`` (see ``train/task.py``): model, data, loss, export.
+
+Data: random spacetime crops (default 9x32x32) of reel-world clips (64x64x33), with a
+fraction of batches made of whole 1-frame images, so the same weights learn images and
+clips. Clips come from the reel world (``data/world.py``: ``sample_scene`` + ``render_clip``,
+held-out combinations excluded) through a pool that cuts many crops from each rendered clip
+(``ClipPool``); with ``data="synthetic"`` (or while data/world.py is absent) a built-in
+renderer of moving flat-coloured shapes on the world's sky, floor, ticks and pillar stands
+in (``synthetic_clip``). Each step's batch is a pure function of (seed, rank, step), so a
+resumed run sees exactly the batches it would have seen.
+
+Loss: L1 + L1 of spatial/temporal finite differences (a gradient loss: sharp edges without a
+downloaded perceptual network) + a small KL; an optional hinge-GAN term from a small 3-D
+patch critic (``adversarial=True``, off by default).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from worldreel.data import facts as W
+from worldreel.models.vae import VAEConfig, VideoVAE, save_vae
+
+
+@dataclass
+class VAETaskConfig:
+    crop: tuple[int, int, int] = (9, 32, 32)  # (frames, height, width) of a training crop
+    image_prob: float = 0.25  # fraction of batches that are whole 1-frame images instead of crops
+    clip_size: tuple[int, int] = (64, 64)  # (width, height) of the clips crops are taken from
+    clip_frames: int = 33  # frames of those clips (the world's native 4 s)
+    data: str = "auto"  # "world" (data/world.py), "synthetic" (built-in shapes), "auto" (world if available)
+    pool_clips: int = 512  # whole clips kept per process (uint8, ~200 MB at 64x64x33) that crops are cut from
+    pool_refresh: int = 500  # steps after which each pool slot holds a fresh clip
+    grad_weight: float = 1.0  # weight of the finite-difference (gradient) L1 loss
+    kl_weight: float = 1e-6  # weight of the per-element mean KL to N(0, 1): small, keeps latents bounded
+    adversarial: bool = False  # add a hinge-GAN term from a 3-D patch critic
+    adv_weight: float = 0.05  # weight of the generator's adversarial term
+    adv_start: int = 1000  # step from which the adversarial term is on (the critic trains from step 0)
+    stats_clips: int = 32  # full clips encoded at export to measure latent_shift / latent_scale
+    stats_seed: int = 1234  # seed of those clips
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def synthetic_clip(rng: np.random.Generator, frames: int = 33, size: tuple[int, int] = (64, 64)) -> np.ndarray:
+    """A reel-world-like clip, uint8 (n, h, w, 3): 1-3 flat-coloured balls/boxes falling,
+    rolling, thrown or resting over the sky/floor/ticks, an optional pillar in front, an
+    optional camera pan. Anti-aliased by 4x4 supersampling.
+
+    A stand-in until ``data/world.py`` exists: its motion is simple kinematics, not pymunk.
+    """
+    width, height = size
+    ss, fps, g = 4, W.FPS, W.GRAVITY
+    # 1. scene
+    cam_speed = float(rng.choice([0.0, 0.0, -0.2, 0.2]))  # world units / s
+    pillar_x = float(rng.uniform(0.3, 0.7) * width / height) if rng.random() < 0.3 else None
+    objects = []
+    for _ in range(int(rng.integers(1, W.MAX_OBJECTS + 1))):
+        shape = str(rng.choice(W.SHAPES))
+        r = float(rng.uniform(*W.BALL_RADIUS)) if shape == "ball" else float(rng.uniform(*W.BOX_SIDE)) / 2
+        motion = str(rng.choice(["falls", "rolls", "thrown", "rests"]))
+        x, y = float(rng.uniform(0.15, 0.85) * width / height), W.FLOOR_TOP + r
+        vx = vy = 0.0
+        if motion == "falls":
+            y = float(rng.uniform(0.7, 0.9))
+        elif motion == "rolls":
+            vx = float(rng.choice([-1, 1]) * rng.uniform(0.15, 0.5))
+        elif motion == "thrown":
+            side = rng.choice([-1, 1])
+            x, y = (0.1 if side > 0 else width / height - 0.1), float(rng.uniform(0.35, 0.55))
+            vx, vy = float(side * rng.uniform(0.3, 0.6)), float(rng.uniform(0.8, 1.5))
+        color = np.array(W.PALETTE[str(rng.choice(W.COLORS))], dtype=np.float32)
+        objects.append(dict(shape=shape, r=r, x=x, y=y, vx=vx, vy=vy, a=float(rng.uniform(0, np.pi)),
+                            spin=float(rng.uniform(-2, 2)) if shape == "box" and motion != "rests" else 0.0, color=color))
+    # 2. motion: small-step kinematics with a bouncy floor, sampled at each frame
+    tracks = np.zeros((frames, len(objects), 3), dtype=np.float64)  # (F, objects, x/y/angle)
+    for k, o in enumerate(objects):
+        x, y, vx, vy, a = o["x"], o["y"], o["vx"], o["vy"], o["a"]
+        for f in range(frames):
+            tracks[f, k] = (x, y, a)
+            for _ in range(8):
+                dt = 1.0 / (8 * fps)
+                airborne = y > W.FLOOR_TOP + o["r"] + 1e-4 or vy > 0
+                vy = vy - g * dt if airborne else 0.0
+                x, y, a = x + vx * dt, y + vy * dt, a + o["spin"] * dt
+                if y < W.FLOOR_TOP + o["r"]:
+                    y, vy = W.FLOOR_TOP + o["r"], (-0.55 * vy if vy < -0.3 else 0.0)
+    # 3. rasterise the window with 4x4 supersampling; world y is up, 1 unit = frame height
+    h, w = height, width
+    py = (np.arange(h * ss) + 0.5) / (ss * height)
+    px = (np.arange(w * ss) + 0.5) / (ss * height)
+    yy, xx = 1.0 - py[:, None], px[None, :]  # (h*ss, 1), (1, w*ss) world coordinates
+    out = np.empty((frames, h, w, 3), dtype=np.uint8)
+    for f in range(frames):
+        cam = cam_speed * f / fps
+        img = np.broadcast_to(np.array(W.BACKGROUND, np.float32), (h * ss, w * ss, 3)).copy()
+        floor = np.broadcast_to(yy < W.FLOOR_TOP, img.shape[:2])
+        img[floor] = W.FLOOR
+        tick = (np.mod(xx + cam, W.TICK_SPACING) < 1.0 / height) & (yy < W.FLOOR_TOP)
+        img[np.broadcast_to(tick, img.shape[:2])] = W.TICK
+        for k, o in enumerate(objects):
+            ox, oy, a = tracks[f, k]
+            dx, dy = xx - (ox - cam), yy - oy
+            if o["shape"] == "ball":
+                mask = dx * dx + dy * dy < o["r"] ** 2
+            else:
+                u, v = dx * np.cos(a) + dy * np.sin(a), -dx * np.sin(a) + dy * np.cos(a)
+                mask = (np.abs(u) < o["r"]) & (np.abs(v) < o["r"])
+            img[mask] = o["color"]
+        if pillar_x is not None:
+            pil = (np.abs(xx - (pillar_x - cam)) < W.PILLAR_WIDTH / 2) & (yy < W.FLOOR_TOP + W.PILLAR_HEIGHT)
+            img[np.broadcast_to(pil, img.shape[:2])] = W.PILLAR
+        img = img.reshape(h, ss, w, ss, 3).mean(axis=(1, 3))  # (h*ss, w*ss, 3) -> (h, w, 3) box filter
+        out[f] = np.clip(np.round(img), 0, 255).astype(np.uint8)
+    return out
+
+
+def to_video(frames: np.ndarray) -> torch.Tensor:
+    """uint8 (F, H, W, 3) -> float32 (3, F, H, W) in [-1, 1]."""
+    return torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1.0  # (F, H, W, 3) -> (3, F, H, W)
+
+
+def world_available() -> bool:
+    try:
+        from worldreel.data.world import render_clip, sample_scene  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def data_source(cfg: VAETaskConfig) -> str:
+    """"world" or "synthetic": what ``cfg.data`` resolves to on this install."""
+    if cfg.data not in ("auto", "world", "synthetic"):
+        from worldreel.errors import UserError
+
+        raise UserError(f"data must be auto, world or synthetic, got {cfg.data!r}", param="data")
+    if cfg.data == "auto":
+        return "world" if world_available() else "synthetic"
+    return cfg.data
+
+
+def render(source: str, seed: int, *, frames: int = 33, size: tuple[int, int] = (64, 64), holdout: str = "exclude") -> np.ndarray:
+    """One whole clip, uint8 (F, H, W, 3), a pure function of its arguments."""
+    if source == "world":
+        from worldreel.data.world import render_clip, sample_scene
+
+        clip = render_clip(sample_scene(seed, size=size, seconds=(frames - 1) / W.FPS, holdout=holdout))
+        return clip[:frames]
+    return synthetic_clip(np.random.default_rng(seed), frames, size)
+
+
+def sample_videos(source: str, seed: int, count: int, *, frames: int = 33, size: tuple[int, int] = (64, 64),
+                  holdout: str = "exclude") -> torch.Tensor:
+    """``count`` whole clips (count, 3, F, H, W) in [-1, 1] from seeds seed, seed+1, ..."""
+    return torch.stack([to_video(render(source, seed + i, frames=frames, size=size, holdout=holdout)) for i in range(count)])
+
+
+class ClipPool:
+    """Whole clips that training crops are cut from, so one simulated and rendered clip
+    serves many crops (rendering a clip costs about as much as a training step's worth of
+    crops). Slot i holds the clip seeded by (seed, i, step // refresh): the content at any
+    step is a pure function of the step, so a resumed run sees the same data."""
+
+    def __init__(self, source: str, seed: int, cfg: VAETaskConfig):
+        self.source, self.seed, self.cfg = source, seed, cfg
+        self.slots: dict[int, tuple[int, np.ndarray]] = {}  # slot -> (version, uint8 (F, H, W, 3))
+
+    def clip(self, slot: int, step: int) -> np.ndarray:
+        version = step // max(1, self.cfg.pool_refresh)
+        held = self.slots.get(slot)
+        if held is None or held[0] != version:
+            clip_seed = int(np.random.SeedSequence([self.seed, slot, version]).generate_state(1)[0] & 0x7FFFFFFF)
+            held = (version, render(self.source, clip_seed, frames=self.cfg.clip_frames, size=self.cfg.clip_size))
+            self.slots[slot] = held
+        return held[1]
+
+    def batch(self, step: int, count: int, rng: np.random.Generator, crop: tuple[int, int, int]) -> torch.Tensor:
+        """(count, 3, f, h, w) in [-1, 1]: random spacetime crops of random slots."""
+        cf, ch, cw = crop
+        out = []
+        for _ in range(count):
+            clip = self.clip(int(rng.integers(self.cfg.pool_clips)), step)
+            t0 = int(rng.integers(clip.shape[0] - cf + 1))
+            y0, x0 = int(rng.integers(clip.shape[1] - ch + 1)), int(rng.integers(clip.shape[2] - cw + 1))
+            out.append(to_video(np.ascontiguousarray(clip[t0:t0 + cf, y0:y0 + ch, x0:x0 + cw])))
+        return torch.stack(out)
+
+
+# ----------------------------------------------------------------------------- adversarial switch
+
+
+class PatchCritic(nn.Module):
+    """A small 3-D conv critic scoring spacetime patches (hinge GAN), used only with adversarial=True."""
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv3d(3, width, (3, 4, 4), stride=(1, 2, 2), padding=(1, 1, 1)), nn.LeakyReLU(0.2),
+            nn.Conv3d(width, 2 * width, (3, 4, 4), stride=(1, 2, 2), padding=(1, 1, 1)), nn.LeakyReLU(0.2),
+            nn.Conv3d(2 * width, 1, 3, padding=1),
+        )
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        return self.net(video)  # (B, 1, F, H/4, W/4) patch scores
+
+
+class VAEWithCritic(nn.Module):
+    """The autoencoder plus its critic as one module, so the one trainer's one optimiser
+    trains both: the generator term sees the critic through detached weights (it cannot
+    move them) and the critic term sees a detached reconstruction."""
+
+    def __init__(self, vae: VideoVAE):
+        super().__init__()
+        self.vae, self.critic = vae, PatchCritic()
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))  # saved in checkpoints: exact resume
+
+    def forward(self, video: torch.Tensor, *, sample: bool = True, generator: torch.Generator | None = None):
+        recon, mean, logvar = self.vae(video, sample=sample, generator=generator)
+        frozen = {k: v.detach() for k, v in self.critic.named_parameters()}
+        gen_adv = -torch.func.functional_call(self.critic, frozen, (recon,)).mean()
+        critic = F.relu(1 - self.critic(video)).mean() + F.relu(1 + self.critic(recon.detach())).mean()
+        self.step += 1
+        return recon, mean, logvar, gen_adv, critic
+
+
+def unwrap_vae(model: nn.Module) -> VideoVAE:
+    """The VideoVAE inside a DDP/FSDP wrapper and/or a VAEWithCritic."""
+    model = getattr(model, "module", model)
+    return model.vae if isinstance(model, VAEWithCritic) else model
+
+
+# ----------------------------------------------------------------------------- losses
+
+
+def gradient_loss(recon: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
+    """L1 between finite differences along height, width and (for clips) time: edges stay sharp."""
+    loss = (recon.diff(dim=3) - video.diff(dim=3)).abs().mean() + (recon.diff(dim=4) - video.diff(dim=4)).abs().mean()
+    if video.shape[2] > 1:
+        loss = loss + (recon.diff(dim=2) - video.diff(dim=2)).abs().mean()
+    return loss
+
+
+def psnr(recon: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
+    """Per-item PSNR in dB on the [0, 1] pixel scale (inputs in [-1, 1]), (B,)."""
+    mse = ((recon.clamp(-1, 1) - video) / 2).pow(2).flatten(1).mean(1)
+    return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
+
+
+# ----------------------------------------------------------------------------- the task
+
+
+class VAETask:
+    """Trainer task for the video autoencoder (``worldreel train vae --preset NAME``)."""
+
+    name = "vae"
+
+    def __init__(self, vae: VAEConfig, batch_size: int = 8, cfg: VAETaskConfig | None = None, model_config: Any = None):
+        """``vae``: the architecture; ``batch_size``: items per process per step; ``cfg``: data and
+        loss options; ``model_config``: the full ModelConfig written to config.json when the
+        export folder has none yet (the "vae" section is always this task's)."""
+        self.vae_cfg, self.batch_size = vae, int(batch_size)
+        self.cfg = cfg or VAETaskConfig()
+        self.model_config = model_config
+        self.source = data_source(self.cfg)
+
+    @classmethod
+    def from_preset(cls, preset: str, cfg: VAETaskConfig | None = None) -> "VAETask":
+        from worldreel.presets import get_preset
+
+        p = get_preset(preset)
+        return cls(p.model.vae, p.train_vae.batch_size, cfg, p.model)
+
+    def build_model(self) -> nn.Module:
+        vae = VideoVAE(copy.deepcopy(self.vae_cfg))  # own config copy: export writes measured stats into it
+        return VAEWithCritic(vae) if self.cfg.adversarial else vae
+
+    def batches(self, *, seed: int, rank: int, world_size: int, start_step: int) -> Iterator[torch.Tensor]:
+        """Endless (B, 3, f, h, w) batches in [-1, 1]: spacetime crops, or (image_prob of the
+        time) whole single frames. Batch s depends only on (seed, rank, s): exact resume."""
+        cfg, step = self.cfg, start_step
+        pool = ClipPool(self.source, int(np.random.SeedSequence([seed, rank]).generate_state(1)[0]), cfg)
+        while True:
+            rng = np.random.default_rng([seed, rank, step])
+            image = rng.random() < cfg.image_prob
+            crop = (1, cfg.clip_size[1], cfg.clip_size[0]) if image else cfg.crop
+            yield pool.batch(step, self.batch_size, rng, crop)
+            step += 1
+
+    def loss(self, model: nn.Module, batch: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        cfg = self.cfg
+        device = next(model.parameters()).device
+        video = batch.to(device)
+        out = model(video, sample=True, generator=generator)
+        recon, mean, logvar = out[:3]
+        l1 = (recon - video).abs().mean()
+        grad = gradient_loss(recon, video)
+        kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean()
+        total = l1 + cfg.grad_weight * grad + cfg.kl_weight * kl
+        logs = {"l1": l1.item(), "grad": grad.item(), "kl": kl.item(),
+                "psnr": psnr(recon.detach(), video).mean().item()}
+        if len(out) == 5:  # adversarial: generator term after adv_start, critic always
+            gen_adv, critic = out[3], out[4]
+            on = float(int(getattr(model, "module", model).step) > cfg.adv_start)
+            total = total + on * cfg.adv_weight * gen_adv + critic
+            logs.update(gen_adv=gen_adv.item(), critic=critic.item())
+        return total, logs
+
+    @torch.no_grad()
+    def latent_stats(self, vae: VideoVAE) -> tuple[list[float], list[float]]:
+        """Per-channel (shift, scale) = (mean, 1/std) of the posterior means over
+        ``stats_clips`` whole clips, so normalised latents have zero mean and unit variance."""
+        cfg = self.cfg
+        device = next(vae.parameters()).device
+        means = []
+        for start in range(0, cfg.stats_clips, 8):
+            n = min(8, cfg.stats_clips - start)
+            clips = sample_videos(self.source, cfg.stats_seed + start, n, frames=cfg.clip_frames, size=cfg.clip_size)
+            mean, _ = vae.moments(clips.to(device))
+            means.append(mean.transpose(0, 1).flatten(1).float().cpu())  # (B, C, f, h, w) -> (C, B*f*h*w)
+        values = torch.cat(means, dim=1)
+        std = values.std(dim=1).clamp_min(1e-6)
+        return values.mean(dim=1).tolist(), (1.0 / std).tolist()
+
+    def export(self, model: nn.Module, out_dir: str) -> None:
+        """Write ``vae.safetensors`` (fp16) and the "vae" section of ``config.json`` with
+        measured latent_shift / latent_scale; other sections of an existing config.json stay."""
+        from worldreel.config import to_dict
+
+        vae = unwrap_vae(model)
+        was_training = vae.training
+        vae.eval()
+        shift, scale = self.latent_stats(vae)
+        vae.set_latent_stats(shift, scale)
+        vae.train(was_training)
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        save_vae(vae, out / "vae.safetensors")
+        path = out / "config.json"
+        if path.exists():
+            data = json.loads(path.read_text())
+        elif self.model_config is not None:
+            data = to_dict(self.model_config)
+        else:
+            data = {}
+        data["vae"] = to_dict(vae.cfg)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, path)
+        print(f"vae: exported to {out} (data: {self.source}, latent std {[round(1 / s, 3) for s in scale[:4]]}...)", file=sys.stderr)
