@@ -183,7 +183,7 @@ def tiny_task(**kw) -> VAETask:
     opts = dict(data="synthetic", pool_clips=4, clip_frames=9, clip_size=(32, 32), crop=(5, 16, 16), image_prob=0.3,
                 stats_clips=2)
     opts.update(kw)
-    return VAETask(tiny_cfg(), batch_size=2, cfg=VAETaskConfig(**opts))
+    return VAETask.for_vae(tiny_cfg(), batch_size=2, cfg=VAETaskConfig(**opts))
 
 
 def test_task_batches_are_deterministic_and_resume_exactly():

@@ -246,7 +246,7 @@ def run_bench(cfg: VAEBenchConfig, model: str | None = None) -> dict[str, Any]:
     if cfg.clips < 1:
         raise UserError("clips must be at least 1", param="clips")
     task_cfg = VAETaskConfig(data=cfg.data, clip_size=cfg.size, clip_frames=cfg.frames)
-    source = VAETask(VAEConfig(), cfg.batch_size, task_cfg).source
+    source = VAETask.for_vae(VAEConfig(), cfg.batch_size, task_cfg).source
     # 1. held-out clips
     videos = sample_videos(source, cfg.eval_seed, cfg.clips, frames=cfg.frames, size=cfg.size, holdout="only")
     report: dict[str, Any] = {
@@ -270,7 +270,7 @@ def run_bench(cfg: VAEBenchConfig, model: str | None = None) -> dict[str, Any]:
         fr_cfg = frame_vae_config(st_cfg, frames=cfg.frames, height=cfg.size[1], width=cfg.size[0])
         comparison: dict[str, Any] = {}
         for label, vae_cfg, cls in (("spacetime", st_cfg, VideoVAE), ("per_frame_2d", fr_cfg, FrameVAE)):
-            task = VAETask(vae_cfg, cfg.batch_size, task_cfg)
+            task = VAETask.for_vae(vae_cfg, cfg.batch_size, task_cfg)
             torch.manual_seed(cfg.train_seed)
             net = cls(vae_cfg)
             train = quick_train(net, task, cfg, label)

@@ -38,9 +38,13 @@ class VAETaskConfig:
     image_prob: float = 0.25  # fraction of batches that are whole 1-frame images instead of crops
     clip_size: tuple[int, int] = (64, 64)  # (width, height) of the clips crops are taken from
     clip_frames: int = 33  # frames of those clips (the world's native 4 s)
-    data: str = "auto"  # "world" (data/world.py), "synthetic" (built-in shapes), "auto" (world if available)
+    # When train.data is "world": "world" (data/world.py), "synthetic" (built-in stand-in shapes)
+    # or "auto" (world if installed). Otherwise train.data is a folder / JSONL of the user's videos.
+    data: str = "auto"
     pool_clips: int = 512  # whole clips kept per process (uint8, ~200 MB at 64x64x33) that crops are cut from
     pool_refresh: int = 500  # steps after which each pool slot holds a fresh clip
+    l1_weight: float = 1.0  # weight of the L1 pixel loss (sharp, but its per-pixel sign gradient under-weights small objects)
+    mse_weight: float = 10.0  # weight of the squared pixel loss: large errors (a missing object) dominate its gradient
     grad_weight: float = 1.0  # weight of the finite-difference (gradient) L1 loss
     kl_weight: float = 1e-6  # weight of the per-element mean KL to N(0, 1): small, keeps latents bounded
     adversarial: bool = False  # add a hinge-GAN term from a 3-D patch critic
@@ -139,12 +143,16 @@ def world_available() -> bool:
     return True
 
 
-def data_source(cfg: VAETaskConfig) -> str:
-    """"world" or "synthetic": what ``cfg.data`` resolves to on this install."""
-    if cfg.data not in ("auto", "world", "synthetic"):
-        from worldreel.errors import UserError
+def data_source(cfg: VAETaskConfig, train_data: str = "world") -> str:
+    """"world", "synthetic", or the folder / JSONL path the clips come from."""
+    from worldreel.errors import UserError
 
-        raise UserError(f"data must be auto, world or synthetic, got {cfg.data!r}", param="data")
+    if cfg.data not in ("auto", "world", "synthetic"):
+        raise UserError(f"must be auto, world or synthetic, got {cfg.data!r}", param="task.data")
+    if train_data != "world":
+        if not Path(train_data).exists():
+            raise UserError(f"{train_data!r} is neither 'world' nor an existing folder or JSONL file", param="train.data")
+        return train_data
     if cfg.data == "auto":
         return "world" if world_available() else "synthetic"
     return cfg.data
@@ -155,7 +163,8 @@ def render(source: str, seed: int, *, frames: int = 33, size: tuple[int, int] = 
     if source == "world":
         from worldreel.data.world import render_clip, sample_scene
 
-        clip = render_clip(sample_scene(seed, size=size, seconds=(frames - 1) / W.FPS, holdout=holdout))
+        # shorter clips are the start of a 4 s scene, as in WorldClips
+        clip = render_clip(sample_scene(seed, size=size, seconds=max(4.0, (frames - 1) / W.FPS), holdout=holdout))
         return clip[:frames]
     return synthetic_clip(np.random.default_rng(seed), frames, size)
 
@@ -172,29 +181,52 @@ class ClipPool:
     crops). Slot i holds the clip seeded by (seed, i, step // refresh): the content at any
     step is a pure function of the step, so a resumed run sees the same data."""
 
-    def __init__(self, source: str, seed: int, cfg: VAETaskConfig):
+    def __init__(self, source: str, seed: int, cfg: VAETaskConfig, sizes: list[tuple[int, int]] | None = None):
         self.source, self.seed, self.cfg = source, seed, cfg
         self.slots: dict[int, tuple[int, np.ndarray]] = {}  # slot -> (version, uint8 (F, H, W, 3))
+        self.items: list[np.ndarray] | None = None  # a folder's clips, all decoded once
+        if source not in ("world", "synthetic"):
+            self.items = _folder_clips(source, sizes or [cfg.clip_size], cfg.crop[0])
 
     def clip(self, slot: int, step: int) -> np.ndarray:
         version = step // max(1, self.cfg.pool_refresh)
         held = self.slots.get(slot)
         if held is None or held[0] != version:
             clip_seed = int(np.random.SeedSequence([self.seed, slot, version]).generate_state(1)[0] & 0x7FFFFFFF)
-            held = (version, render(self.source, clip_seed, frames=self.cfg.clip_frames, size=self.cfg.clip_size))
+            if self.items is not None:
+                clip = self.items[clip_seed % len(self.items)]
+            else:
+                clip = render(self.source, clip_seed, frames=self.cfg.clip_frames, size=self.cfg.clip_size)
+            held = (version, clip)
             self.slots[slot] = held
         return held[1]
 
     def batch(self, step: int, count: int, rng: np.random.Generator, crop: tuple[int, int, int]) -> torch.Tensor:
-        """(count, 3, f, h, w) in [-1, 1]: random spacetime crops of random slots."""
+        """(count, 3, f, h, w) in [-1, 1]: random spacetime crops of random slots (slots whose
+        clip is too small for the crop, possible with a folder's images, are passed over)."""
         cf, ch, cw = crop
         out = []
-        for _ in range(count):
+        while len(out) < count:
             clip = self.clip(int(rng.integers(self.cfg.pool_clips)), step)
+            if clip.shape[0] < cf or clip.shape[1] < ch or clip.shape[2] < cw:
+                continue
             t0 = int(rng.integers(clip.shape[0] - cf + 1))
             y0, x0 = int(rng.integers(clip.shape[1] - ch + 1)), int(rng.integers(clip.shape[2] - cw + 1))
             out.append(to_video(np.ascontiguousarray(clip[t0:t0 + cf, y0:y0 + ch, x0:x0 + cw])))
         return torch.stack(out)
+
+
+def _folder_clips(source: str, sizes: list[tuple[int, int]], min_frames: int) -> list[np.ndarray]:
+    """Every clip and image of a folder / JSONL of the user's videos (``data/datasets.py``),
+    uint8 (F, H, W, 3), decoded once; clips of at least ``min_frames`` frames."""
+    from worldreel.data.datasets import VideoDataConfig, iter_clips
+    from worldreel.errors import UserError
+
+    lengths = sorted({max(2, min_frames), 17, 33})
+    items = [item["video"] for item in iter_clips(source, VideoDataConfig(sizes=list(sizes), frames=lengths), progress=True)]
+    if not items:
+        raise UserError(f"no usable videos or images in {source}", param="train.data")
+    return items
 
 
 # ----------------------------------------------------------------------------- adversarial switch
@@ -265,21 +297,32 @@ class VAETask:
 
     name = "vae"
 
-    def __init__(self, vae: VAEConfig, batch_size: int = 8, cfg: VAETaskConfig | None = None, model_config: Any = None):
-        """``vae``: the architecture; ``batch_size``: items per process per step; ``cfg``: data and
-        loss options; ``model_config``: the full ModelConfig written to config.json when the
-        export folder has none yet (the "vae" section is always this task's)."""
-        self.vae_cfg, self.batch_size = vae, int(batch_size)
+    def __init__(self, model_cfg: Any, train_cfg: Any = None, cfg: VAETaskConfig | None = None):
+        """``model_cfg``: the ``ModelConfig`` (its ``.vae`` is built; the whole is written to
+        config.json when the export folder has none); ``train_cfg``: the ``TrainConfig``
+        (``batch_size``, ``data``: "world" or a folder / JSONL of videos, ``sizes``);
+        ``cfg``: this task's data and loss options."""
+        from worldreel.train.config import TrainConfig
+
+        self.model_config, self.train_cfg = model_cfg, train_cfg or TrainConfig()
+        self.vae_cfg, self.batch_size = model_cfg.vae, int(self.train_cfg.batch_size)
         self.cfg = cfg or VAETaskConfig()
-        self.model_config = model_config
-        self.source = data_source(self.cfg)
+        self.source = data_source(self.cfg, self.train_cfg.data)
+
+    @classmethod
+    def for_vae(cls, vae: VAEConfig, batch_size: int = 8, cfg: VAETaskConfig | None = None) -> "VAETask":
+        """A task for a bare autoencoder config (benchmarks, tests)."""
+        from worldreel.presets import ModelConfig
+        from worldreel.train.config import TrainConfig
+
+        return cls(ModelConfig(vae=vae), TrainConfig(batch_size=batch_size), cfg)
 
     @classmethod
     def from_preset(cls, preset: str, cfg: VAETaskConfig | None = None) -> "VAETask":
         from worldreel.presets import get_preset
 
         p = get_preset(preset)
-        return cls(p.model.vae, p.train_vae.batch_size, cfg, p.model)
+        return cls(p.model, p.train_vae, cfg)
 
     def build_model(self) -> nn.Module:
         vae = VideoVAE(copy.deepcopy(self.vae_cfg))  # own config copy: export writes measured stats into it
@@ -289,7 +332,8 @@ class VAETask:
         """Endless (B, 3, f, h, w) batches in [-1, 1]: spacetime crops, or (image_prob of the
         time) whole single frames. Batch s depends only on (seed, rank, s): exact resume."""
         cfg, step = self.cfg, start_step
-        pool = ClipPool(self.source, int(np.random.SeedSequence([seed, rank]).generate_state(1)[0]), cfg)
+        pool = ClipPool(self.source, int(np.random.SeedSequence([seed, rank]).generate_state(1)[0]), cfg,
+                        [tuple(size) for size in self.train_cfg.sizes])
         while True:
             rng = np.random.default_rng([seed, rank, step])
             image = rng.random() < cfg.image_prob
@@ -304,10 +348,11 @@ class VAETask:
         out = model(video, sample=True, generator=generator)
         recon, mean, logvar = out[:3]
         l1 = (recon - video).abs().mean()
+        mse = (recon - video).pow(2).mean()
         grad = gradient_loss(recon, video)
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean()
-        total = l1 + cfg.grad_weight * grad + cfg.kl_weight * kl
-        logs = {"l1": l1.item(), "grad": grad.item(), "kl": kl.item(),
+        total = cfg.l1_weight * l1 + cfg.mse_weight * mse + cfg.grad_weight * grad + cfg.kl_weight * kl
+        logs = {"l1": l1.item(), "mse": mse.item(), "grad": grad.item(), "kl": kl.item(),
                 "psnr": psnr(recon.detach(), video).mean().item()}
         if len(out) == 5:  # adversarial: generator term after adv_start, critic always
             gen_adv, critic = out[3], out[4]
@@ -316,21 +361,42 @@ class VAETask:
             logs.update(gen_adv=gen_adv.item(), critic=critic.item())
         return total, logs
 
+    def _fixed_videos(self, seed: int, count: int, holdout: str) -> list[torch.Tensor]:
+        """Whole clips (1, 3, F, H, W) for statistics and evaluation: seeded world/synthetic
+        clips, or the first ``count`` clips of a folder."""
+        cfg = self.cfg
+        if self.source in ("world", "synthetic"):
+            return list(sample_videos(self.source, seed, count, frames=cfg.clip_frames, size=cfg.clip_size, holdout=holdout)[:, None])
+        items = _folder_clips(self.source, [tuple(size) for size in self.train_cfg.sizes], 1)
+        return [to_video(clip)[None] for clip in items[:count]]
+
     @torch.no_grad()
     def latent_stats(self, vae: VideoVAE) -> tuple[list[float], list[float]]:
         """Per-channel (shift, scale) = (mean, 1/std) of the posterior means over
         ``stats_clips`` whole clips, so normalised latents have zero mean and unit variance."""
-        cfg = self.cfg
         device = next(vae.parameters()).device
-        means = []
-        for start in range(0, cfg.stats_clips, 8):
-            n = min(8, cfg.stats_clips - start)
-            clips = sample_videos(self.source, cfg.stats_seed + start, n, frames=cfg.clip_frames, size=cfg.clip_size)
-            mean, _ = vae.moments(clips.to(device))
-            means.append(mean.transpose(0, 1).flatten(1).float().cpu())  # (B, C, f, h, w) -> (C, B*f*h*w)
-        values = torch.cat(means, dim=1)
+        values = []
+        for video in self._fixed_videos(self.cfg.stats_seed, self.cfg.stats_clips, "exclude"):
+            mean, _ = vae.moments(video.to(device))
+            values.append(mean.transpose(0, 1).flatten(1).float().cpu())  # (1, C, f, h, w) -> (C, f*h*w)
+        values = torch.cat(values, dim=1)
         std = values.std(dim=1).clamp_min(1e-6)
         return values.mean(dim=1).tolist(), (1.0 / std).tolist()
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, step: int, out_dir: str) -> dict[str, float]:
+        """PSNR / SSIM of whole-clip reconstructions of 8 fixed held-out clips (the trainer's
+        eval hook; comparable across steps)."""
+        from worldreel.eval.vae_bench import ssim_per_clip
+
+        vae = unwrap_vae(model)
+        device = next(vae.parameters()).device
+        scores = []
+        for video in self._fixed_videos(900_000, 8, "only"):
+            video = video.to(device)
+            recon = vae(video, sample=False)[0].clamp(-1, 1)
+            scores.append((psnr(recon, video).item(), ssim_per_clip(recon.float().cpu(), video.float().cpu()).item()))
+        return {"psnr": float(np.mean([p for p, _ in scores])), "ssim": float(np.mean([q for _, q in scores]))}
 
     def export(self, model: nn.Module, out_dir: str) -> None:
         """Write ``vae.safetensors`` (fp16) and the "vae" section of ``config.json`` with
