@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
-import inspect
 import json
 import math
 import os
@@ -91,10 +90,6 @@ def load_task(spec: str, model_cfg: ModelConfig, train_cfg: TrainConfig, options
         kwargs["cfg"] = apply_overrides(options_cls(), list(options))
     elif options:
         raise UserError(f"task {spec!r} has no options of its own; got {list(options)}", param="task")
-    if list(inspect.signature(cls).parameters)[:2] == ["vae", "batch_size"]:
-        # VAETask's constructor (issue 3) takes (VAEConfig, batch_size); the Task contract is
-        # (model_cfg, train_cfg). Adapt here until the two agree.
-        return cls(model_cfg.vae, train_cfg.batch_size, model_config=model_cfg, **kwargs)
     return cls(model_cfg, train_cfg, **kwargs)
 
 
