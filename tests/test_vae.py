@@ -257,3 +257,34 @@ def test_bench_quality_and_speed_on_a_tiny_model():
     assert 0 < q["psnr"] < 60 and -1 <= q["ssim"] <= 1
     s = speed(model, videos)
     assert s["encode_fps"] > 0 and s["decode_fps"] > 0
+
+
+def test_decoder_only_fine_tune_keeps_the_encoder(tmp_path):
+    """task.init + task.freeze_encoder: the decoder trains, the encoder (so every cached
+    latent) stays bit-identical, and the export measures the same latent statistics."""
+    task = tiny_task(image_prob=0.0)
+    start = task.build_model()
+    task.export(start, str(tmp_path / "start"))
+    tuned = tiny_task(image_prob=0.0, init=str(tmp_path / "start"), freeze_encoder=True)
+    model = tuned.build_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    for step in range(3):
+        loss, _ = tuned.loss(model, next(tuned.batches(seed=0, rank=0, world_size=1, start_step=step)), gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("encoder."))
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
+    tuned.export(model, str(tmp_path / "tuned"))
+    a = json.loads((tmp_path / "start" / "config.json").read_text())["vae"]
+    b = json.loads((tmp_path / "tuned" / "config.json").read_text())["vae"]
+    assert a["latent_shift"] == b["latent_shift"] and a["latent_scale"] == b["latent_scale"]
+
+
+def test_freeze_encoder_needs_init():
+    with pytest.raises(UserError) as err:
+        tiny_task(freeze_encoder=True).build_model()
+    assert err.value.param == "task.freeze_encoder"

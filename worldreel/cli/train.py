@@ -3,6 +3,7 @@
     worldreel train vae --preset world-tiny [--steps N] [--out DIR] [--resume] [--set key=value ...]
     worldreel train cache --model runs/world-tiny/vae/model --out runs/world-tiny/cache --count 4000
     worldreel train dit --preset world-tiny --data runs/world-tiny/cache [--resume]
+    worldreel train pack --vae runs/world-tiny/vae --dit runs/world-tiny/dit --out runs/world-tiny/model
     torchrun --standalone --nproc_per_node 2 -m worldreel train dit --preset world-tiny --data ...
 
 ``--set`` keys: ``train.lr=1e-3`` (this task's recipe), ``model.dit.depth=4`` (the
@@ -120,6 +121,25 @@ def register(groups) -> None:
     ) -> None:
         """Pre-encode clips and captions into a latent cache for `train dit --data`."""
         _cache(model, out, count, sizes, seconds, videos, seed, min_motion, shard_size, batch_size, device)
+
+    @g.command("pack")
+    def train_pack(
+        vae: Annotated[str, typer.Option("--vae", help="Autoencoder run folder (or its model/ folder).")],
+        dit: Annotated[str, typer.Option("--dit", help="Denoiser run folder (or its model/ folder).")],
+        out: Annotated[str, typer.Option("--out", help="The complete model folder to write.")],
+        bench: Annotated[Optional[str], typer.Option("--bench", help="world-bench JSON (default suite) for the model card.")] = None,
+        holdout_bench: Annotated[Optional[str], typer.Option("--holdout-bench", help="world-bench JSON of the hold-out suite.")] = None,
+    ) -> None:
+        """Join an autoencoder run and a denoiser run into one model folder with its model card."""
+        _pack(vae, dit, out, bench, holdout_bench)
+
+
+def _pack(vae: str, dit: str, out: str, bench: Optional[str], holdout_bench: Optional[str]) -> None:
+    from worldreel.pipelines.packing import pack_model
+
+    folder = pack_model(vae, dit, out, bench=bench, holdout_bench=holdout_bench)
+    print(f"model folder {folder} (config.json, vae.safetensors, dit.safetensors, README.md)", file=sys.stderr)
+    print(f"generate with: worldreel generate \"a red ball falls and bounces on the floor\" --model {folder}", file=sys.stderr)
 
 
 def _cache(model, out, count, sizes, seconds, videos, seed, min_motion, shard_size, batch_size, device) -> None:

@@ -30,6 +30,7 @@ from torch import nn
 
 from worldreel.data import facts as W
 from worldreel.models.vae import VAEConfig, VideoVAE, save_vae
+from worldreel.errors import UserError
 
 
 @dataclass
@@ -43,6 +44,7 @@ class VAETaskConfig:
     data: str = "auto"
     pool_clips: int = 512  # whole clips kept per process (uint8, ~200 MB at 64x64x33) that crops are cut from
     pool_refresh: int = 500  # steps after which each pool slot holds a fresh clip
+    crop_tries: int = 4  # candidate positions per crop; the busiest (highest pixel std) is kept, so fewer crops are empty sky
     l1_weight: float = 1.0  # weight of the L1 pixel loss (sharp, but its per-pixel sign gradient under-weights small objects)
     mse_weight: float = 10.0  # weight of the squared pixel loss: large errors (a missing object) dominate its gradient
     grad_weight: float = 1.0  # weight of the finite-difference (gradient) L1 loss
@@ -50,6 +52,10 @@ class VAETaskConfig:
     adversarial: bool = False  # add a hinge-GAN term from a 3-D patch critic
     adv_weight: float = 0.05  # weight of the generator's adversarial term
     adv_start: int = 1000  # step from which the adversarial term is on (the critic trains from step 0)
+    init: str = ""  # model folder (or shipped name) whose autoencoder weights the run starts from; "" = random
+    # Train the decoder only: the encoder (and so every latent it makes, e.g. a denoiser's
+    # latent cache) stays exactly as ``init`` left it, while decoding keeps improving.
+    freeze_encoder: bool = False
     stats_clips: int = 32  # full clips encoded at export to measure latent_shift / latent_scale
     stats_seed: int = 1234  # seed of those clips
 
@@ -210,9 +216,15 @@ class ClipPool:
             clip = self.clip(int(rng.integers(self.cfg.pool_clips)), step)
             if clip.shape[0] < cf or clip.shape[1] < ch or clip.shape[2] < cw:
                 continue
-            t0 = int(rng.integers(clip.shape[0] - cf + 1))
-            y0, x0 = int(rng.integers(clip.shape[1] - ch + 1)), int(rng.integers(clip.shape[2] - cw + 1))
-            out.append(to_video(np.ascontiguousarray(clip[t0:t0 + cf, y0:y0 + ch, x0:x0 + cw])))
+            best, best_std = None, -1.0
+            for _ in range(max(1, self.cfg.crop_tries)):
+                t0 = int(rng.integers(clip.shape[0] - cf + 1))
+                y0, x0 = int(rng.integers(clip.shape[1] - ch + 1)), int(rng.integers(clip.shape[2] - cw + 1))
+                piece = clip[t0:t0 + cf, y0:y0 + ch, x0:x0 + cw]
+                std = float(piece[::2, ::2, ::2].std())  # a subsample is enough to tell sky from objects
+                if std > best_std:
+                    best, best_std = piece, std
+            out.append(to_video(np.ascontiguousarray(best)))
         return torch.stack(out)
 
 
@@ -326,6 +338,18 @@ class VAETask:
 
     def build_model(self) -> nn.Module:
         vae = VideoVAE(copy.deepcopy(self.vae_cfg))  # own config copy: export writes measured stats into it
+        if self.cfg.init:
+            from worldreel.models.vae import load_vae
+
+            start = load_vae(self.cfg.init)
+            if start.cfg.latent_channels != vae.cfg.latent_channels or start.cfg.channel_mult != vae.cfg.channel_mult:
+                raise UserError(f"task.init {self.cfg.init} is a different autoencoder layout than the preset's", param="task.init")
+            vae.load_state_dict(start.state_dict())
+            vae.set_latent_stats(list(start.cfg.latent_shift), list(start.cfg.latent_scale))
+        if self.cfg.freeze_encoder:
+            if not self.cfg.init:
+                raise UserError("task.freeze_encoder needs task.init (a trained encoder to keep)", param="task.freeze_encoder")
+            vae.encoder.requires_grad_(False)
         return VAEWithCritic(vae) if self.cfg.adversarial else vae
 
     def batches(self, *, seed: int, rank: int, world_size: int, start_step: int) -> Iterator[torch.Tensor]:
@@ -406,7 +430,12 @@ class VAETask:
         vae = unwrap_vae(model)
         was_training = vae.training
         vae.eval()
-        shift, scale = self.latent_stats(vae)
+        if self.cfg.freeze_encoder:
+            # The encoder did not change, so the latents a cache holds keep their meaning only if
+            # their normalisation does too: keep init's statistics rather than re-measuring them.
+            shift, scale = list(vae.cfg.latent_shift), list(vae.cfg.latent_scale)
+        else:
+            shift, scale = self.latent_stats(vae)
         vae.set_latent_stats(shift, scale)
         vae.train(was_training)
         out = Path(out_dir)

