@@ -228,3 +228,30 @@ def test_task_reads_a_latent_cache(tmp_path):
     assert task._text is None  # the cache's states were used: no text encoder loaded
     loss, logs = task.loss(task.build_model(), batch, torch.Generator().manual_seed(0))
     assert torch.isfinite(loss) and logs["items"] == 2
+
+
+def test_evaluate_writes_scored_sample_videos(tmp_path):
+    """The evaluation hook samples prompts of world-bench's suite with the model being trained,
+    writes them as MP4 with their captions, and logs their mean world-bench score."""
+    import json
+
+    from worldreel.data.video_io import read_video
+    from worldreel.pipelines.loading import read_config, save_random_model
+    from worldreel.train.config import TrainConfig
+    from worldreel.train.dit_task import DiTTask, DiTTaskConfig
+
+    folder = save_random_model(tmp_path / "model", overrides=["dit.width=32", "dit.depth=2", "dit.heads=2",
+                                                               "vae.base_channels=8"])
+    train_cfg = TrainConfig(batch_size=2, sizes=[(32, 32)], seconds=[1.0])
+    task = DiTTask(read_config(folder), train_cfg, DiTTaskConfig(vae=str(folder), eval_items=2, eval_videos=2, eval_steps=1))
+    model = task.build_model().eval()
+    scores = task.evaluate(model, 7, str(tmp_path / "samples"))
+    assert {"loss_t0.5", "loss_first_given", "worldbench"} <= set(scores) and 0 <= scores["worldbench"] <= 1
+    out = tmp_path / "samples" / "step_00000007"
+    rows = [json.loads(line) for line in (out / "captions.jsonl").read_text().splitlines()]
+    assert [r["file"] for r in rows] == ["00.mp4", "01.mp4"] and rows[0]["caption"] != rows[1]["caption"]
+    assert abs(sum(r["score"] for r in rows) / 2 - scores["worldbench"]) < 1e-3
+    frames, fps = read_video(out / "00.mp4")
+    assert frames.shape == (33, 64, 64, 3) and fps == 8
+    quiet = DiTTask(read_config(folder), train_cfg, DiTTaskConfig(vae=str(folder), eval_items=2, eval_videos=0))
+    assert "worldbench" not in quiet.evaluate(model, 8, str(tmp_path / "samples"))

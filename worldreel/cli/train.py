@@ -111,7 +111,7 @@ def register(groups) -> None:
         out: Annotated[str, typer.Option("--out", help="Cache folder (rerun the same command to resume).")],
         count: Annotated[Optional[int], typer.Option("--count", help="Items to encode (default: 4000 reel-world clips, or every clip of --videos).")] = None,
         sizes: Annotated[str, typer.Option("--sizes", help="Size buckets WxH, comma-separated.")] = "64x64",
-        seconds: Annotated[str, typer.Option("--seconds", help="Length buckets in seconds, comma-separated; 0 = single images.")] = "4",
+        seconds: Annotated[str, typer.Option("--seconds", help="Length buckets in seconds, comma-separated; 0 = single images; a length listed twice is drawn twice as often.")] = "4",
         videos: Annotated[Optional[str], typer.Option("--videos", help="Your own videos: a folder or JSONL of (video, caption) pairs.")] = None,
         seed: Annotated[int, typer.Option("--seed", help="Seed of the reel-world items.")] = 0,
         min_motion: Annotated[float, typer.Option("--min-motion", help="--videos: drop clips with less motion (pixels/frame at 64 px; 0 keeps all).")] = 0.2,

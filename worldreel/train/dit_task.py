@@ -55,6 +55,11 @@ class DiTTaskConfig:
     vae: str = ""  # autoencoder model folder for data="world"; "" = runs/<preset>/vae/model (the trainer's default)
     holdout: str = "exclude"  # reel-world hold-out policy for on-the-fly clips ("exclude": never train on them)
     eval_items: int = 8  # clips in the fixed evaluation batch of evaluate()
+    # At each evaluation, this many prompts of world-bench's default suite are generated
+    # (seeds 0..n-1, decoded by the autoencoder ``vae``), written to samples/step_N/ as MP4
+    # and scored: a quick world-bench number in the logs. 0, or no autoencoder found, skips it.
+    eval_videos: int = 4
+    eval_steps: int = 10  # sampler steps of those videos (fewer than generation's default: a quick look)
 
     def mode_probs(self) -> list[float]:
         given = [self.p_first, self.p_last, self.p_prefix, self.p_suffix, self.p_ends]
@@ -224,10 +229,49 @@ class DiTTask:
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, step: int, out_dir: str) -> dict[str, float]:
-        """Validation flow loss on a fixed batch at fixed times, with nothing given and with the first frame given.
+        """Validation flow loss on a fixed batch at fixed times, with nothing given and with the
+        first frame given; then sample videos and their quick world-bench score (``sample_and_score``).
 
-        Cheap (4 forward passes) and comparable across steps: the noise, times and batch are fixed.
+        The losses are cheap (4 forward passes) and comparable across steps: the noise, times
+        and batch are fixed.
         """
+        scores = self._validation_losses(model)
+        scores.update(self.sample_and_score(model, step, out_dir))
+        return scores
+
+    @torch.no_grad()
+    def sample_and_score(self, model: nn.Module, step: int, out_dir: str) -> dict[str, float]:
+        """Generate ``eval_videos`` prompts of world-bench's default suite with the model being
+        trained, write them to ``out_dir/step_N/`` (MP4 + captions.jsonl) and score them."""
+        n = self.cfg.eval_videos
+        if n <= 0 or not (self._vae_folder() / "vae.safetensors").is_file():
+            return {}
+        import dataclasses
+
+        from worldreel.data.captions import parse_caption
+        from worldreel.data.video_io import write_video
+        from worldreel.eval.worldbench import default_prompt_suite, score_video
+        from worldreel.pipelines.generate import Generator, SamplingConfig
+
+        device = next(model.parameters()).device
+        vae = self.load_vae(device)
+        config = dataclasses.replace(self.model_cfg, vae=vae.cfg)
+        generator = Generator(config, vae, model, self.text_encoder(device), device=str(device),
+                              sampling=SamplingConfig(steps=self.cfg.eval_steps))
+        suite = default_prompt_suite()
+        prompts = [suite[round(k * len(suite) / n) % len(suite)] for k in range(n)]  # spread over the suite
+        out = Path(out_dir) / f"step_{step:08d}"
+        out.mkdir(parents=True, exist_ok=True)
+        rows, scores = [], []
+        for k, prompt in enumerate(prompts):
+            video = generator.generate(prompt, seed=k, rewrite=False)
+            write_video(out / f"{k:02d}.mp4", video.frames, video.fps)
+            scores.append(score_video(video.frames, parse_caption(prompt)).score)
+            rows.append({"file": f"{k:02d}.mp4", "caption": prompt, "seed": k, "score": round(scores[-1], 4)})
+        (out / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return {"worldbench": float(np.mean(scores))}
+
+    def _validation_losses(self, model: nn.Module) -> dict[str, float]:
         device = next(model.parameters()).device
         if self._eval_batch is None:
             batches = self.batches(seed=10_007, rank=0, world_size=1, start_step=0)
