@@ -46,7 +46,9 @@ def test_pack_joins_the_autoencoder_statistics_with_the_denoiser(tmp_path):
     bench.write_text(json.dumps({"n_videos": 96, "mean_score": 0.875, "checks": {"presence": 0.9, "gravity": None},
                                  "spread": {"prompts_with_several_videos": 24, "fail_on_some_seed": 0.25,
                                             "fail_on_every_seed": 0.05}}))
-    out = pack_model(vae_run, dit_run, tmp_path / "model", bench=bench)
+    ceiling = tmp_path / "ceiling.json"
+    ceiling.write_text(json.dumps({"n_videos": 48, "mean_score": 0.5, "checks": {"camera": 0.0}}))
+    out = pack_model(vae_run, dit_run, tmp_path / "model", bench=bench, ceiling_bench=ceiling)
     model = load_model(str(out))
     assert model.config.vae.latent_shift == [0.5] * 16 and model.config.vae.latent_scale == [2.0] * 16
     original = load_model(str(tmp_path / "full"))
@@ -59,6 +61,7 @@ def test_pack_joins_the_autoencoder_statistics_with_the_denoiser(tmp_path):
     assert "PSNR 31.50 dB" in card and "25% of prompts fail on some seed" in card
     assert "--set train.lr=0.0007" in card and "--set task.p_first=0.3" in card
     assert "Compositional hold-out" in card and "Not measured yet." in card
+    assert "score **0.500**" in card and "| camera | 0.0% |" in card
 
 
 def test_pack_refuses_a_denoiser_trained_on_another_autoencoder(tmp_path):

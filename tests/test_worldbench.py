@@ -417,3 +417,26 @@ def test_prompt_suites_cover_the_world():
     held = [parse_caption(p) for p in holdout_prompt_suite()]
     assert all(is_holdout(f) for f in held)
     assert {(o.color, o.shape, o.motion) for f in held for o in f.objects} == set(HOLDOUT)
+
+
+def test_truth_through_an_autoencoder_measures_its_ceiling(tmp_path, capsys):
+    """--truth --autoencoder MODEL scores the truth after the model's encode/decode: a random
+    autoencoder wrecks it, and the rows say what the videos are."""
+    from worldreel.cli import main
+    from worldreel.data.video_io import read_video
+    from worldreel.pipelines.loading import save_random_model
+
+    folder = save_random_model(tmp_path / "m", overrides=["dit.width=32", "dit.depth=2", "dit.heads=2",
+                                                          "vae.base_channels=8"])
+    prompts = _prompts_file(tmp_path / "p.txt", ["a red ball falls"])
+    out = tmp_path / "through"
+    assert main(["bench", "world", "--truth", "--autoencoder", str(folder), "--prompts", str(prompts),
+                 "--out", str(out), "--no-report"]) == 0
+    result = json.loads((out / "worldbench.json").read_text())
+    assert result["source"]["autoencoder"] == str(folder) and result["mean_score"] < 0.9
+    row = json.loads((out / "captions.jsonl").read_text())
+    assert row["source"] == "truth through autoencoder"
+    frames, _ = read_video(out / "000000.mp4")
+    assert frames.shape == (33, 64, 64, 3)
+    assert main(["bench", "world", "--videos", str(out), "--autoencoder", str(folder)]) == 2
+    assert "--autoencoder goes with --truth" in capsys.readouterr().err

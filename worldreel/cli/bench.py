@@ -3,13 +3,16 @@
     worldreel bench world --videos DIR [--json OUT] [--report PNG]
     worldreel bench world --model world-tiny [--prompts FILE | --suite holdout] --seeds 3 --out DIR
     worldreel bench world --truth [--prompts FILE] --seeds 2 --out DIR      # calibration
+    worldreel bench world --truth --autoencoder world-tiny --seeds 2 --out DIR   # the autoencoder's ceiling
 
 ``--videos`` scores a folder that has ``captions.jsonl`` (prompts from its "caption"
 field). ``--model`` first generates every prompt ``--seeds`` times (seeds seed-base ..
 seed-base + K - 1) with ``Generator.load(model).generate(prompt, seed=...)``, writing
 NNNNNN.mp4 and captions.jsonl into ``--out``; ``--truth`` renders the world's own
 realisation of each prompt instead (``scene_from_facts`` + ``render_clip``), which should
-score about 1. Either way the folder is then scored. The JSON goes to ``--json``
+score about 1; with ``--autoencoder MODEL`` that truth is passed through the model's
+autoencoder (encode, decode) first, which measures the ceiling the autoencoder sets on any
+denoiser trained on its latents. Either way the folder is then scored. The JSON goes to ``--json``
 (default DIR/worldbench.json) and the report figure next to it (same name, .png).
 Prompts: a text file, one per line (blank lines and lines starting with # are skipped),
 or a built-in suite (``--suite default|holdout``).
@@ -68,11 +71,12 @@ def _write_captions(out: Path, rows: list[dict]) -> None:
 
 def make_videos(out: Path, prompts: list[str], seeds: int, *, model: Optional[str], seed_base: int = 0,
                 size: Optional[str] = None, seconds: Optional[float] = None, steps: Optional[int] = None,
-                guidance: Optional[float] = None, device: str = "cpu", rewrite: bool = True) -> Path:
+                guidance: Optional[float] = None, device: str = "cpu", rewrite: bool = True,
+                autoencoder: Optional[str] = None) -> Path:
     """Write one video per (prompt, seed) and captions.jsonl into ``out``.
 
-    model None renders the truth (the world's realisation of each prompt); otherwise the
-    named model generates. Returns ``out``.
+    model None renders the truth (the world's realisation of each prompt), reconstructed by
+    ``autoencoder``'s VAE when given; otherwise the named model generates. Returns ``out``.
     """
     from tqdm import tqdm
 
@@ -92,6 +96,11 @@ def make_videos(out: Path, prompts: list[str], seeds: int, *, model: Optional[st
 
         wh = parse_size(size or "64x64")
         secs = check_seconds(4.0 if seconds is None else seconds)
+        vae = None
+        if autoencoder is not None:
+            from worldreel.models.vae import load_vae
+
+            vae = load_vae(autoencoder, device=device)
     else:
         try:
             from worldreel.pipelines.generate import Generator
@@ -110,6 +119,9 @@ def make_videos(out: Path, prompts: list[str], seeds: int, *, model: Optional[st
             scene = scene_from_facts(facts, seed, size=wh, seconds=secs)
             frames, fps = render_clip(scene), FPS
             row.update(size=list(wh), seconds=secs, source="truth")
+            if vae is not None:
+                frames = _through(vae, frames)
+                row.update(source="truth through autoencoder", autoencoder=autoencoder)
             if scene.notes:
                 row["notes"] = list(scene.notes)
         else:
@@ -121,6 +133,18 @@ def make_videos(out: Path, prompts: list[str], seeds: int, *, model: Optional[st
         rows.append(row)
     _write_captions(out, rows)
     return out
+
+
+def _through(vae, frames):
+    """uint8 (F, H, W, 3) -> encoded and decoded by ``vae`` -> uint8 (F, H, W, 3)."""
+    import torch
+
+    from worldreel.eval.vae_bench import reconstruct
+
+    device = next(vae.parameters()).device
+    video = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float().to(device) / 127.5 - 1.0  # (1, 3, F, H, W)
+    recon = reconstruct(vae, video)[0]  # (3, F, H, W) in [-1, 1]
+    return ((recon.permute(1, 2, 3, 0) + 1.0) * 127.5).round().clamp(0, 255).byte().cpu().numpy()  # (F, H, W, 3)
 
 
 def print_table(result: dict, console=None) -> None:
@@ -166,7 +190,7 @@ def bench_world(videos: Optional[Path] = None, model: Optional[str] = None, trut
                 out: Optional[Path] = None, json_out: Optional[Path] = None, report: Optional[Path] = None,
                 no_report: bool = False, size: Optional[str] = None, seconds: Optional[float] = None,
                 steps: Optional[int] = None, guidance: Optional[float] = None, device: str = "cpu",
-                rewrite: bool = True) -> dict:
+                rewrite: bool = True, autoencoder: Optional[str] = None) -> dict:
     """The whole command; returns the result dict (also written as JSON)."""
     from worldreel.eval.report import score_folder, write_json, write_report
 
@@ -174,6 +198,9 @@ def bench_world(videos: Optional[Path] = None, model: Optional[str] = None, trut
     sources = [name for name, given in (("--videos", videos is not None), ("--model", model is not None), ("--truth", truth)) if given]
     if len(sources) != 1:
         raise UserError("give exactly one of --videos DIR, --model NAME or --truth", param="videos")
+    if autoencoder is not None and not truth:
+        raise UserError("--autoencoder goes with --truth (the truth reconstructed by a model's autoencoder)",
+                        param="autoencoder")
     if videos is not None:
         if not videos.is_dir():
             raise UserError(f"{videos}: not a folder", param="videos")
@@ -192,11 +219,11 @@ def bench_world(videos: Optional[Path] = None, model: Optional[str] = None, trut
     # 2. Make the videos when asked, then score the folder.
     if videos is None:
         make_videos(out, prompt_list, seeds, model=model, seed_base=seed_base, size=size, seconds=seconds, steps=steps,
-                    guidance=guidance, device=device, rewrite=rewrite)
+                    guidance=guidance, device=device, rewrite=rewrite, autoencoder=autoencoder)
     result = score_folder(folder, progress=True)
     if not result["n_videos"]:
         raise UserError(f"{folder}: no video could be scored ({len(result['skipped'])} skipped)", param="videos")
-    result["source"] = {"videos": str(folder), "model": model, "truth": truth}
+    result["source"] = {"videos": str(folder), "model": model, "truth": truth, "autoencoder": autoencoder}
     write_json(result, json_out)
     print_table(result)
     print(f"wrote {json_out}")
@@ -228,7 +255,8 @@ def register(groups) -> None:
         guidance: Annotated[Optional[float], typer.Option("--guidance", help="Guidance scale (--model).")] = None,
         device: Annotated[str, typer.Option("--device", help="Device for --model: cpu, cuda, ...")] = "cpu",
         no_rewrite: Annotated[bool, typer.Option("--no-rewrite", help="Give the model the prompt as written.")] = False,
+        autoencoder: Annotated[Optional[str], typer.Option("--autoencoder", help="With --truth: pass the truth through this model's autoencoder (its ceiling).")] = None,
     ) -> None:
         """world-bench: does each video follow its prompt and obey the reel world's physics?"""
         bench_world(videos, model, truth, prompts, suite, seeds, seed_base, out, json_out, report, no_report, size,
-                    seconds, steps, guidance, device, not no_rewrite)
+                    seconds, steps, guidance, device, not no_rewrite, autoencoder)

@@ -129,15 +129,17 @@ def register(groups) -> None:
         out: Annotated[str, typer.Option("--out", help="The complete model folder to write.")],
         bench: Annotated[Optional[str], typer.Option("--bench", help="world-bench JSON (default suite) for the model card.")] = None,
         holdout_bench: Annotated[Optional[str], typer.Option("--holdout-bench", help="world-bench JSON of the hold-out suite.")] = None,
+        ceiling_bench: Annotated[Optional[str], typer.Option("--ceiling-bench", help="world-bench JSON of the truth through the autoencoder (bench world --truth --autoencoder).")] = None,
     ) -> None:
         """Join an autoencoder run and a denoiser run into one model folder with its model card."""
-        _pack(vae, dit, out, bench, holdout_bench)
+        _pack(vae, dit, out, bench, holdout_bench, ceiling_bench)
 
 
-def _pack(vae: str, dit: str, out: str, bench: Optional[str], holdout_bench: Optional[str]) -> None:
+def _pack(vae: str, dit: str, out: str, bench: Optional[str], holdout_bench: Optional[str],
+          ceiling_bench: Optional[str]) -> None:
     from worldreel.pipelines.packing import pack_model
 
-    folder = pack_model(vae, dit, out, bench=bench, holdout_bench=holdout_bench)
+    folder = pack_model(vae, dit, out, bench=bench, holdout_bench=holdout_bench, ceiling_bench=ceiling_bench)
     print(f"model folder {folder} (config.json, vae.safetensors, dit.safetensors, README.md)", file=sys.stderr)
     print(f"generate with: worldreel generate \"a red ball falls and bounces on the floor\" --model {folder}", file=sys.stderr)
 

@@ -129,7 +129,7 @@ def _overrides(name: str, task: str, facts: dict, config: ModelConfig | None = N
 
 
 def model_card(config: ModelConfig, vae, dit, vae_facts: dict, dit_facts: dict, cache: str | None,
-               bench: dict | None, holdout: dict | None, commands: list[str]) -> str:
+               bench: dict | None, holdout: dict | None, ceiling: dict | None, commands: list[str]) -> str:
     """The README.md of a model folder: what it is, what it was trained on, how long, how it scores."""
     vs, ds = vae_facts["summary"], dit_facts["summary"]
     ve = vae_facts["last_eval"]
@@ -176,6 +176,11 @@ def model_card(config: ModelConfig, vae, dit, vae_facts: dict, dit_facts: dict, 
               "seeds 0..K-1 at the default size, length, steps and guidance, then scored by the seven checks of WORLD.md.", ""]
     lines += _bench_lines("In-distribution prompts (default suite)", bench)
     lines += _bench_lines("Compositional hold-out (never trained on)", holdout)
+    if ceiling:
+        lines += ["The autoencoder's ceiling: the world's own renders of the same prompts, passed through this "
+                  "model's autoencoder (`worldreel bench world --truth --autoencoder MODEL`), score "
+                  f"**{ceiling['mean_score']:.3f}**: no denoiser trained on its latents can score higher.", ""]
+        lines += _bench_lines("Truth through the autoencoder", ceiling)
     lines += ["## Limits", "",
               "Trained only on the reel world: prompts outside its vocabulary are refused by the prompt parser or "
               "rewritten into it. A tiny model trained briefly on CPU: expect blur on small objects and physics that "
@@ -184,7 +189,7 @@ def model_card(config: ModelConfig, vae, dit, vae_facts: dict, dit_facts: dict, 
 
 
 def pack_model(vae_run: str | Path, dit_run: str | Path, out: str | Path, *, bench: str | Path | None = None,
-               holdout_bench: str | Path | None = None) -> Path:
+               holdout_bench: str | Path | None = None, ceiling_bench: str | Path | None = None) -> Path:
     """Write a complete model folder at ``out`` from an autoencoder run and a denoiser run (or model folders)."""
     vae_run, dit_run, out = Path(vae_run), Path(dit_run), Path(out)
     # 1. The two half models and what their runs recorded.
@@ -201,7 +206,7 @@ def pack_model(vae_run: str | Path, dit_run: str | Path, out: str | Path, *, ben
     vae_facts, dit_facts = _run_facts(vae_run), _run_facts(dit_run)
     cache = _check_cache_matches(dit_facts, to_dict(config.vae))
     results = []
-    for path, param in ((bench, "bench"), (holdout_bench, "holdout_bench")):
+    for path, param in ((bench, "bench"), (holdout_bench, "holdout_bench"), (ceiling_bench, "ceiling_bench")):
         data = None
         if path is not None:
             data = _read_json(Path(path))
