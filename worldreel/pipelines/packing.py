@@ -46,6 +46,11 @@ def _read_json(path: Path) -> Any:
         return None
 
 
+def _plain(data: Any) -> Any:
+    """``data`` as it reads back from JSON (tuples become lists), to compare with recorded files."""
+    return json.loads(json.dumps(data))
+
+
 def _run_facts(run: Path) -> dict[str, Any]:
     """What a training run recorded: summary.json, the recipe from run.json, the last eval line."""
     facts: dict[str, Any] = {"summary": _read_json(run / "summary.json") or {}}
@@ -76,7 +81,7 @@ def _check_cache_matches(dit_facts: dict, vae_section: dict) -> str | None:
     if not isinstance(index, dict):
         return str(data)  # the cache is gone (e.g. packed on another machine): nothing to compare
     cached = (index.get("meta") or {}).get("vae")
-    vae_section = json.loads(json.dumps(vae_section))  # tuples as the cache's JSON holds them (lists)
+    vae_section = _plain(vae_section)
     if cached is not None and cached != vae_section:
         differ = sorted(k for k in set(cached) | set(vae_section) if cached.get(k) != vae_section.get(k))
         raise UserError(f"the denoiser trained on latents of another autoencoder than --vae (cache {data} differs in "
@@ -117,12 +122,12 @@ def _overrides(name: str, task: str, facts: dict, config: ModelConfig | None = N
         return ""
     preset = PRESETS[name]()
     sets = []
-    default = json.loads(json.dumps(to_dict(getattr(preset, f"train_{task}"))))  # tuples as run.json holds them
+    default = _plain(to_dict(getattr(preset, f"train_{task}")))
     for key, value in sorted(facts["train"].items()):
         if key not in ("steps", "data") and key in default and default[key] != value:
             sets.append(f"train.{key}={json.dumps(value)}")
     if config is not None:
-        default_dit, dit = (json.loads(json.dumps(to_dict(c))) for c in (preset.model.dit, config.dit))
+        default_dit, dit = _plain(to_dict(preset.model.dit)), _plain(to_dict(config.dit))
         sets += [f"model.dit.{k}={json.dumps(v)}" for k, v in sorted(dit.items()) if default_dit.get(k) != v]
     sets += [f"task.{o}" for o in facts["task_options"]]
     return "".join(f" --set '{s}'" if any(c in s for c in "[] ,") else f" --set {s}" for s in sets)
