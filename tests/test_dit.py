@@ -4,6 +4,7 @@ import dataclasses
 import pytest
 import torch
 
+from worldreel.errors import UserError
 from worldreel.models.dit import DiT, DiTConfig, Rope3D, apply_rope, count_params
 
 TINY = DiTConfig(in_channels=4, width=32, depth=2, heads=4, text_dim=24)
@@ -185,6 +186,17 @@ def test_task_loss_trains_and_export_loads(tmp_path):
         got = loaded(x, t, batch["text"][:1], batch["text_mask"][:1])
     torch.testing.assert_close(got, expect, atol=2e-2, rtol=2e-2)  # fp16 weights
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "dit.safetensors"]
+    # task.init starts a new run from these weights (fine-tuning), and refuses another layout.
+    resumed = DiTTask(model_cfg, preset.train_dit, DiTTaskConfig(vae=str(tmp_path / "no-vae"), init=str(tmp_path))).build_model()
+    for k, v in loaded.state_dict().items():
+        assert torch.equal(resumed.state_dict()[k], v.float()), k
+    wider = dataclasses.replace(model_cfg, dit=dataclasses.replace(model_cfg.dit, depth=model_cfg.dit.depth + 1))
+    with pytest.raises(UserError) as err:
+        DiTTask(wider, preset.train_dit, DiTTaskConfig(init=str(tmp_path))).build_model()
+    assert err.value.param == "task.init"
+    with pytest.raises(UserError) as err:
+        DiTTask(model_cfg, preset.train_dit, DiTTaskConfig(init=str(tmp_path / "nowhere"))).build_model()
+    assert err.value.param == "task.init"
 
 
 def test_speed_bench_rows():

@@ -284,6 +284,40 @@ def test_decoder_only_fine_tune_keeps_the_encoder(tmp_path):
     assert a["latent_shift"] == b["latent_shift"] and a["latent_scale"] == b["latent_scale"]
 
 
+def test_detail_weight_puts_the_loss_on_objects():
+    """detail_mask marks object pixels (and their ring), not the sky; with detail_weight the
+    same error costs more on an object than on the sky."""
+    from worldreel.train.vae_task import detail_mask
+
+    video = torch.full((1, 3, 2, 16, 16), -0.8)
+    video[:, 0, :, 6:9, 6:9] = 0.9  # a red 3x3 square in both frames
+    mask = detail_mask(video, 0.1)
+    assert mask[0, 0, 0, 7, 7] == 1 and mask[0, 0, 0, 5, 5] == 1 and mask[0, 0, 0, 0, 0] == 0
+    assert mask.sum() == 2 * 25  # the square grown by one pixel
+    task = tiny_task(detail_weight=10.0)
+    model = task.build_model()
+
+    class Fixed(torch.nn.Module):  # a "model" whose reconstruction is the input plus a chosen error
+        def __init__(self, error):
+            super().__init__()
+            self.error, self.p = error, torch.nn.Parameter(torch.zeros(()))
+
+        def parameters(self, recurse=True):
+            return model.parameters(recurse)
+
+        def forward(self, x, sample=True, generator=None):
+            z = torch.zeros(1, 4, 1, 2, 2)
+            return x + self.error, z, z
+
+    on_object, on_sky = torch.zeros_like(video), torch.zeros_like(video)
+    on_object[:, :, :, 7, 7] = 0.5
+    on_sky[:, :, :, 1, 1] = 0.5
+    gen = torch.Generator().manual_seed(0)
+    assert task.loss(Fixed(on_object), video, gen)[0] > 3 * task.loss(Fixed(on_sky), video, gen)[0]
+    plain = tiny_task()
+    assert plain.loss(Fixed(on_object), video, gen)[0].item() == pytest.approx(plain.loss(Fixed(on_sky), video, gen)[0].item(), rel=1e-4)
+
+
 def test_freeze_encoder_needs_init():
     with pytest.raises(UserError) as err:
         tiny_task(freeze_encoder=True).build_model()

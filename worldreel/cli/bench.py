@@ -59,14 +59,9 @@ def read_prompts(path: Optional[Path], suite: str) -> list[str]:
 
 
 def _write_captions(out: Path, rows: list[dict]) -> None:
-    import os
-    import tempfile
+    from worldreel.atomic import write_text
 
-    fd, tmp = tempfile.mkstemp(prefix=".captions.", suffix=".jsonl", dir=out)
-    with os.fdopen(fd, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-    os.replace(tmp, out / "captions.jsonl")
+    write_text(out / "captions.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
 
 
 def make_videos(out: Path, prompts: list[str], seeds: int, *, model: Optional[str], seed_base: int = 0,
@@ -217,15 +212,27 @@ def bench_world(videos: Optional[Path] = None, model: Optional[str] = None, trut
     if report is not None and report.suffix.lower() != ".png":
         raise UserError(f"{report}: the report must end in .png", param="report")
     # 2. Make the videos when asked, then score the folder.
+    import time
+
+    made = None
     if videos is None:
+        start = time.perf_counter()
         make_videos(out, prompt_list, seeds, model=model, seed_base=seed_base, size=size, seconds=seconds, steps=steps,
                     guidance=guidance, device=device, rewrite=rewrite, autoencoder=autoencoder)
+        made = time.perf_counter() - start
+    start = time.perf_counter()
     result = score_folder(folder, progress=True)
+    scored = time.perf_counter() - start
     if not result["n_videos"]:
         raise UserError(f"{folder}: no video could be scored ({len(result['skipped'])} skipped)", param="videos")
     result["source"] = {"videos": str(folder), "model": model, "truth": truth, "autoencoder": autoencoder}
+    n = result["n_videos"]
+    result["timing"] = {"make_seconds_per_video": None if made is None else round(made / n, 3),
+                        "score_seconds_per_video": round(scored / n, 4)}
     write_json(result, json_out)
     print_table(result)
+    print(f"seconds per video: {'' if made is None else f'making {made / n:.2f}, '}scoring {scored / n:.3f} "
+          f"(reading and decoding included)")
     print(f"wrote {json_out}")
     if report is not None:
         write_report(result, folder, report)

@@ -293,7 +293,6 @@ def register(groups) -> None:
         device: Device = "cpu",
     ) -> None:
         """world-bench per window over long videos: windowed extension vs last-frame image-to-video chaining."""
-        import json
 
         from tqdm import tqdm
 
@@ -322,19 +321,9 @@ def register(groups) -> None:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    import json
-    import os
-    import tempfile
+    from worldreel.atomic import write_json
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_json(path, data)
 
 
 def _float_or_none(value):

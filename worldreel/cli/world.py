@@ -77,12 +77,11 @@ def contact_sheet(rows: list[tuple["np.ndarray", str]], frames: int = SHEET_FRAM
 
 
 def _render(count: int, seed: int, out: Path, size: str, seconds: float, holdout: str) -> None:
-    import os
-    import tempfile
 
     import numpy as np
     from tqdm import tqdm
 
+    from worldreel.atomic import write_text
     from worldreel.data.captions import caption
     from worldreel.data.facts import FPS, facts_to_dict
     from worldreel.data.render import render_clip
@@ -110,11 +109,7 @@ def _render(count: int, seed: int, out: Path, size: str, seconds: float, holdout
         if len(sheet) < SHEET_ROWS:
             sheet.append((frames, text))
     # 3. Captions (atomically) and the contact sheet.
-    fd, tmp = tempfile.mkstemp(prefix=".captions.", suffix=".jsonl", dir=out)
-    with os.fdopen(fd, "w") as f:
-        for row in lines:
-            f.write(json.dumps(row) + "\n")
-    os.replace(tmp, out / "captions.jsonl")
+    write_text(out / "captions.jsonl", "".join(json.dumps(row) + "\n" for row in lines))
     write_image(out / "contact_sheet.png", contact_sheet(sheet))
     print(f"wrote {count} clips, captions.jsonl and contact_sheet.png to {out}")
 
@@ -170,10 +165,9 @@ def _bench(clips: int, json_out: Optional[Path]) -> None:
     print(f"torch threads {result['torch_threads']}, OMP_NUM_THREADS {result['omp_num_threads']}, "
           f"the world code itself is single-threaded (pymunk, skia raster)")
     if json_out is not None:
-        from worldreel.data.video_io import _atomic
+        from worldreel.atomic import write_json
 
-        with _atomic(json_out, ".json") as tmp:
-            tmp.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(json_out, result)
         print(f"wrote {json_out}")
 
 

@@ -22,13 +22,13 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
+from worldreel.atomic import atomic_path
 from worldreel.errors import UserError
 
 FORMAT = 1
@@ -36,15 +36,8 @@ FORMAT = 1
 
 def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
     """``write(tmp_path)`` then fsync + rename onto ``path``: never a half-written file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path, durable=True) as tmp:
         write(str(tmp))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _write_text(path: Path, text: str) -> None:

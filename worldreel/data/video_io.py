@@ -8,12 +8,11 @@ no reader ever sees a half-written file. Unreadable input is a ``UserError`` nam
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from worldreel.atomic import atomic_path
 from worldreel.errors import UserError
 
 
@@ -29,32 +28,6 @@ def _frames(frames, param: str = "frames") -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-class _atomic:
-    """Context manager yielding a temporary path next to ``path``; renamed onto it on success."""
-
-    def __init__(self, path, suffix: str):
-        self.path = Path(path)
-        self.suffix = suffix
-
-    def __enter__(self) -> Path:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=self.suffix, dir=self.path.parent)
-        os.close(fd)
-        self.tmp = Path(tmp)
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            # mkstemp makes the file 0600; a finished video gets the mode any new file would (umask).
-            umask = os.umask(0o022)
-            os.umask(umask)
-            os.chmod(self.tmp, 0o666 & ~umask)
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
-        return False
-
-
 def write_video(path, frames, fps: float = 8, *, crf: int = 12) -> Path:
     """Write uint8 (F, H, W, 3) frames as H.264 (yuv420p) MP4; H and W must be even."""
     import av
@@ -63,7 +36,7 @@ def write_video(path, frames, fps: float = 8, *, crf: int = 12) -> Path:
     _, h, w, _ = arr.shape
     if h % 2 or w % 2:
         raise UserError(f"H.264 with yuv420p needs even sizes, got {w}x{h}", param="frames")
-    with _atomic(path, ".mp4") as tmp:
+    with atomic_path(path, ".mp4") as tmp:
         with av.open(str(tmp), mode="w", format="mp4") as container:
             stream = container.add_stream("libx264", rate=int(round(fps)) if float(fps).is_integer() else fps)
             stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
@@ -127,7 +100,7 @@ def write_image(path, frame) -> Path:
     if arr.shape[0] != 1:
         raise UserError(f"write_image takes one frame, got {arr.shape[0]}", param="frame")
     suffix = Path(path).suffix or ".png"
-    with _atomic(path, suffix) as tmp:
+    with atomic_path(path, suffix) as tmp:
         Image.fromarray(arr[0]).save(tmp, format=Image.registered_extensions().get(suffix.lower(), "PNG"))
     return Path(path)
 
@@ -138,7 +111,7 @@ def write_gif(path, frames, fps: float = 8) -> Path:
 
     arr = _frames(frames)
     images = [Image.fromarray(f) for f in arr]
-    with _atomic(path, ".gif") as tmp:
+    with atomic_path(path, ".gif") as tmp:
         images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(round(1000 / fps)),
                        loop=0, optimize=False)
     return Path(path)

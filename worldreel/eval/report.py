@@ -9,13 +9,13 @@ the evaluator's tracks drawn on them, because people would rather look than read
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import textwrap
 from pathlib import Path
 
 import numpy as np
 
+from worldreel.atomic import atomic_path
+from worldreel.atomic import write_json as _write_json_file
 from worldreel.data.facts import PALETTE
 from worldreel.errors import UserError
 from worldreel.eval.worldbench import CHECKS, VideoScore, score_video
@@ -122,23 +122,9 @@ def summarize(scores: dict[str, VideoScore], rows: dict[str, dict], skipped: dic
     }
 
 
-def _atomic_path(path: Path, suffix: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
 def write_json(result: dict, path) -> Path:
     """Write the result JSON atomically (temp file in the same folder, then rename)."""
-    path = Path(path)
-    tmp = _atomic_path(path, ".json")
-    try:
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return _write_json_file(path, result)
 
 
 def pick_examples(result: dict, count: int) -> list[str]:
@@ -207,11 +193,6 @@ def write_report(result: dict, folder, path, *, examples: int = 3, frames_shown:
                 failed = ", ".join(entry["failed"]) or "none"
                 text = f"{file}  score {entry['score']:.2f}  failed: {failed}\n" + textwrap.shorten(entry["prompt"], 110)
                 ax.set_title(text, fontsize=8, loc="left")
-    path = Path(path)
-    tmp = _atomic_path(path, ".png")
-    try:
+    with atomic_path(path, ".png") as tmp:
         fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)

@@ -8,11 +8,10 @@ loaded into fp32 modules (the portable default); nothing is ever unpickled.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from worldreel.atomic import atomic_path
 from worldreel.config import apply_overrides, from_dict, to_dict
 from worldreel.errors import UserError
 from worldreel.presets import ModelConfig, get_preset, model_dir
@@ -100,14 +99,8 @@ def save_model(out_dir: str | Path, config: ModelConfig, vae, dit, *, readme: st
     out.mkdir(parents=True, exist_ok=True)
 
     def atomic(name: str, write) -> None:
-        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            write(tmp)
-            os.replace(tmp, out / name)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_path(out / name) as tmp:
+            write(str(tmp))
 
     for name, module in ((VAE_FILE, vae), (DIT_FILE, dit)):
         state = {k: v.detach().to("cpu").half().contiguous() if v.is_floating_point() else v.detach().cpu().contiguous()

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import io
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from worldreel.atomic import write_bytes
 
 SPRITE_FRAMES = 16  # frames shown in a sprite sheet, evenly spaced over the clip
 SPRITE_COLUMNS = 4
@@ -39,20 +39,8 @@ def fit_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write ``data`` to ``path`` through a temporary file in the same folder, fsync and a rename."""
+    write_bytes(path, data, durable=True)
 
 
 def encode_image(frame: np.ndarray, fmt: str = "JPEG") -> bytes:

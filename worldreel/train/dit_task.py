@@ -21,9 +21,7 @@ Captions are dropped (replaced by "") ``text_drop`` of the time for classifier-f
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -32,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from worldreel.atomic import atomic_path, write_bytes, write_json
 from worldreel.config import to_dict
 from worldreel.diffusion.flow import flow_loss, sample_t, shift_for_tokens
 from worldreel.errors import UserError
@@ -60,6 +59,9 @@ class DiTTaskConfig:
     # and scored: a quick world-bench number in the logs. 0, or no autoencoder found, skips it.
     eval_videos: int = 4
     eval_steps: int = 10  # sampler steps of those videos (fewer than generation's default: a quick look)
+    # A model folder (or shipped name) whose denoiser weights the run starts from, e.g. to
+    # fine-tune a trained denoiser on the latents of an improved autoencoder; "" = random.
+    init: str = ""
 
     def mode_probs(self) -> list[float]:
         given = [self.p_first, self.p_last, self.p_prefix, self.p_suffix, self.p_ends]
@@ -106,7 +108,23 @@ class DiTTask:
     # -- model ----------------------------------------------------------------------------
 
     def build_model(self) -> nn.Module:
-        return DiT(self.model_cfg.dit)
+        model = DiT(self.model_cfg.dit)
+        if self.cfg.init:
+            from worldreel.pipelines.loading import DIT_FILE, _load_weights, read_config
+            from worldreel.presets import model_dir
+
+            try:
+                folder = model_dir(self.cfg.init)
+                start = read_config(folder).dit
+            except UserError as err:
+                raise UserError(f"task.init: {err}", param="task.init") from None
+            if to_dict(start) != to_dict(self.model_cfg.dit):
+                raise UserError(f"task.init {self.cfg.init} is a different denoiser layout than the preset's", param="task.init")
+            try:
+                _load_weights(model, folder / DIT_FILE)
+            except UserError as err:
+                raise UserError(f"task.init: {err}", param="task.init") from None
+        return model
 
     def text_encoder(self, device: torch.device | str = "cpu"):
         if self._text is None:
@@ -309,7 +327,8 @@ class DiTTask:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().half().contiguous() for k, v in model.state_dict().items()}
-        _atomic(out / "dit.safetensors", lambda tmp: save_file(state, tmp))
+        with atomic_path(out / "dit.safetensors") as tmp:
+            save_file(state, str(tmp))
         path = out / "config.json"
         data = json.loads(path.read_text()) if path.exists() else to_dict(self.model_cfg)
         data["dit"] = to_dict(model.cfg)
@@ -318,18 +337,8 @@ class DiTTask:
         if self.train_cfg.data == "world" and (vae_folder / "vae.safetensors").is_file() and vae_folder.resolve() != out.resolve():
             data["vae"] = json.loads((vae_folder / "config.json").read_text())["vae"]
             blob = (vae_folder / "vae.safetensors").read_bytes()
-            _atomic(out / "vae.safetensors", lambda tmp: Path(tmp).write_bytes(blob))
-        _atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2) + "\n"))
+            write_bytes(out / "vae.safetensors", blob)
+        write_json(path, data)
         print(f"dit: exported {sum(v.numel() for v in state.values()) / 1e6:.2f}M parameters to {out}", file=sys.stderr)
 
 
-def _atomic(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename: never a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from worldreel.atomic import write_json
 from worldreel.config import apply_overrides, to_dict
 from worldreel.errors import UserError
 from worldreel.presets import ModelConfig
@@ -455,11 +456,7 @@ def _save(model, optimizer, ema, generator, step: int, elapsed: float, cfg: RunC
 
 
 def _write_json(path: Path, data: dict) -> None:
-    """Atomic JSON write (temp file in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_json(path, data)
 
 
 def _truncate_log(path: Path, step: int) -> None:
