@@ -89,3 +89,39 @@ def test_pack_bad_inputs_name_the_parameter(tmp_path):
     cli = subprocess.run([sys.executable, "-m", "worldreel", "train", "pack", "--vae", str(vae_run), "--dit",
                           str(tmp_path / "nowhere"), "--out", str(tmp_path / "m")], capture_output=True, text=True)
     assert cli.returncode == 2 and "dit" in cli.stderr and "Traceback" not in cli.stderr
+
+
+def test_pack_card_lists_every_training_stage_in_order(tmp_path):
+    """Runs that started from another run's weights (task.init) are stages of one recipe: the
+    card has a row and a command for each, and each cache is made by the autoencoder it records."""
+    vae_run, dit_run, config = _runs(tmp_path)
+    # The autoencoder run becomes stage 2 (decoder only) of a first run with another latent config.
+    first = tmp_path / "vae-first"
+    shutil.copytree(vae_run, first)
+    old = dict(config["vae"], latent_scale=[1.5] * 16)
+    (first / "model" / "config.json").write_text(json.dumps({**config, "vae": old}))
+    (first / "run.json").write_text(json.dumps({"train": {"batch_size": 8}, "task_options": []}))
+    (vae_run / "run.json").write_text(json.dumps({"train": {"batch_size": 2}, "task_options": [
+        f"init={first}/model", "freeze_encoder=true"]}))
+    (vae_run / "summary.json").write_text(json.dumps({"steps": 450, "train_seconds": 600.0, "processes": 1,
+                                                      "device": "cpu", "loss": 0.05}))
+    # The denoiser run becomes stage 2 of a first denoiser trained on the first autoencoder's cache.
+    dit_first, old_cache = tmp_path / "dit-first", tmp_path / "old-cache"
+    shutil.copytree(dit_run, dit_first)
+    old_cache.mkdir()
+    (old_cache / "cache.json").write_text(json.dumps({"meta": {"vae": old}}))
+    (dit_first / "run.json").write_text(json.dumps({"train": {"data": str(old_cache), "batch_size": 32}, "task_options": []}))
+    run_cfg = json.loads((dit_run / "run.json").read_text())
+    run_cfg["task_options"] = [f"init={dit_first}/model"]
+    (dit_run / "run.json").write_text(json.dumps(run_cfg))
+    out = pack_model(vae_run / "model", dit_run, tmp_path / "model")
+    card = (out / "README.md").read_text()
+    assert "| autoencoder, stage 1 | 3000 | 8 |" in card and "| autoencoder, stage 2 (decoder only) | 450 | 2 |" in card
+    assert "| denoiser, stage 1 | 4000 | 32 |" in card and "| denoiser, stage 2 | 4000 | 32 |" in card
+    commands = [line for line in card.splitlines() if line.startswith("worldreel train")]
+    kinds = [line.split()[2] for line in commands]
+    assert kinds == ["vae", "vae", "cache", "dit", "cache", "dit", "pack"]
+    assert f"--out {first} " in commands[0] and f"--set task.init={first}/model" in commands[1]
+    assert commands[2].startswith(f"worldreel train cache --model {first}/model --out {old_cache}")
+    assert commands[4].startswith(f"worldreel train cache --model {vae_run}/model --out {tmp_path / 'cache'}")
+    assert f"--data {old_cache}" in commands[3] and f"--set task.init={dit_first}/model" in commands[5]

@@ -72,6 +72,34 @@ def _run_facts(run: Path) -> dict[str, Any]:
     return facts
 
 
+def _run_folder(path: Path) -> Path:
+    """A training run's folder, given it or its exported ``model/``."""
+    return path.parent if path.name == "model" and (path.parent / "run.json").is_file() else path
+
+
+def _stages(run: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """(run folder, recorded facts) of ``run`` and of the runs its weights started from
+    (``task.init`` pointing at another run's ``model/``), oldest first."""
+    stages: list[tuple[Path, dict[str, Any]]] = []
+    seen: set[Path] = set()
+    current: Path | None = _run_folder(run)
+    while current is not None and current.resolve() not in seen:
+        seen.add(current.resolve())
+        facts = _run_facts(current)
+        stages.append((current, facts))
+        init = next((o.split("=", 1)[1] for o in facts["task_options"] if o.startswith("init=")), "")
+        parent = _run_folder(Path(init)) if init else None
+        current = parent if parent is not None and (parent / "run.json").is_file() else None
+    return stages[::-1]
+
+
+def _stage_name(part: str, index: int, count: int, facts: dict[str, Any]) -> str:
+    if count == 1:
+        return part
+    decoder_only = "freeze_encoder=true" in [o.lower() for o in facts["task_options"]]
+    return f"{part}, stage {index + 1}" + (" (decoder only)" if decoder_only else "")
+
+
 def _check_cache_matches(dit_facts: dict, vae_section: dict) -> str | None:
     """The latent cache the denoiser trained on, after checking it was made by this autoencoder."""
     data = dit_facts["train"].get("data")
@@ -144,14 +172,23 @@ def _cache_options(cache: str | None) -> str:
     return f" --count {info.get('count')} --sizes {sizes} --seconds {seconds} --seed {meta.get('seed', 0)}"
 
 
-def model_card(config: ModelConfig, vae, dit, vae_facts: dict, dit_facts: dict, cache: str | None,
-               bench: dict | None, holdout: dict | None, ceiling: dict | None, commands: list[str]) -> str:
-    """The README.md of a model folder: what it is, what it was trained on, how long, how it scores."""
-    vs, ds = vae_facts["summary"], dit_facts["summary"]
-    ve = vae_facts["last_eval"]
+def _psnr_line(vae_stages: list[tuple[Path, dict]]) -> str | None:
+    """The autoencoder's held-out PSNR/SSIM after each stage that evaluated it."""
+    parts = []
+    for i, (_, facts) in enumerate(vae_stages):
+        ve = facts["last_eval"]
+        if not (isinstance(ve.get("psnr"), (int, float)) and math.isfinite(ve["psnr"])):
+            continue
+        text = f"PSNR {ve['psnr']:.2f} dB" + (f", SSIM {ve['ssim']:.3f}" if isinstance(ve.get("ssim"), (int, float)) else "")
+        parts.append(text + (f" after stage {i + 1} (step {ve.get('step')})" if len(vae_stages) > 1 else f" at step {ve.get('step')}"))
+    return "Autoencoder on held-out full clips: " + "; ".join(parts) + "." if parts else None
+
+
+def model_card(config: ModelConfig, vae, dit, vae_stages: list[tuple[Path, dict]], dit_stages: list[tuple[Path, dict]],
+               cache: str | None, bench: dict | None, holdout: dict | None, ceiling: dict | None, commands: list[str]) -> str:
+    """The README.md of a model folder: what it is, what it was trained on (every stage), how long, how it scores."""
     v = config.vae
     ratio = (3 * v.time_factor * v.space_factor ** 2) / v.latent_channels
-    psnr = ve.get("psnr") if isinstance(ve.get("psnr"), (int, float)) and math.isfinite(ve["psnr"]) else None
     lines = [
         f"# {config.name}",
         "",
@@ -179,14 +216,19 @@ def model_card(config: ModelConfig, vae, dit, vae_facts: dict, dit_facts: dict, 
         "| part | steps | batch | wall time | processes, device | final loss |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    for name, facts, s in (("autoencoder", vae_facts, vs), ("denoiser", dit_facts, ds)):
-        loss = s.get("loss")
-        lines.append(f"| {name} | {s.get('steps', '?')} | {facts['train'].get('batch_size', '?')} | "
-                     f"{_minutes(s.get('train_seconds'))} | {s.get('processes', '?')}, {s.get('device', '?')} | "
-                     f"{'?' if loss is None else f'{loss:.4f}'} |")
-    if psnr is not None:
-        lines += ["", f"Autoencoder on held-out full clips at step {ve.get('step')}: PSNR {psnr:.2f} dB"
-                      + (f", SSIM {ve['ssim']:.3f}" if isinstance(ve.get("ssim"), (int, float)) else "") + "."]
+    for part, stages in (("autoencoder", vae_stages), ("denoiser", dit_stages)):
+        for i, (_, facts) in enumerate(stages):
+            st = facts["summary"]
+            loss = st.get("loss")
+            lines.append(f"| {_stage_name(part, i, len(stages), facts)} | {st.get('steps', '?')} | "
+                         f"{facts['train'].get('batch_size', '?')} | {_minutes(st.get('train_seconds'))} | "
+                         f"{st.get('processes', '?')}, {st.get('device', '?')} | {'?' if loss is None else f'{loss:.4f}'} |")
+    if len(vae_stages) > 1 or len(dit_stages) > 1:
+        lines += ["", "Each later stage starts from the weights the one before it exported (`task.init`); a decoder-only "
+                      "stage keeps the encoder, so latents (and a denoiser trained on them) keep their meaning."]
+    psnr_line = _psnr_line(vae_stages)
+    if psnr_line:
+        lines += ["", psnr_line]
     lines += ["", "Reproduce:", "", "```bash", *commands, "```", "", "## world-bench", "",
               "`worldreel bench world --model MODEL --seeds K --out DIR` (and `--suite holdout`): each prompt generated with "
               "seeds 0..K-1 at the default size, length, steps and guidance, then scored by the seven checks of WORLD.md.", ""]
@@ -204,6 +246,35 @@ def model_card(config: ModelConfig, vae, dit, vae_facts: dict, dit_facts: dict, 
     return "\n".join(lines)
 
 
+def _commands(config: ModelConfig, vae_stages: list[tuple[Path, dict]], dit_stages: list[tuple[Path, dict]],
+              vae_run: Path, dit_run: Path) -> list[str]:
+    """The commands that reproduce the model: every training stage in order, each latent cache
+    before the first denoiser stage that used it (made by the autoencoder stage whose latent
+    config it recorded), then the pack."""
+    name = config.name
+    many = len(vae_stages) > 1 or len(dit_stages) > 1
+
+    def out(run: Path) -> str:
+        return f" --out {run}" if many else ""
+
+    commands = [f"worldreel train vae --preset {name}{out(run)} --steps {facts['summary'].get('steps', '?')}"
+                + _overrides(name, "vae", facts) for run, facts in vae_stages]
+    made: set[str] = set()
+    for i, (run, facts) in enumerate(dit_stages):
+        data = facts["train"].get("data") or "CACHE"
+        if data != "world" and data not in made:
+            made.add(data)
+            recorded = ((_read_json(Path(data) / "cache.json") or {}).get("meta") or {}).get("vae")
+            maker = next((r for r, _ in vae_stages
+                          if recorded is not None and (_read_json(r / "model" / CONFIG_FILE) or {}).get("vae") == recorded),
+                         vae_stages[-1][0])
+            commands.append(f"worldreel train cache --model {maker}/model --out {data}" + _cache_options(data))
+        commands.append(f"worldreel train dit --preset {name}{out(run)} --data {data} --steps {facts['summary'].get('steps', '?')}"
+                        + _overrides(name, "dit", facts, config if i == len(dit_stages) - 1 else None))
+    commands.append(f"worldreel train pack --vae {vae_run} --dit {dit_run} --out OUT")
+    return commands
+
+
 def pack_model(vae_run: str | Path, dit_run: str | Path, out: str | Path, *, bench: str | Path | None = None,
                holdout_bench: str | Path | None = None, ceiling_bench: str | Path | None = None) -> Path:
     """Write a complete model folder at ``out`` from an autoencoder run and a denoiser run (or model folders)."""
@@ -219,8 +290,8 @@ def pack_model(vae_run: str | Path, dit_run: str | Path, out: str | Path, *, ben
     if config.dit.in_channels != config.vae.latent_channels:
         raise UserError(f"the denoiser takes {config.dit.in_channels} latent channels but the autoencoder makes "
                         f"{config.vae.latent_channels}", param="vae")
-    vae_facts, dit_facts = _run_facts(vae_run), _run_facts(dit_run)
-    cache = _check_cache_matches(dit_facts, to_dict(config.vae))
+    vae_stages, dit_stages = _stages(vae_run), _stages(dit_run)
+    cache = _check_cache_matches(dit_stages[-1][1], to_dict(config.vae))
     results = []
     for path, param in ((bench, "bench"), (holdout_bench, "holdout_bench"), (ceiling_bench, "ceiling_bench")):
         data = None
@@ -237,12 +308,6 @@ def pack_model(vae_run: str | Path, dit_run: str | Path, out: str | Path, *, ben
     _load_weights(vae, vae_folder / VAE_FILE)
     _load_weights(dit, dit_folder / DIT_FILE)
     # 3. The folder and its card, with the commands that reproduce it (recipe changes as --set).
-    name = config.name
-    commands = [f"worldreel train vae --preset {name} --steps {vae_facts['summary'].get('steps', '?')}"
-                + _overrides(name, "vae", vae_facts),
-                f"worldreel train cache --model {vae_run}/model --out {cache or 'CACHE'}" + _cache_options(cache),
-                f"worldreel train dit --preset {name} --data {cache or 'CACHE'} --steps {dit_facts['summary'].get('steps', '?')}"
-                + _overrides(name, "dit", dit_facts, config),
-                f"worldreel train pack --vae {vae_run} --dit {dit_run} --out OUT"]
-    card = model_card(config, vae, dit, vae_facts, dit_facts, cache, *results, commands)
+    commands = _commands(config, vae_stages, dit_stages, vae_run, dit_run)
+    card = model_card(config, vae, dit, vae_stages, dit_stages, cache, *results, commands)
     return save_model(out, config, vae, dit, readme=card)
