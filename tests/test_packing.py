@@ -100,7 +100,12 @@ def test_pack_card_lists_every_training_stage_in_order(tmp_path):
     shutil.copytree(vae_run, first)
     old = dict(config["vae"], latent_scale=[1.5] * 16)
     (first / "model" / "config.json").write_text(json.dumps({**config, "vae": old}))
-    (first / "run.json").write_text(json.dumps({"train": {"batch_size": 8}, "task_options": []}))
+    # Its crop was the default of its day: the full task config it recorded says so.
+    from worldreel.config import to_dict
+    from worldreel.train.vae_task import VAETaskConfig
+
+    then = dict(to_dict(VAETaskConfig()), crop=[9, 32, 32])
+    (first / "run.json").write_text(json.dumps({"train": {"batch_size": 8}, "task_options": [], "task_config": then}))
     (vae_run / "run.json").write_text(json.dumps({"train": {"batch_size": 2}, "task_options": [
         f"init={first}/model", "freeze_encoder=true"]}))
     (vae_run / "summary.json").write_text(json.dumps({"steps": 450, "train_seconds": 600.0, "processes": 1,
@@ -122,6 +127,7 @@ def test_pack_card_lists_every_training_stage_in_order(tmp_path):
     kinds = [line.split()[2] for line in commands]
     assert kinds == ["vae", "vae", "cache", "dit", "cache", "dit", "pack"]
     assert f"--out {first} " in commands[0] and f"--set task.init={first}/model" in commands[1]
+    assert "--set 'task.crop=[9,32,32]'" in commands[0] and "task.crop" not in commands[1]
     assert commands[2].startswith(f"worldreel train cache --model {first}/model --out {old_cache}")
     assert commands[4].startswith(f"worldreel train cache --model {vae_run}/model --out {tmp_path / 'cache'}")
     assert f"--data {old_cache}" in commands[3] and f"--set task.init={dit_first}/model" in commands[5]

@@ -57,6 +57,7 @@ def _run_facts(run: Path) -> dict[str, Any]:
     run_cfg = _read_json(run / "run.json") or {}
     facts["train"] = run_cfg.get("train") or {}
     facts["task_options"] = run_cfg.get("task_options") or []
+    facts["task_config"] = run_cfg.get("task_config") if isinstance(run_cfg.get("task_config"), dict) else None
     last_eval: dict[str, float] = {}
     log = run / "log.jsonl"
     if log.is_file():
@@ -157,7 +158,17 @@ def _overrides(name: str, task: str, facts: dict, config: ModelConfig | None = N
     if config is not None:
         default_dit, dit = _plain(to_dict(preset.model.dit)), _plain(to_dict(config.dit))
         sets += [f"model.dit.{k}={json.dumps(v)}" for k, v in sorted(dit.items()) if default_dit.get(k) != v]
-    sets += [f"task.{o}" for o in facts["task_options"]]
+    options = list(facts["task_options"])
+    if facts.get("task_config") is not None:  # options whose defaults have changed since the run
+        from worldreel.train.dit_task import DiTTaskConfig
+        from worldreel.train.vae_task import VAETaskConfig
+
+        default_task = _plain(to_dict({"vae": VAETaskConfig, "dit": DiTTaskConfig}[task]()))
+        named = {o.split("=", 1)[0] for o in options}
+        options += [f"{k}={v if isinstance(v, str) else json.dumps(v, separators=(',', ':'))}"
+                    for k, v in sorted(facts["task_config"].items())
+                    if k not in named and k in default_task and default_task[k] != v]
+    sets += [f"task.{o}" for o in options]
     return "".join(f" --set '{s}'" if any(c in s for c in "[] ,") else f" --set {s}" for s in sets)
 
 

@@ -184,7 +184,9 @@ def main(cfg: RunConfig) -> dict:
         if d.main:
             ckpt_dir.mkdir(parents=True, exist_ok=True)
             checkpoint.clean_temp(ckpt_dir)
+            task_config = to_dict(task.cfg) if dataclasses.is_dataclass(getattr(task, "cfg", None)) else None
             _write_json(run / "run.json", {"task": cfg.task, "task_options": cfg.task_options,
+                                           "task_config": task_config,  # every option's value, defaults included
                                            "model": to_dict(cfg.model), "train": to_dict(tc)})
             _truncate_log(run / "log.jsonl", start_step)
             from torch.utils.tensorboard import SummaryWriter
