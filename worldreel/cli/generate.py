@@ -293,7 +293,6 @@ def register(groups) -> None:
         device: Device = "cpu",
     ) -> None:
         """world-bench per window over long videos: windowed extension vs last-frame image-to-video chaining."""
-
         from tqdm import tqdm
 
         from worldreel.eval.drift import DriftConfig, run_drift
@@ -313,17 +312,13 @@ def register(groups) -> None:
 
             result = run_drift(gen, cfg, progress=progress)
         result["model"] = model
-        _write_json(json_out, result)
+        from worldreel.atomic import write_json
+
+        write_json(json_out, result)
         for method in ("windowed", "chained", "truth"):
             row = result["summary"][method]
             print(f"{method:9s} world-bench per {window:g} s window: " + "  ".join(f"{s:.3f}" for s in row["score"]))
         print(f"wrote {json_out}")
-
-
-def _write_json(path: Path, data: dict) -> None:
-    from worldreel.atomic import write_json
-
-    write_json(path, data)
 
 
 def _float_or_none(value):

@@ -77,7 +77,6 @@ def contact_sheet(rows: list[tuple["np.ndarray", str]], frames: int = SHEET_FRAM
 
 
 def _render(count: int, seed: int, out: Path, size: str, seconds: float, holdout: str) -> None:
-
     import numpy as np
     from tqdm import tqdm
 

@@ -28,20 +28,12 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from worldreel.atomic import atomic_path
+from worldreel.atomic import atomic_path, write_json, write_text
 from worldreel.errors import UserError
 
 FORMAT = 1
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """``write(tmp_path)`` then fsync + rename onto ``path``: never a half-written file."""
-    with atomic_path(path, durable=True) as tmp:
-        write(str(tmp))
-
-
-def _write_text(path: Path, text: str) -> None:
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def _as_video(video: Any) -> torch.Tensor:
@@ -119,7 +111,8 @@ def build_cache(
     if not (out / "null.safetensors").exists():
         states, mask = encode_text([""])
         null = states[0][mask[0].bool()].to(torch.float16).contiguous()  # (L0, D)
-        _atomic_write(out / "null.safetensors", lambda tmp: save_file({"text": null}, tmp))
+        with atomic_path(out / "null.safetensors", durable=True) as tmp:
+            save_file({"text": null}, str(tmp))
 
     # 3. Shards: skip the finished ones, encode the rest in same-shape batches.
     indexable = hasattr(items, "__getitem__") and hasattr(items, "__len__")
@@ -189,7 +182,8 @@ def build_cache(
         if shard_entries:
             shard_entries.sort(key=lambda e: e["key"])
             md = {"format": str(FORMAT), "items": json.dumps(shard_entries), "source_ended": "true" if ended else "false"}
-            _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=md))
+            with atomic_path(path, durable=True) as tmp:
+                save_file(tensors, str(tmp), metadata=md)
             entries += shard_entries
         # 4. After every shard: the settings and counts (the index is written once, at the end;
         #    a reader of an unfinished cache lists the shards instead).
@@ -206,10 +200,10 @@ def _write_index(out: Path, entries: list[dict], count: int | None, shard_size: 
         key = "x".join(str(s) for s in e["shape"])
         buckets[key] = buckets.get(key, 0) + 1
     if complete:  # rewriting a growing index after every shard would cost O(items^2)
-        _write_text(out / "index.jsonl", "".join(json.dumps(e) + "\n" for e in entries))
+        write_text(out / "index.jsonl", "".join(json.dumps(e) + "\n" for e in entries), durable=True)
     info = {"format": FORMAT, "items": len(entries), "count": count, "shard_size": shard_size, "complete": complete,
             "latent_dtype": "float16", "buckets": buckets, "meta": meta}
-    _write_text(out / "cache.json", json.dumps(info, indent=2) + "\n")
+    write_json(out / "cache.json", info, durable=True)
     return info
 
 

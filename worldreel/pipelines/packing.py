@@ -172,9 +172,8 @@ def _overrides(name: str, task: str, facts: dict, config: ModelConfig | None = N
     return "".join(f" --set '{s}'" if any(c in s for c in "[] ,") else f" --set {s}" for s in sets)
 
 
-def _cache_options(cache: str | None) -> str:
-    """The ``train cache`` options a reel-world cache was built with (from its cache.json)."""
-    info = _read_json(Path(cache) / "cache.json") if cache else None
+def _cache_options(info: Any) -> str:
+    """The ``train cache`` options a reel-world cache was built with (``info``: its cache.json)."""
     if not isinstance(info, dict) or (info.get("meta") or {}).get("source") != "world":
         return ""
     meta = info["meta"]
@@ -275,11 +274,12 @@ def _commands(config: ModelConfig, vae_stages: list[tuple[Path, dict]], dit_stag
         data = facts["train"].get("data") or "CACHE"
         if data != "world" and data not in made:
             made.add(data)
-            recorded = ((_read_json(Path(data) / "cache.json") or {}).get("meta") or {}).get("vae")
+            info = _read_json(Path(data) / "cache.json")
+            recorded = ((info if isinstance(info, dict) else {}).get("meta") or {}).get("vae")
             maker = next((r for r, _ in vae_stages
                           if recorded is not None and (_read_json(r / "model" / CONFIG_FILE) or {}).get("vae") == recorded),
                          vae_stages[-1][0])
-            commands.append(f"worldreel train cache --model {maker}/model --out {data}" + _cache_options(data))
+            commands.append(f"worldreel train cache --model {maker}/model --out {data}" + _cache_options(info))
         commands.append(f"worldreel train dit --preset {name}{out(run)} --data {data} --steps {facts['summary'].get('steps', '?')}"
                         + _overrides(name, "dit", facts, config if i == len(dit_stages) - 1 else None))
     commands.append(f"worldreel train pack --vae {vae_run} --dit {dit_run} --out OUT")

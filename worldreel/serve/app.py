@@ -31,6 +31,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import Field, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from worldreel.atomic import write_bytes
 from worldreel.serve import media
 from worldreel.serve.auth import KeyRing, check_prompt, check_upload_size, decode_data_url, decode_image, probe_video
 from worldreel.serve.config import ServeConfig
@@ -140,7 +141,7 @@ def create_app(data: str | Path, models: dict[str, ServedModel], *, keys: KeyRin
         payload = upload.file.read(cfg.max_upload_bytes + 1)
         check_upload_size(payload, cfg, "video")
         rel = f"uploads/{job_id}.mp4"
-        media.atomic_write_bytes(data / rel, payload)
+        write_bytes(data / rel, payload, durable=True)
         try:
             width, height, frames, fps = probe_video(data / rel, cfg)
         except APIError:

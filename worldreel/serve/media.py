@@ -38,11 +38,6 @@ def fit_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder, fsync and a rename."""
-    write_bytes(path, data, durable=True)
-
-
 def encode_image(frame: np.ndarray, fmt: str = "JPEG") -> bytes:
     from PIL import Image
 
@@ -52,7 +47,7 @@ def encode_image(frame: np.ndarray, fmt: str = "JPEG") -> bytes:
 
 
 def write_png(path: Path, frame: np.ndarray) -> None:
-    atomic_write_bytes(path, encode_image(frame, "PNG"))
+    write_bytes(path, encode_image(frame, "PNG"), durable=True)
 
 
 def read_png(path: Path) -> np.ndarray:

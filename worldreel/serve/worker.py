@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from worldreel.atomic import write_bytes
 from worldreel.errors import UserError
 from worldreel.serve import media
 from worldreel.serve.config import ServeConfig
@@ -236,8 +237,8 @@ def _write_outputs(out: Path, frames, fps: float) -> None:
     from worldreel.data.video_io import write_video
 
     write_video(out / "video.mp4", frames, fps=int(round(fps)))
-    media.atomic_write_bytes(out / "thumbnail.jpg", media.encode_image(media.thumbnail(frames)))
-    media.atomic_write_bytes(out / "spritesheet.jpg", media.encode_image(media.spritesheet(frames)))
+    write_bytes(out / "thumbnail.jpg", media.encode_image(media.thumbnail(frames)), durable=True)
+    write_bytes(out / "spritesheet.jpg", media.encode_image(media.spritesheet(frames)), durable=True)
 
 
 def run_worker(data: str | Path, *, models: dict[str, str] | None = None, factory: GeneratorFactory = load_generator,

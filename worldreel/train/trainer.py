@@ -185,7 +185,7 @@ def main(cfg: RunConfig) -> dict:
             ckpt_dir.mkdir(parents=True, exist_ok=True)
             checkpoint.clean_temp(ckpt_dir)
             task_config = to_dict(task.cfg) if dataclasses.is_dataclass(getattr(task, "cfg", None)) else None
-            _write_json(run / "run.json", {"task": cfg.task, "task_options": cfg.task_options,
+            write_json(run / "run.json", {"task": cfg.task, "task_options": cfg.task_options,
                                            "task_config": task_config,  # every option's value, defaults included
                                            "model": to_dict(cfg.model), "train": to_dict(tc)})
             _truncate_log(run / "log.jsonl", start_step)
@@ -277,9 +277,9 @@ def main(cfg: RunConfig) -> dict:
         if d.main:
             export_model = checkpoint.load_export(task.build_model(), weights).to(d.device).eval()
             model_dir.mkdir(parents=True, exist_ok=True)
-            _write_json(model_dir / "config.json", to_dict(cfg.model))
+            write_json(model_dir / "config.json", to_dict(cfg.model))
             task.export(export_model, str(model_dir))
-            _write_json(run / "summary.json", {"task": task.name, "steps": step, "train_seconds": round(elapsed, 1),
+            write_json(run / "summary.json", {"task": task.name, "steps": step, "train_seconds": round(elapsed, 1),
                                                "processes": d.world_size, "device": d.device.type,
                                                "loss": loss_value if math.isfinite(loss_value) else None})
             say(f"done: {step} steps in {elapsed / 60:.1f} min; model folder {model_dir}")
@@ -455,10 +455,6 @@ def _save(model, optimizer, ema, generator, step: int, elapsed: float, cfg: RunC
         path = checkpoint.save(state, folder, step, keep=cfg.train.keep)
     distributed.barrier(d)
     return path
-
-
-def _write_json(path: Path, data: dict) -> None:
-    write_json(path, data)
 
 
 def _truncate_log(path: Path, step: int) -> None:
