@@ -252,6 +252,36 @@ def test_permanence_detects_popping(clips):
     assert "vanishes" in result.checks["permanence"].reason
 
 
+def test_failure_kinds_group_reasons_without_numbers_and_colours(clips):
+    from worldreel.eval.report import failure_kind, failure_kinds
+
+    assert failure_kind("the red box appears from nowhere at frame 4") == "the COLOUR box appears from nowhere at frame N"
+    assert failure_kind("the magenta ball accelerates at 0.35 g") == "the COLOUR ball accelerates at N g"
+    assert failure_kind("") == "(no reason given)"
+
+    def entry(**failed):
+        checks = {name: {"status": "pass", "reason": ""} for name in CHECKS}
+        checks.update({name: {"status": "fail", "reason": why} for name, why in failed.items()})
+        return {"checks": checks}
+
+    videos = {
+        "a": entry(permanence="the red box vanishes after frame 3", gravity="the red box accelerates at 0.2 g"),
+        "b": entry(permanence="the blue box vanishes after frame 12"),
+        "c": entry(gravity="the green ball accelerates at 1.9 g"),
+        "d": entry(camera="floor ticks not readable"),
+    }
+    kinds = failure_kinds(videos)
+    assert kinds[0] == {"check": "permanence", "reason": "the COLOUR box vanishes after frame N", "videos": 2}
+    assert {(k["check"], k["videos"]) for k in kinds[1:]} == {("gravity", 1), ("camera", 1)}
+    assert len(kinds) == 4 and sum(k["videos"] for k in kinds) == 5  # the two gravity reasons differ by shape
+    # A real failure from the scorer groups the same way.
+    scene, frames = clips[0]
+    blank = np.broadcast_to(frames[:, :1, :1], frames.shape).copy()  # every frame one colour: nothing to see
+    real = score_video(blank, scene.facts).to_dict()
+    assert failure_kinds({"x": real}) and all(k["videos"] == 1 for k in failure_kinds({"x": real}))
+    assert not any(c in k["reason"] for k in failure_kinds({"x": real}) for c in ("red", "green", "blue", "0", "1", "2"))
+
+
 def test_motion_detects_a_hit_that_never_happens(clips):
     def apart(scene, frames):  # two objects, no stated hit, never within 12 px of each other
         if len(scene.facts.objects) != 2 or any(o.hits is not None for o in scene.facts.objects):
@@ -321,6 +351,7 @@ def test_truth_folder_json_and_report(tmp_path):
     assert result["n_videos"] == 4 and result["mean_score"] >= 0.99
     assert set(result["checks"]) == set(CHECKS) and result["checks"]["gravity"] is not None
     assert result["spread"]["prompts_with_several_videos"] == 2 and result["spread"]["fail_on_some_seed"] == 0.0
+    assert result["failures"] == []  # nothing failed, so no kind of failure is listed
     assert sorted(result["videos"]) == [f"{k:06d}.mp4" for k in range(4)]
     assert (out / "worldbench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # --videos on the same folder, JSON elsewhere, no figure

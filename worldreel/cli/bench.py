@@ -30,6 +30,7 @@ from typing_extensions import Annotated
 from worldreel.errors import UserError
 
 TABLE_PROMPTS = 15  # the table lists at most this many failing prompts (the JSON has them all)
+TABLE_FAILURES = 10  # ... and this many kinds of failure
 
 
 def read_prompts(path: Optional[Path], suite: str) -> list[str]:
@@ -143,7 +144,7 @@ def _through(vae, frames):
 
 
 def print_table(result: dict, console=None) -> None:
-    """Per-check pass rates, the mean score and the prompts that failed, as rich tables."""
+    """Per-check pass rates, the mean score, the prompts that failed and the commonest kinds of failure, as rich tables."""
     from rich.console import Console
     from rich.table import Table
 
@@ -175,6 +176,15 @@ def print_table(result: dict, console=None) -> None:
         table.add_column("failed checks")
         for prompt, v in failing[:TABLE_PROMPTS]:
             table.add_row(prompt, str(len(v["videos"])), f"{v['mean_score']:.2f}", ", ".join(v["failed_checks"]))
+        console.print(table)
+    kinds = result.get("failures") or []
+    if kinds:
+        table = Table(title=f"most common failures ({len(kinds)} kinds; numbers and colours left out)")
+        table.add_column("videos", justify="right")
+        table.add_column("check")
+        table.add_column("reason")
+        for kind in kinds[:TABLE_FAILURES]:
+            table.add_row(str(kind["videos"]), kind["check"], kind["reason"])
         console.print(table)
     if result["skipped"]:
         console.print(f"skipped {len(result['skipped'])} videos (see 'skipped' in the JSON)")

@@ -9,7 +9,9 @@ the evaluator's tracks drawn on them, because people would rather look than read
 from __future__ import annotations
 
 import json
+import re
 import textwrap
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -70,8 +72,35 @@ def score_folder(folder, *, progress: bool = False) -> dict:
     return summarize(scores, by_file, skipped)
 
 
+_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
+_COLOUR = re.compile(r"\b(" + "|".join(sorted(PALETTE, key=len, reverse=True)) + r")\b")
+
+
+def failure_kind(reason: str) -> str:
+    """A failure reason with its numbers and colour names taken out, so that videos failing
+    the same way group together: "the red box appears from nowhere at frame 4" ->
+    "the COLOUR box appears from nowhere at frame N"."""
+    return _NUMBER.sub("N", _COLOUR.sub("COLOUR", reason)).strip() or "(no reason given)"
+
+
+def failure_kinds(videos: dict[str, dict]) -> list[dict]:
+    """How often each kind of failure occurs: [{"check", "reason", "videos"}], most frequent first.
+
+    videos: file -> a video's entry (``VideoScore.to_dict()``). This is what to look at to
+    learn what a model gets wrong: which checks fail, and how.
+    """
+    counts: Counter = Counter()
+    for entry in videos.values():
+        for name, check in entry["checks"].items():
+            if check["status"] == "fail":
+                counts[(name, failure_kind(check["reason"]))] += 1
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], CHECKS.index(kv[0][0]), kv[0][1]))
+    return [{"check": name, "reason": reason, "videos": n} for (name, reason), n in ranked]
+
+
 def summarize(scores: dict[str, VideoScore], rows: dict[str, dict], skipped: dict[str, str] | None = None) -> dict:
-    """The world-bench JSON: mean score, per-check pass rates, per video, per prompt, spread over seeds.
+    """The world-bench JSON: mean score, per-check pass rates, the kinds of failure, per video,
+    per prompt, spread over seeds.
 
     scores: file -> VideoScore; rows: file -> its captions.jsonl line (``caption``, maybe ``seed``).
     A prompt "fails on a seed" when that video misses any applicable check.
@@ -116,6 +145,7 @@ def summarize(scores: dict[str, VideoScore], rows: dict[str, dict], skipped: dic
             "fail_on_every_seed": share([max(p["scores"]) < 1 for p in several]),
             "mean_worst_seed_score": share([min(p["scores"]) for p in several]),
         },
+        "failures": failure_kinds(videos),
         "prompts": prompts,
         "videos": videos,
         "skipped": dict(skipped or {}),
