@@ -47,8 +47,12 @@ def test_pack_joins_the_autoencoder_statistics_with_the_denoiser(tmp_path):
                                  "spread": {"prompts_with_several_videos": 24, "fail_on_some_seed": 0.25,
                                             "fail_on_every_seed": 0.05}}))
     ceiling = tmp_path / "ceiling.json"
-    ceiling.write_text(json.dumps({"n_videos": 48, "mean_score": 0.5, "checks": {"camera": 0.0}}))
-    out = pack_model(vae_run, dit_run, tmp_path / "model", bench=bench, ceiling_bench=ceiling)
+    fail = {"status": "fail", "reason": "the red box vanishes after frame 3"}
+    ceiling.write_text(json.dumps({"n_videos": 48, "mean_score": 0.5, "checks": {"camera": 0.0},  # older: no "failures"
+                                   "videos": {"a.mp4": {"checks": {"permanence": fail}}}}))
+    previous = tmp_path / "previous.json"
+    previous.write_text(json.dumps({"n_videos": 96, "mean_score": 0.8, "source": {"model": "runs/old"}}))
+    out = pack_model(vae_run, dit_run, tmp_path / "model", bench=bench, ceiling_bench=ceiling, previous_bench=previous)
     model = load_model(str(out))
     assert model.config.vae.latent_shift == [0.5] * 16 and model.config.vae.latent_scale == [2.0] * 16
     original = load_model(str(tmp_path / "full"))
@@ -62,6 +66,8 @@ def test_pack_joins_the_autoencoder_statistics_with_the_denoiser(tmp_path):
     assert "--set train.lr=0.0007" in card and "--set task.p_first=0.3" in card
     assert "Compositional hold-out" in card and "Not measured yet." in card
     assert "score **0.500**" in card and "| camera | 0.0% |" in card
+    assert "replace (`runs/old`), same prompts and seeds: default suite 0.800 -> 0.875 (+0.075)." in card
+    assert "- 1 video, permanence: the COLOUR box vanishes after frame N" in card
 
 
 def test_pack_refuses_a_denoiser_trained_on_another_autoencoder(tmp_path):
@@ -86,6 +92,9 @@ def test_pack_bad_inputs_name_the_parameter(tmp_path):
     with pytest.raises(UserError) as err:
         pack_model(vae_run, dit_run, tmp_path / "m", holdout_bench=tmp_path / "bad.json")
     assert err.value.param == "holdout_bench"
+    with pytest.raises(UserError) as err:
+        pack_model(vae_run, dit_run, tmp_path / "m", previous_bench=tmp_path / "bad.json")
+    assert err.value.param == "previous_bench"
     cli = subprocess.run([sys.executable, "-m", "worldreel", "train", "pack", "--vae", str(vae_run), "--dit",
                           str(tmp_path / "nowhere"), "--out", str(tmp_path / "m")], capture_output=True, text=True)
     assert cli.returncode == 2 and "dit" in cli.stderr and "Traceback" not in cli.stderr

@@ -130,16 +130,19 @@ def register(groups) -> None:
         bench: Annotated[Optional[str], typer.Option("--bench", help="world-bench JSON (default suite) for the model card.")] = None,
         holdout_bench: Annotated[Optional[str], typer.Option("--holdout-bench", help="world-bench JSON of the hold-out suite.")] = None,
         ceiling_bench: Annotated[Optional[str], typer.Option("--ceiling-bench", help="world-bench JSON of the truth through the autoencoder (bench world --truth --autoencoder).")] = None,
+        previous_bench: Annotated[Optional[str], typer.Option("--previous-bench", help="world-bench JSON (default suite) of the model this one replaces: the card says by how much the score changed.")] = None,
+        previous_holdout_bench: Annotated[Optional[str], typer.Option("--previous-holdout-bench", help="... and of its hold-out suite.")] = None,
     ) -> None:
         """Join an autoencoder run and a denoiser run into one model folder with its model card."""
-        _pack(vae, dit, out, bench, holdout_bench, ceiling_bench)
+        _pack(vae, dit, out, bench, holdout_bench, ceiling_bench, previous_bench, previous_holdout_bench)
 
 
 def _pack(vae: str, dit: str, out: str, bench: Optional[str], holdout_bench: Optional[str],
-          ceiling_bench: Optional[str]) -> None:
+          ceiling_bench: Optional[str], previous_bench: Optional[str] = None, previous_holdout_bench: Optional[str] = None) -> None:
     from worldreel.pipelines.packing import pack_model
 
-    folder = pack_model(vae, dit, out, bench=bench, holdout_bench=holdout_bench, ceiling_bench=ceiling_bench)
+    folder = pack_model(vae, dit, out, bench=bench, holdout_bench=holdout_bench, ceiling_bench=ceiling_bench,
+                        previous_bench=previous_bench, previous_holdout_bench=previous_holdout_bench)
     print(f"model folder {folder} (config.json, vae.safetensors, dit.safetensors, README.md)", file=sys.stderr)
     print(f"generate with: worldreel generate \"a red ball falls and bounces on the floor\" --model {folder}", file=sys.stderr)
 

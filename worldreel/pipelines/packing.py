@@ -1,7 +1,8 @@
 """Pack a trained autoencoder and denoiser into one model folder, with its model card.
 
     worldreel train pack --vae runs/world-tiny/vae --dit runs/world-tiny/dit --out runs/world-tiny/model \
-        [--bench runs/world-tiny/bench/worldbench.json] [--holdout-bench .../worldbench.json]
+        [--bench runs/world-tiny/bench/worldbench.json] [--holdout-bench .../worldbench.json] \
+        [--ceiling-bench ...] [--previous-bench OLD/worldbench.json] [--previous-holdout-bench ...]
 
 The two are trained apart (``worldreel train vae``, then ``train cache`` and ``train dit``),
 so each run exports a half model: the autoencoder run's ``model/`` has the trained
@@ -28,6 +29,9 @@ from worldreel.config import from_dict, to_dict
 from worldreel.errors import UserError
 from worldreel.pipelines.loading import CONFIG_FILE, DIT_FILE, VAE_FILE, _load_weights, save_model
 from worldreel.presets import ModelConfig
+
+
+CARD_FAILURES = 5  # kinds of failure the card lists per suite (the JSON has them all)
 
 
 def _model_folder(run: Path, weights: str, param: str) -> Path:
@@ -140,7 +144,40 @@ def _bench_lines(title: str, bench: dict | None) -> list[str]:
     for name in CHECKS:
         rate = (bench.get("checks") or {}).get(name)
         lines.append(f"| {name} | {'n/a' if rate is None else f'{rate:.1%}'} |")
+    kinds = _failure_kinds(bench)
+    if kinds:
+        lines += ["", "Commonest failures (numbers and colours left out):", ""]
+        lines += [f"- {k['videos']} video{'' if k['videos'] == 1 else 's'}, {k['check']}: {k['reason']}"
+                  for k in kinds[:CARD_FAILURES]]
     return lines + [""]
+
+
+def _failure_kinds(bench: dict) -> list[dict]:
+    """The result's kinds of failure; for results written before world-bench grouped them, grouped here from its videos."""
+    if isinstance(bench.get("failures"), list):
+        return bench["failures"]
+    videos = bench.get("videos")
+    if not isinstance(videos, dict) or not all(isinstance(v, dict) and isinstance(v.get("checks"), dict) for v in videos.values()):
+        return []
+    from worldreel.eval.report import failure_kinds
+
+    return failure_kinds(videos)
+
+
+def _change_line(previous: dict | None, bench: dict | None, holdout_previous: dict | None, holdout: dict | None) -> list[str]:
+    """"Compared with the model it replaces": each suite's mean score before -> now, when both were measured."""
+    parts = []
+    for label, old, new in (("default suite", previous, bench), ("hold-out", holdout_previous, holdout)):
+        if old and new:
+            same = old.get("n_videos") == new.get("n_videos")
+            parts.append(f"{label} {old['mean_score']:.3f} -> {new['mean_score']:.3f} "
+                         f"({new['mean_score'] - old['mean_score']:+.3f}"
+                         + ("" if same else f"; {old.get('n_videos', '?')} videos then, {new.get('n_videos', '?')} now") + ")")
+    if not parts:
+        return []
+    source = ((previous or holdout_previous or {}).get("source") or {}).get("model")
+    return [f"Compared with the model these weights replace{f' (`{source}`)' if source else ''}, same prompts and seeds: "
+            + "; ".join(parts) + ".", ""]
 
 
 def _overrides(name: str, task: str, facts: dict, config: ModelConfig | None = None) -> str:
@@ -195,7 +232,8 @@ def _psnr_line(vae_stages: list[tuple[Path, dict]]) -> str | None:
 
 
 def model_card(config: ModelConfig, vae, dit, vae_stages: list[tuple[Path, dict]], dit_stages: list[tuple[Path, dict]],
-               cache: str | None, bench: dict | None, holdout: dict | None, ceiling: dict | None, commands: list[str]) -> str:
+               cache: str | None, bench: dict | None, holdout: dict | None, ceiling: dict | None, commands: list[str],
+               previous: dict | None = None, holdout_previous: dict | None = None) -> str:
     """The README.md of a model folder: what it is, what it was trained on (every stage), how long, how it scores."""
     v = config.vae
     ratio = (3 * v.time_factor * v.space_factor ** 2) / v.latent_channels
@@ -242,6 +280,7 @@ def model_card(config: ModelConfig, vae, dit, vae_stages: list[tuple[Path, dict]
     lines += ["", "Reproduce:", "", "```bash", *commands, "```", "", "## world-bench", "",
               "`worldreel bench world --model MODEL --seeds K --out DIR` (and `--suite holdout`): each prompt generated with "
               "seeds 0..K-1 at the default size, length, steps and guidance, then scored by the seven checks of WORLD.md.", ""]
+    lines += _change_line(previous, bench, holdout_previous, holdout)
     lines += _bench_lines("In-distribution prompts (default suite)", bench)
     lines += _bench_lines("Compositional hold-out (never trained on)", holdout)
     if ceiling:
@@ -287,8 +326,13 @@ def _commands(config: ModelConfig, vae_stages: list[tuple[Path, dict]], dit_stag
 
 
 def pack_model(vae_run: str | Path, dit_run: str | Path, out: str | Path, *, bench: str | Path | None = None,
-               holdout_bench: str | Path | None = None, ceiling_bench: str | Path | None = None) -> Path:
-    """Write a complete model folder at ``out`` from an autoencoder run and a denoiser run (or model folders)."""
+               holdout_bench: str | Path | None = None, ceiling_bench: str | Path | None = None,
+               previous_bench: str | Path | None = None, previous_holdout_bench: str | Path | None = None) -> Path:
+    """Write a complete model folder at ``out`` from an autoencoder run and a denoiser run (or model folders).
+
+    The world-bench JSONs fill the card's scores; ``previous_*`` are the same suites measured on
+    the model this one replaces, for a "before -> now" line (new weights ship only when it is up).
+    """
     vae_run, dit_run, out = Path(vae_run), Path(dit_run), Path(out)
     # 1. The two half models and what their runs recorded.
     vae_folder = _model_folder(vae_run, VAE_FILE, "vae")
@@ -304,7 +348,8 @@ def pack_model(vae_run: str | Path, dit_run: str | Path, out: str | Path, *, ben
     vae_stages, dit_stages = _stages(vae_run), _stages(dit_run)
     cache = _check_cache_matches(dit_stages[-1][1], to_dict(config.vae))
     results = []
-    for path, param in ((bench, "bench"), (holdout_bench, "holdout_bench"), (ceiling_bench, "ceiling_bench")):
+    for path, param in ((bench, "bench"), (holdout_bench, "holdout_bench"), (ceiling_bench, "ceiling_bench"),
+                        (previous_bench, "previous_bench"), (previous_holdout_bench, "previous_holdout_bench")):
         data = None
         if path is not None:
             data = _read_json(Path(path))
@@ -320,5 +365,6 @@ def pack_model(vae_run: str | Path, dit_run: str | Path, out: str | Path, *, ben
     _load_weights(dit, dit_folder / DIT_FILE)
     # 3. The folder and its card, with the commands that reproduce it (recipe changes as --set).
     commands = _commands(config, vae_stages, dit_stages, vae_run, dit_run)
-    card = model_card(config, vae, dit, vae_stages, dit_stages, cache, *results, commands)
+    card = model_card(config, vae, dit, vae_stages, dit_stages, cache, *results[:3], commands,
+                      previous=results[3], holdout_previous=results[4])
     return save_model(out, config, vae, dit, readme=card)
