@@ -70,6 +70,19 @@ def test_pack_joins_the_autoencoder_statistics_with_the_denoiser(tmp_path):
     assert "- 1 video, permanence: the COLOUR box vanishes after frame N" in card
 
 
+def test_pack_says_same_prompts_and_seeds_only_when_they_are():
+    from worldreel.pipelines.packing import _change_line
+
+    before = {"n_videos": 2, "mean_score": 0.5, "videos": {"a": {"prompt": "p", "seed": 0}, "b": {"prompt": "p", "seed": 1}}}
+    after = dict(before, mean_score=0.6)
+    line = _change_line(before, after, None, None)[0]
+    assert line.endswith(", same prompts and seeds: default suite 0.500 -> 0.600 (+0.100).")
+    other = dict(after, videos={"a": {"prompt": "p", "seed": 0}, "b": {"prompt": "q", "seed": 1}})
+    line = _change_line(before, other, None, None)[0]
+    assert "same prompts" not in line and "(+0.100; other videos: 2 then, 2 now)" in line
+    assert _change_line(before, None, None, after) == []  # no suite measured on both
+
+
 def test_pack_refuses_a_denoiser_trained_on_another_autoencoder(tmp_path):
     other = dict(json.loads((save_random_model(tmp_path / "o", overrides=TINY) / "config.json").read_text())["vae"])
     other["latent_scale"] = [3.0] * 16

@@ -138,7 +138,7 @@ def register(groups) -> None:
 
 
 def _pack(vae: str, dit: str, out: str, bench: Optional[str], holdout_bench: Optional[str],
-          ceiling_bench: Optional[str], previous_bench: Optional[str] = None, previous_holdout_bench: Optional[str] = None) -> None:
+          ceiling_bench: Optional[str], previous_bench: Optional[str], previous_holdout_bench: Optional[str]) -> None:
     from worldreel.pipelines.packing import pack_model
 
     folder = pack_model(vae, dit, out, bench=bench, holdout_bench=holdout_bench, ceiling_bench=ceiling_bench,

@@ -34,8 +34,6 @@ from worldreel.errors import UserError
 FORMAT = 1
 
 
-
-
 def _as_video(video: Any) -> torch.Tensor:
     """float32 (3, F, H, W) in [-1, 1] from that or from uint8 frames (F, H, W, 3)."""
     if isinstance(video, np.ndarray):

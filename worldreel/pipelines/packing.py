@@ -164,20 +164,31 @@ def _failure_kinds(bench: dict) -> list[dict]:
     return failure_kinds(videos)
 
 
+def _same_videos(old: dict, new: dict) -> bool:
+    """Whether two world-bench results made the same (prompt, seed) videos; by count when either lacks its videos."""
+    a, b = old.get("videos"), new.get("videos")
+    if isinstance(a, dict) and isinstance(b, dict):
+        runs = [sorted((str(v.get("prompt")), str(v.get("seed"))) for v in r.values() if isinstance(v, dict)) for r in (a, b)]
+        return runs[0] == runs[1]
+    return old.get("n_videos") == new.get("n_videos")
+
+
 def _change_line(previous: dict | None, bench: dict | None, holdout_previous: dict | None, holdout: dict | None) -> list[str]:
     """"Compared with the model it replaces": each suite's mean score before -> now, when both were measured."""
-    parts = []
+    parts, all_same = [], True
     for label, old, new in (("default suite", previous, bench), ("hold-out", holdout_previous, holdout)):
         if old and new:
-            same = old.get("n_videos") == new.get("n_videos")
+            same = _same_videos(old, new)
+            all_same = all_same and same
             parts.append(f"{label} {old['mean_score']:.3f} -> {new['mean_score']:.3f} "
                          f"({new['mean_score'] - old['mean_score']:+.3f}"
-                         + ("" if same else f"; {old.get('n_videos', '?')} videos then, {new.get('n_videos', '?')} now") + ")")
+                         + ("" if same else f"; other videos: {old.get('n_videos', '?')} then, {new.get('n_videos', '?')} now")
+                         + ")")
     if not parts:
         return []
     source = ((previous or holdout_previous or {}).get("source") or {}).get("model")
-    return [f"Compared with the model these weights replace{f' (`{source}`)' if source else ''}, same prompts and seeds: "
-            + "; ".join(parts) + ".", ""]
+    return [f"Compared with the model these weights replace{f' (`{source}`)' if source else ''}"
+            + (", same prompts and seeds" if all_same else "") + ": " + "; ".join(parts) + ".", ""]
 
 
 def _overrides(name: str, task: str, facts: dict, config: ModelConfig | None = None) -> str:
@@ -347,7 +358,7 @@ def pack_model(vae_run: str | Path, dit_run: str | Path, out: str | Path, *, ben
                         f"{config.vae.latent_channels}", param="vae")
     vae_stages, dit_stages = _stages(vae_run), _stages(dit_run)
     cache = _check_cache_matches(dit_stages[-1][1], to_dict(config.vae))
-    results = []
+    results = []  # the five world-bench results, in this order (None where not given)
     for path, param in ((bench, "bench"), (holdout_bench, "holdout_bench"), (ceiling_bench, "ceiling_bench"),
                         (previous_bench, "previous_bench"), (previous_holdout_bench, "previous_holdout_bench")):
         data = None
@@ -365,6 +376,7 @@ def pack_model(vae_run: str | Path, dit_run: str | Path, out: str | Path, *, ben
     _load_weights(dit, dit_folder / DIT_FILE)
     # 3. The folder and its card, with the commands that reproduce it (recipe changes as --set).
     commands = _commands(config, vae_stages, dit_stages, vae_run, dit_run)
-    card = model_card(config, vae, dit, vae_stages, dit_stages, cache, *results[:3], commands,
-                      previous=results[3], holdout_previous=results[4])
+    scores, holdout_scores, ceiling_scores, previous_scores, previous_holdout_scores = results
+    card = model_card(config, vae, dit, vae_stages, dit_stages, cache, scores, holdout_scores, ceiling_scores, commands,
+                      previous=previous_scores, holdout_previous=previous_holdout_scores)
     return save_model(out, config, vae, dit, readme=card)
