@@ -1,7 +1,6 @@
 """Checkpoint files: atomic under crashes (even SIGKILL), last N kept, damaged newest skipped, RNG round trip."""
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess

@@ -66,6 +66,12 @@ def test_same_seed_same_video(tmp_path, model):
     for path, seed in ((a, "5"), (b, "5"), (c, "6")):
         assert main(["generate", "a blue box rests", "--out", str(path), *_fast(model, seed)]) == 0
     assert np.array_equal(_read(a), _read(b)) and not np.array_equal(_read(a), _read(c))
+    three_steps = ["--model", model, "--size", "32x32", "--steps", "3", "--seed", "5", "--seconds", "1"]
+    shifted, plain = tmp_path / "shifted.mp4", tmp_path / "plain.mp4"  # another shift: another path from the same noise
+    assert main(["generate", "a blue box rests", "--shift", "4", "--out", str(shifted), *three_steps]) == 0
+    assert main(["generate", "a blue box rests", "--out", str(plain), *three_steps]) == 0
+    assert _read(shifted).shape == _read(plain).shape == (9, 32, 32, 3)
+    assert not np.array_equal(_read(shifted), _read(plain))
 
 
 def test_random_seed_is_printed_and_prompt_shown(tmp_path, model, capsys, monkeypatch):
@@ -123,6 +129,9 @@ def test_animate_extend_interpolate_loop_edit(tmp_path, model, image, clip):
         (["animate", "{tmp}/first.png", "a red ball falls", "--out", "{tmp}/x.png"], "out"),
         (["extend", "{tmp}/garbage.mp4", "a red ball falls"], "video"),
         (["edit", "{tmp}/first.png", "a red ball falls", "--strength", "2"], "strength"),
+        (["generate", "a red ball falls", "--shift", "0"], "shift"),
+        (["loop", "a red ball falls", "--shift", "-2"], "shift"),
+        (["animate", "{tmp}/first.png", "a red ball falls", "--guidance", "-1"], "guidance"),
         (["generate", "a red ball falls", "--model", "{tmp}/no-such-model"], "model"),
     ],
 )

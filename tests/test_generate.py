@@ -148,7 +148,7 @@ def test_long_video_windows_overlap_the_previous_windows_latents(gen):
     # The given latent of window 2 is window 1's last latent after its last Euler step.
     x, t, _ = spy.calls[1]
     v_cond, v_uncond = spy.outputs[1].chunk(2)
-    v = v_uncond + SamplingConfig().guidance * (v_cond - v_uncond)
+    v = v_uncond + gen.sampling.guidance * (v_cond - v_uncond)
     final = x[0, :, 2] + (0.0 - t[0, 2]) * v[0, :, 2]
     assert torch.allclose(spy.calls[2][0][0, :, 0], final, atol=1e-5)
 
@@ -184,6 +184,8 @@ def test_progress_reaches_one(gen):
         (dict(steps=0), "steps"),
         (dict(steps=2.5), "steps"),
         (dict(guidance="x"), "guidance"),
+        (dict(shift=0), "shift"),
+        (dict(shift="high"), "shift"),
         (dict(seed=-3), "seed"),
     ],
 )
@@ -193,6 +195,30 @@ def test_bad_arguments_name_the_parameter(gen, kwargs, param):
     with pytest.raises(UserError) as err:
         gen.generate(args.pop("prompt"), **args)
     assert err.value.param == param
+
+
+def test_the_models_own_sampler_settings_apply_unless_the_call_gives_others(tmp_path):
+    """config.json "sampling" sets the defaults; a call's steps/shift and a SamplingConfig's fields win."""
+    from worldreel.diffusion.flow import shift_for_tokens, timesteps
+
+    folder = save_random_model(tmp_path / "m", overrides=TINY + ["sampling.steps=3", "sampling.shift=3.0",
+                                                                 "sampling.guidance=2.5"])
+    tuned = Generator.load(str(folder))
+    assert (tuned.sampling.steps, tuned.sampling.shift, tuned.sampling.guidance) == (3, 3.0, 2.5)
+    spy, original = _spy(tuned)
+    try:
+        tuned.generate("a red ball falls", seconds=1, seed=1, size="32x32")  # 3 latents of 2x2 tokens
+        made = [t[0, 0].item() for _, t, _ in spy.calls]
+        spy.calls.clear()
+        tuned.generate("a red ball falls", seconds=1, seed=1, size="32x32", steps=2, shift=1.0)
+        given = [t[0, 0].item() for _, t, _ in spy.calls]
+    finally:
+        tuned.dit = original
+    assert made == pytest.approx(timesteps(3, shift_for_tokens(12, base_shift=3.0))[:-1].tolist())
+    assert made[1] > timesteps(3, shift_for_tokens(12))[1].item()  # shifted towards noise
+    assert given == pytest.approx(timesteps(2, shift_for_tokens(12))[:-1].tolist())
+    tuned.sampling = SamplingConfig(steps=5)  # set fields win, the rest stay the model's
+    assert (tuned.sampling.steps, tuned.sampling.shift, tuned.sampling.sampler) == (5, 3.0, "euler")
 
 
 def test_size_and_seconds_parsing_lists_what_is_supported(gen):

@@ -113,6 +113,26 @@ def test_pack_bad_inputs_name_the_parameter(tmp_path):
     assert cli.returncode == 2 and "dit" in cli.stderr and "Traceback" not in cli.stderr
 
 
+def test_pack_sets_the_models_sampler_settings_and_checks_the_bench_used_them(tmp_path):
+    vae_run, dit_run, _ = _runs(tmp_path)
+    bench = tmp_path / "bench.json"
+    used = {"sampler": "euler", "steps": 20, "guidance": 4.0, "shift": 3.0}
+    bench.write_text(json.dumps({"n_videos": 1, "mean_score": 0.5, "source": {"sampling": used}}))
+    out = pack_model(vae_run, dit_run, tmp_path / "model", bench=bench, sampling=["shift=3"])
+    assert load_model(str(out)).config.sampling.shift == 3.0
+    card = (out / "README.md").read_text()
+    assert "(euler, 20 steps, guidance 4, timestep shift 3: config.json" in card
+    assert f"worldreel train pack --vae {vae_run} --dit {dit_run} --out OUT --sampling shift=3.0" in card
+    with pytest.raises(UserError) as err:  # the scores were made with other settings than the card would claim
+        pack_model(vae_run, dit_run, tmp_path / "other", bench=bench)
+    assert err.value.param == "bench" and "shift" in err.value.message
+    for bad in (["shift=0"], ["sampler=ddim"], ["temperature=1"], ["shift"], ["steps=many"]):
+        with pytest.raises(UserError) as err:
+            pack_model(vae_run, dit_run, tmp_path / "bad", sampling=bad)
+        assert err.value.param in ("sampling", "sampling.steps"), bad
+    assert not (tmp_path / "other").exists() and not (tmp_path / "bad").exists()
+
+
 def test_pack_card_lists_every_training_stage_in_order(tmp_path):
     """Runs that started from another run's weights (task.init) are stages of one recipe: the
     card has a row and a command for each, and each cache is made by the autoencoder it records."""

@@ -404,6 +404,8 @@ def test_model_mode_generates_then_scores(tmp_path, monkeypatch):
     calls = []
 
     class Fake:
+        sampling = generate_module.SamplingConfig(steps=20, guidance=4.0, sampler="euler", shift=3.0)
+
         @classmethod
         def load(cls, model, device="cpu"):
             calls.append(("load", model, device))
@@ -418,12 +420,15 @@ def test_model_mode_generates_then_scores(tmp_path, monkeypatch):
     from worldreel.cli.bench import bench_world
 
     prompts = _prompts_file(tmp_path / "p.txt", ["a green ball rolls to the right"])
-    result = bench_world(model="fake-model", prompts=prompts, seeds=3, seed_base=10, out=tmp_path / "gen", no_report=True)
+    result = bench_world(model="fake-model", prompts=prompts, seeds=3, seed_base=10, out=tmp_path / "gen", no_report=True,
+                         steps=7)
     assert calls[0] == ("load", "fake-model", "cpu")
     assert [c[2] for c in calls[1:]] == [10, 11, 12]
     lines = [json.loads(line) for line in (tmp_path / "gen" / "captions.jsonl").read_text().splitlines()]
     assert [row["seed"] for row in lines] == [10, 11, 12] and all(row["model"] == "fake-model" for row in lines)
     assert result["n_videos"] == 3 and result["mean_score"] >= 0.99
+    used = {"sampler": "euler", "steps": 7, "guidance": 4.0, "shift": 3.0}  # the model's settings, the call's steps
+    assert all(row["sampling"] == used for row in lines) and result["source"]["sampling"] == used
     timing = result["timing"]  # the benchmark's own speed numbers
     assert timing["make_seconds_per_video"] > 0 and timing["score_seconds_per_video"] > 0
 

@@ -22,6 +22,21 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"  # models shipped inside the pac
 
 
 @dataclass
+class SamplingDefaults:
+    """How a model samples when a call leaves these out: config.json's "sampling" section.
+
+    They belong to the weights (a model may sample best with its own shift or guidance), are
+    chosen by world-bench (docs/worldbench.md, "Tuning the sampler"), and a model folder
+    without the section gets the values below.
+    """
+
+    steps: int = 20  # sampler steps per window
+    guidance: float = 4.0  # classifier-free guidance scale (1 = off: no unconditional pass)
+    sampler: str = "euler"  # "euler" or "heun" (diffusion/samplers.py)
+    shift: float = 1.0  # timestep shift at the native clip, scaled with sqrt(tokens) (diffusion/flow.py)
+
+
+@dataclass
 class ModelConfig:
     """Everything needed to rebuild a trained model; saved as the model folder's config.json."""
 
@@ -33,6 +48,7 @@ class ModelConfig:
     default_size: tuple[int, int] = (64, 64)  # (width, height) when --size is not given
     default_seconds: float = 4.0  # clip length when --seconds is not given
     max_side: int = 256  # largest supported width or height (multiples of 16)
+    sampling: SamplingDefaults = field(default_factory=SamplingDefaults)  # sampler settings when a call gives none
 
 
 @dataclass

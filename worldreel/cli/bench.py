@@ -67,8 +67,8 @@ def _write_captions(out: Path, rows: list[dict]) -> None:
 
 def make_videos(out: Path, prompts: list[str], seeds: int, *, model: Optional[str], seed_base: int = 0,
                 size: Optional[str] = None, seconds: Optional[float] = None, steps: Optional[int] = None,
-                guidance: Optional[float] = None, device: str = "cpu", rewrite: bool = True,
-                autoencoder: Optional[str] = None) -> Path:
+                guidance: Optional[float] = None, shift: Optional[float] = None, device: str = "cpu",
+                rewrite: bool = True, autoencoder: Optional[str] = None) -> Path:
     """Write one video per (prompt, seed) and captions.jsonl into ``out``.
 
     model None renders the truth (the world's realisation of each prompt), reconstructed by
@@ -103,6 +103,10 @@ def make_videos(out: Path, prompts: list[str], seeds: int, *, model: Optional[st
         except ImportError as err:
             raise UserError(f"generating with a model needs worldreel.pipelines.generate ({err})", param="model") from None
         generator = Generator.load(model, device=device)
+        sc = getattr(generator, "sampling", None)  # what the model samples with, the call's own values first
+        sampling = None if sc is None else {
+            "sampler": sc.sampler, "steps": sc.steps if steps is None else steps,
+            "guidance": sc.guidance if guidance is None else guidance, "shift": sc.shift if shift is None else shift}
     out.mkdir(parents=True, exist_ok=True)
     # 2. One video per prompt and seed.
     rows = []
@@ -121,10 +125,12 @@ def make_videos(out: Path, prompts: list[str], seeds: int, *, model: Optional[st
             if scene.notes:
                 row["notes"] = list(scene.notes)
         else:
-            video = generator.generate(prompt, seconds=seconds, size=size, steps=steps, guidance=guidance, seed=seed,
-                                       rewrite=rewrite)
+            video = generator.generate(prompt, seconds=seconds, size=size, steps=steps, guidance=guidance, shift=shift,
+                                       seed=seed, rewrite=rewrite)
             frames, fps = video.frames, video.fps
             row.update(size=list(video.size), seconds=video.seconds, model=model, model_prompt=video.model_prompt)
+            if sampling is not None:
+                row["sampling"] = sampling
         write_video(out / row["file"], frames, fps)
         rows.append(row)
     _write_captions(out, rows)
@@ -194,8 +200,8 @@ def bench_world(videos: Optional[Path] = None, model: Optional[str] = None, trut
                 prompts: Optional[Path] = None, suite: str = "default", seeds: int = 1, seed_base: int = 0,
                 out: Optional[Path] = None, json_out: Optional[Path] = None, report: Optional[Path] = None,
                 no_report: bool = False, size: Optional[str] = None, seconds: Optional[float] = None,
-                steps: Optional[int] = None, guidance: Optional[float] = None, device: str = "cpu",
-                rewrite: bool = True, autoencoder: Optional[str] = None) -> dict:
+                steps: Optional[int] = None, guidance: Optional[float] = None, shift: Optional[float] = None,
+                device: str = "cpu", rewrite: bool = True, autoencoder: Optional[str] = None) -> dict:
     """The whole command; returns the result dict (also written as JSON)."""
     from worldreel.eval.report import score_folder, write_json, write_report
 
@@ -228,7 +234,7 @@ def bench_world(videos: Optional[Path] = None, model: Optional[str] = None, trut
     if videos is None:
         start = time.perf_counter()
         make_videos(out, prompt_list, seeds, model=model, seed_base=seed_base, size=size, seconds=seconds, steps=steps,
-                    guidance=guidance, device=device, rewrite=rewrite, autoencoder=autoencoder)
+                    guidance=guidance, shift=shift, device=device, rewrite=rewrite, autoencoder=autoencoder)
         made = time.perf_counter() - start
     start = time.perf_counter()
     result = score_folder(folder, progress=True)
@@ -236,6 +242,9 @@ def bench_world(videos: Optional[Path] = None, model: Optional[str] = None, trut
     if not result["n_videos"]:
         raise UserError(f"{folder}: no video could be scored ({len(result['skipped'])} skipped)", param="videos")
     result["source"] = {"videos": str(folder), "model": model, "truth": truth, "autoencoder": autoencoder}
+    if model is not None:
+        first = json.loads((folder / "captions.jsonl").read_text().splitlines()[0])
+        result["source"]["sampling"] = first.get("sampling")
     n = result["n_videos"]
     result["timing"] = {"make_seconds_per_video": None if made is None else round(made / n, 3),
                         "score_seconds_per_video": round(scored / n, 4)}
@@ -270,10 +279,11 @@ def register(groups) -> None:
         seconds: Annotated[Optional[float], typer.Option("--seconds", help="Length of generated videos.")] = None,
         steps: Annotated[Optional[int], typer.Option("--steps", help="Sampler steps (--model).")] = None,
         guidance: Annotated[Optional[float], typer.Option("--guidance", help="Guidance scale (--model).")] = None,
+        shift: Annotated[Optional[float], typer.Option("--shift", help="Timestep shift at the native clip (--model; 1 = none).")] = None,
         device: Annotated[str, typer.Option("--device", help="Device for --model: cpu, cuda, ...")] = "cpu",
         no_rewrite: Annotated[bool, typer.Option("--no-rewrite", help="Give the model the prompt as written.")] = False,
         autoencoder: Annotated[Optional[str], typer.Option("--autoencoder", help="With --truth: pass the truth through this model's autoencoder (its ceiling).")] = None,
     ) -> None:
         """world-bench: does each video follow its prompt and obey the reel world's physics?"""
         bench_world(videos, model, truth, prompts, suite, seeds, seed_base, out, json_out, report, no_report, size,
-                    seconds, steps, guidance, device, not no_rewrite, autoencoder)
+                    seconds, steps, guidance, shift, device, not no_rewrite, autoencoder)

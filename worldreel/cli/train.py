@@ -132,17 +132,19 @@ def register(groups) -> None:
         ceiling_bench: Annotated[Optional[str], typer.Option("--ceiling-bench", help="world-bench JSON of the truth through the autoencoder (bench world --truth --autoencoder).")] = None,
         previous_bench: Annotated[Optional[str], typer.Option("--previous-bench", help="world-bench JSON (default suite) of the model this one replaces: the card says by how much the score changed.")] = None,
         previous_holdout_bench: Annotated[Optional[str], typer.Option("--previous-holdout-bench", help="... and of its hold-out suite.")] = None,
+        sampling: Annotated[Optional[List[str]], typer.Option("--sampling", help="Default sampler setting KEY=VALUE: steps, guidance, sampler or shift (repeatable).")] = None,
     ) -> None:
         """Join an autoencoder run and a denoiser run into one model folder with its model card."""
-        _pack(vae, dit, out, bench, holdout_bench, ceiling_bench, previous_bench, previous_holdout_bench)
+        _pack(vae, dit, out, bench, holdout_bench, ceiling_bench, previous_bench, previous_holdout_bench, sampling or [])
 
 
 def _pack(vae: str, dit: str, out: str, bench: Optional[str], holdout_bench: Optional[str],
-          ceiling_bench: Optional[str], previous_bench: Optional[str], previous_holdout_bench: Optional[str]) -> None:
+          ceiling_bench: Optional[str], previous_bench: Optional[str], previous_holdout_bench: Optional[str],
+          sampling: list[str]) -> None:
     from worldreel.pipelines.packing import pack_model
 
     folder = pack_model(vae, dit, out, bench=bench, holdout_bench=holdout_bench, ceiling_bench=ceiling_bench,
-                        previous_bench=previous_bench, previous_holdout_bench=previous_holdout_bench)
+                        previous_bench=previous_bench, previous_holdout_bench=previous_holdout_bench, sampling=sampling)
     print(f"model folder {folder} (config.json, vae.safetensors, dit.safetensors, README.md)", file=sys.stderr)
     print(f"generate with: worldreel generate \"a red ball falls and bounces on the floor\" --model {folder}", file=sys.stderr)
 
@@ -163,7 +165,7 @@ def _cache(model, out, count, sizes, seconds, videos, seed, min_motion, shard_si
     cfg = from_dict(ModelConfig, json.loads((folder / "config.json").read_text()))
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
     size_list, second_list = _parse_sizes(sizes), _parse_seconds(seconds)
-    tf, sf = cfg.vae.time_factor, cfg.vae.space_factor
+    tf = cfg.vae.time_factor
     for w, h in size_list:
         if w % 16 or h % 16 or w < 16 or h < 16 or max(w, h) > cfg.max_side:
             raise UserError(f"size {w}x{h}: sides must be multiples of 16 up to {cfg.max_side}", param="sizes")

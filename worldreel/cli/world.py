@@ -15,12 +15,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from typing_extensions import Annotated
 
 from worldreel.errors import UserError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SHEET_ROWS = 24  # the contact sheet shows at most this many clips
 SHEET_FRAMES = 6  # frames per row, evenly spaced over the clip

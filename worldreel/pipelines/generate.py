@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -31,15 +31,21 @@ from worldreel.presets import ModelConfig
 
 SIZE_MULTIPLE = 16  # every side a multiple of 16 (VAE x8 times DiT patch 2), WORLD.md
 DECODE_COST = 2  # progress units per decoded chunk of latents (a sampler step is 1)
+MIN_SHIFT, MAX_SHIFT = 0.1, 20.0  # accepted timestep shifts (1 = none; SD3 samples 1024 px images at 3)
 
 
 @dataclass
 class SamplingConfig:
-    """Defaults of the denoising loop (used when a call leaves the argument out)."""
+    """Defaults of the denoising loop (used when a call leaves the argument out).
 
-    steps: int = 20  # sampler steps per window
-    guidance: float = 4.0  # classifier-free guidance scale (1 = off: no unconditional pass)
-    sampler: str = "euler"  # "euler" or "heun" (diffusion/samplers.py)
+    steps, guidance, sampler and shift left as None take the model's own values (config.json
+    "sampling", ``presets.SamplingDefaults``) when the Generator is built.
+    """
+
+    steps: int | None = None  # sampler steps per window
+    guidance: float | None = None  # classifier-free guidance scale (1 = off: no unconditional pass)
+    sampler: str | None = None  # "euler" or "heun" (diffusion/samplers.py)
+    shift: float | None = None  # timestep shift at the native clip (diffusion/flow.py)
     window_latents: int = 0  # latent frames per window; 0 = the model's native clip (default_seconds)
     overlap_latents: int = 3  # latent frames a window shares with the previous one (given, t = 0)
     max_seconds: float = 120.0  # longest video a call may ask for
@@ -133,6 +139,13 @@ def _check_number(value, name: str, lo: float, hi: float, kind=float):
     return number
 
 
+def check_sampling(steps=None, guidance=None, shift=None) -> tuple:
+    """The sampler arguments a call gave, checked (None stays None: the model's default)."""
+    return (None if steps is None else _check_number(steps, "steps", 1, 1000, int),
+            None if guidance is None else _check_number(guidance, "guidance", 0.0, 50.0),
+            None if shift is None else _check_number(shift, "shift", MIN_SHIFT, MAX_SHIFT))
+
+
 # ---------------------------------------------------------------------------------------
 # Windows over the latent timeline
 # ---------------------------------------------------------------------------------------
@@ -188,6 +201,16 @@ class Generator:
         self.sampling = sampling or SamplingConfig()
         self.rewriter = rewriter or PromptRewriter()
 
+    @property
+    def sampling(self) -> SamplingConfig:
+        """The loop's defaults, every field set: what the SamplingConfig left as None is the model's."""
+        return self._sampling
+
+    @sampling.setter
+    def sampling(self, value: SamplingConfig) -> None:
+        model_defaults = {k: v for k, v in asdict(self.config.sampling).items() if getattr(value, k) is None}
+        self._sampling = replace(value, **model_defaults)
+
     @classmethod
     def load(cls, model: str = "world-tiny", device: str = "cpu", *, sampling: SamplingConfig | None = None,
              rewriter=None) -> "Generator":
@@ -200,7 +223,7 @@ class Generator:
 
     # -- the one loop -----------------------------------------------------------------
 
-    def generate(self, prompt: str, *, seconds=None, size=None, steps=None, guidance=None, seed=None,
+    def generate(self, prompt: str, *, seconds=None, size=None, steps=None, guidance=None, shift=None, seed=None,
                  negative_prompt: str = "", conditions: Sequence[Condition] = (), strength=None,
                  rewrite: bool = True, progress: Callable[[float], None] | None = None,
                  frames: int | None = None) -> Video:
@@ -209,14 +232,16 @@ class Generator:
         seconds: length (0 = a still image); size: "WxH" or (W, H); frames: an exact frame
         count instead of seconds (the mode builders use it). strength: re-imagine the
         conditions' frames (an edit) instead of keeping them: 0 keeps them, 1 ignores them.
-        progress(fraction) is called after every sampler step.
+        progress(fraction) is called after every sampler step. steps, guidance and shift
+        (the timestep shift at the native clip, diffusion/flow.py) default to the model's own.
         """
         cfg, sc = self.config, self.sampling
         # 1. Check the arguments (all before any work, so bad input costs nothing).
         if not isinstance(prompt, str) or not prompt.strip():
             raise UserError("the prompt is empty; describe the video, e.g. 'a red ball falls and bounces'", param="prompt")
-        steps = sc.steps if steps is None else _check_number(steps, "steps", 1, 1000, int)
-        guidance = sc.guidance if guidance is None else _check_number(guidance, "guidance", 0.0, 50.0)
+        steps, guidance, shift = check_sampling(steps, guidance, shift)
+        steps, guidance, shift = (sc.steps if steps is None else steps, sc.guidance if guidance is None else guidance,
+                                  sc.shift if shift is None else shift)
         seed = secrets.randbelow(2**31) if seed is None else _check_number(seed, "seed", 0, 2**63 - 1, int)
         if strength is not None:
             strength = _check_number(strength, "strength", 0.0, 1.0)
@@ -234,12 +259,12 @@ class Generator:
         negative_prompt = (negative_prompt or "").strip()
 
         video = self._sample(model_prompt, negative_prompt, conditions, strength, num_frames, (width, height),
-                             steps, guidance, seed, progress)
+                             steps, guidance, shift, seed, progress)
         return Video(frames=video, fps=cfg.fps, prompt=prompt, model_prompt=model_prompt, seed=seed, notes=notes)
 
     @torch.no_grad()
     def _sample(self, model_prompt, negative_prompt, conditions, strength, num_frames, size, steps, guidance,
-                seed, progress) -> np.ndarray:
+                shift, seed, progress) -> np.ndarray:
         from worldreel.diffusion import flow, samplers
 
         cfg, sc = self.config, self.sampling
@@ -277,7 +302,7 @@ class Generator:
             cond_lib.frames_for_seconds(cfg.default_seconds, cfg.fps), tf)
         ph, pw = cfg.dit.patch[1], cfg.dit.patch[2]
         tokens = min(window, num_latents) * (lh // ph) * (lw // pw)
-        ts = flow.timesteps(steps, flow.shift_for_tokens(tokens)).to(self.device)
+        ts = flow.timesteps(steps, flow.shift_for_tokens(tokens, base_shift=shift)).to(self.device)
         if editing:
             ts = torch.cat([ts.new_tensor([strength]), ts[ts < strength]])  # start part-way (SDEdit)
 

@@ -28,7 +28,7 @@ from typing import Any
 from worldreel.config import from_dict, to_dict
 from worldreel.errors import UserError
 from worldreel.pipelines.loading import CONFIG_FILE, DIT_FILE, VAE_FILE, _load_weights, save_model
-from worldreel.presets import ModelConfig
+from worldreel.presets import ModelConfig, SamplingDefaults
 
 
 CARD_FAILURES = 5  # kinds of failure the card lists per suite (the JSON has them all)
@@ -290,7 +290,10 @@ def model_card(config: ModelConfig, vae, dit, vae_stages: list[tuple[Path, dict]
         lines += ["", psnr_line]
     lines += ["", "Reproduce:", "", "```bash", *commands, "```", "", "## world-bench", "",
               "`worldreel bench world --model MODEL --seeds K --out DIR` (and `--suite holdout`): each prompt generated with "
-              "seeds 0..K-1 at the default size, length, steps and guidance, then scored by the seven checks of WORLD.md.", ""]
+              "seeds 0..K-1 at the default size and length with the model's own sampler settings "
+              f"({config.sampling.sampler}, {config.sampling.steps} steps, guidance {config.sampling.guidance:g}, "
+              f"timestep shift {config.sampling.shift:g}: config.json \"sampling\"), then scored by the seven checks of "
+              "WORLD.md.", ""]
     lines += _change_line(previous, bench, holdout_previous, holdout)
     lines += _bench_lines("In-distribution prompts (default suite)", bench)
     lines += _bench_lines("Compositional hold-out (never trained on)", holdout)
@@ -332,17 +335,45 @@ def _commands(config: ModelConfig, vae_stages: list[tuple[Path, dict]], dit_stag
             commands.append(f"worldreel train cache --model {maker}/model --out {data}" + _cache_options(info))
         commands.append(f"worldreel train dit --preset {name}{out(run)} --data {data} --steps {facts['summary'].get('steps', '?')}"
                         + _overrides(name, "dit", facts, config if i == len(dit_stages) - 1 else None))
-    commands.append(f"worldreel train pack --vae {vae_run} --dit {dit_run} --out OUT")
+    default = to_dict(SamplingDefaults())
+    changed = "".join(f" --sampling {k}={v}" for k, v in to_dict(config.sampling).items() if v != default[k])
+    commands.append(f"worldreel train pack --vae {vae_run} --dit {dit_run} --out OUT{changed}")
     return commands
+
+
+def _with_sampling(config: ModelConfig, items: list[str]) -> ModelConfig:
+    """``config`` with its "sampling" section set from ``KEY=VALUE`` items, each value checked."""
+    from worldreel.config import apply_overrides
+    from worldreel.diffusion.samplers import SAMPLERS
+
+    keys = set(to_dict(config.sampling))
+    for item in items:
+        key = item.split("=", 1)[0].strip()
+        if "=" not in item or key not in keys:
+            raise UserError(f"--sampling {item!r}: give KEY=VALUE with KEY one of {sorted(keys)}", param="sampling")
+    config = apply_overrides(config, [f"sampling.{item.strip()}" for item in items])
+    sc = config.sampling
+    problems = [problem for bad, problem in (
+        (sc.sampler not in SAMPLERS, f"sampler {sc.sampler!r} is not one of {sorted(SAMPLERS)}"),
+        (not 1 <= sc.steps <= 1000, f"steps {sc.steps} is not in 1..1000"),
+        (not 0 <= sc.guidance <= 50, f"guidance {sc.guidance} is not in 0..50"),
+        (not 0.1 <= sc.shift <= 20, f"shift {sc.shift} is not in 0.1..20"),
+    ) if bad]
+    if problems:
+        raise UserError(f"--sampling: {'; '.join(problems)}", param="sampling")
+    return config
 
 
 def pack_model(vae_run: str | Path, dit_run: str | Path, out: str | Path, *, bench: str | Path | None = None,
                holdout_bench: str | Path | None = None, ceiling_bench: str | Path | None = None,
-               previous_bench: str | Path | None = None, previous_holdout_bench: str | Path | None = None) -> Path:
+               previous_bench: str | Path | None = None, previous_holdout_bench: str | Path | None = None,
+               sampling: list[str] | None = None) -> Path:
     """Write a complete model folder at ``out`` from an autoencoder run and a denoiser run (or model folders).
 
     The world-bench JSONs fill the card's scores; ``previous_*`` are the same suites measured on
     the model this one replaces, for a "before -> now" line (new weights ship only when it is up).
+    ``sampling`` items ``KEY=VALUE`` set config.json's "sampling" section (the sampler settings the
+    model generates with by default); a world-bench JSON that recorded other settings is an error.
     """
     vae_run, dit_run, out = Path(vae_run), Path(dit_run), Path(out)
     # 1. The two half models and what their runs recorded.
@@ -353,6 +384,7 @@ def pack_model(vae_run: str | Path, dit_run: str | Path, out: str | Path, *, ben
     if not isinstance(vae_section, dict) or not isinstance(dit_data, dict):
         raise UserError(f"{vae_folder / CONFIG_FILE} or {dit_folder / CONFIG_FILE} is not a model config", param="vae")
     config = from_dict(ModelConfig, {**dit_data, "vae": vae_section})
+    config = _with_sampling(config, sampling or [])
     if config.dit.in_channels != config.vae.latent_channels:
         raise UserError(f"the denoiser takes {config.dit.in_channels} latent channels but the autoencoder makes "
                         f"{config.vae.latent_channels}", param="vae")
@@ -366,6 +398,10 @@ def pack_model(vae_run: str | Path, dit_run: str | Path, out: str | Path, *, ben
             data = _read_json(Path(path))
             if not isinstance(data, dict) or "mean_score" not in data:
                 raise UserError(f"{path} is not a world-bench result (worldbench.json)", param=param)
+            used = (data.get("source") or {}).get("sampling") if param in ("bench", "holdout_bench") else None
+            if used and any(used.get(k) != v for k, v in to_dict(config.sampling).items()):
+                raise UserError(f"{path} was sampled with {used}, not with this model's settings "
+                                f"{to_dict(config.sampling)} (set them with --sampling KEY=VALUE)", param=param)
         results.append(data)
     # 2. The weights, loaded strictly (a mismatch is an error, not a silent partial load).
     from worldreel.models.dit import DiT
