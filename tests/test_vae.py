@@ -322,3 +322,42 @@ def test_freeze_encoder_needs_init():
     with pytest.raises(UserError) as err:
         tiny_task(freeze_encoder=True).build_model()
     assert err.value.param == "task.freeze_encoder"
+
+
+def test_motion_weight_puts_the_loss_on_what_moves():
+    """motion_mask marks pixels that change into or out of a frame (and their ring), not what
+    stays; with motion_weight the same error costs more on a moving tick than on a still one."""
+    from worldreel.train.vae_task import motion_mask
+
+    video = torch.full((1, 3, 3, 16, 16), -0.8)
+    video[:, :, :, 12:, 2] = 0.0  # a still 1-px tick
+    for f in range(3):
+        video[:, :, f, 12:, 8 + f] = 0.0  # a tick that moves one pixel per frame
+    mask = motion_mask(video, 0.1)
+    assert mask.shape == (1, 1, 3, 16, 16)
+    assert mask[0, 0, :, 13, 2].sum() == 0 and mask[0, 0, :, 13, 1].sum() == 0  # the still tick and its ring
+    assert all(mask[0, 0, f, 13, 8 + f] == 1 for f in range(3))  # the moving tick, in every frame
+    assert mask[0, 0, 1, 0, 8] == 0  # the sky above it
+    assert motion_mask(video[:, :, :1], 0.1).sum() == 0  # one frame: nothing moves
+
+    class Fixed(torch.nn.Module):
+        def __init__(self, error, model):
+            super().__init__()
+            self.error, self.model = error, model
+
+        def parameters(self, recurse=True):
+            return self.model.parameters(recurse)
+
+        def forward(self, x, sample=True, generator=None):
+            z = torch.zeros(1, 4, 1, 2, 2)
+            return x + self.error, z, z
+
+    moving, still = torch.zeros_like(video), torch.zeros_like(video)
+    moving[:, :, 1, 13, 9] = 0.5
+    still[:, :, 1, 13, 2] = 0.5
+    gen = torch.Generator().manual_seed(0)
+    for weighted, factor in ((tiny_task(motion_weight=10.0), 3.0), (tiny_task(), None)):
+        model = weighted.build_model()
+        a = weighted.loss(Fixed(moving, model), video, gen)[0].item()
+        b = weighted.loss(Fixed(still, model), video, gen)[0].item()
+        assert a > factor * b if factor else a == pytest.approx(b, rel=1e-4)
