@@ -207,16 +207,18 @@ def test_the_models_own_sampler_settings_apply_unless_the_call_gives_others(tmp_
     assert (tuned.sampling.steps, tuned.sampling.shift, tuned.sampling.guidance) == (3, 3.0, 2.5)
     spy, original = _spy(tuned)
     try:
-        tuned.generate("a red ball falls", seconds=1, seed=1, size="32x32")  # 3 latents of 2x2 tokens
+        own = tuned.generate("a red ball falls", seconds=1, seed=1, size="32x32")  # 3 latents of 2x2 tokens
         made = [t[0, 0].item() for _, t, _ in spy.calls]
         spy.calls.clear()
-        tuned.generate("a red ball falls", seconds=1, seed=1, size="32x32", steps=2, shift=1.0)
+        called = tuned.generate("a red ball falls", seconds=1, seed=1, size="32x32", steps=2, shift=1.0)
         given = [t[0, 0].item() for _, t, _ in spy.calls]
     finally:
         tuned.dit = original
     assert made == pytest.approx(timesteps(3, shift_for_tokens(12, base_shift=3.0))[:-1].tolist())
     assert made[1] > timesteps(3, shift_for_tokens(12))[1].item()  # shifted towards noise
     assert given == pytest.approx(timesteps(2, shift_for_tokens(12))[:-1].tolist())
+    assert own.sampling == {"sampler": "euler", "steps": 3, "guidance": 2.5, "shift": 3.0}  # what made each video
+    assert called.sampling == {"sampler": "euler", "steps": 2, "guidance": 2.5, "shift": 1.0}
     tuned.sampling = SamplingConfig(steps=5)  # set fields win, the rest stay the model's
     assert (tuned.sampling.steps, tuned.sampling.shift, tuned.sampling.sampler) == (5, 3.0, "euler")
 

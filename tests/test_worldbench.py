@@ -404,7 +404,7 @@ def test_model_mode_generates_then_scores(tmp_path, monkeypatch):
     calls = []
 
     class Fake:
-        sampling = generate_module.SamplingConfig(steps=20, guidance=4.0, sampler="euler", shift=3.0)
+        sampling = {"sampler": "euler", "steps": 20, "guidance": 4.0, "shift": 3.0}  # the model's own settings
 
         @classmethod
         def load(cls, model, device="cpu"):
@@ -414,7 +414,8 @@ def test_model_mode_generates_then_scores(tmp_path, monkeypatch):
         def generate(self, prompt, *, seed=None, **kwargs):
             calls.append(("generate", prompt, seed))
             frames = render_clip(scene_from_facts(parse_caption(prompt), seed))
-            return Video(frames=frames, fps=8, prompt=prompt, model_prompt=prompt, seed=seed)
+            used = {**self.sampling, **{k: v for k, v in kwargs.items() if k in self.sampling and v is not None}}
+            return Video(frames=frames, fps=8, prompt=prompt, model_prompt=prompt, seed=seed, sampling=used)
 
     monkeypatch.setattr(generate_module, "Generator", Fake)
     from worldreel.cli.bench import bench_world

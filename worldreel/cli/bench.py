@@ -68,11 +68,12 @@ def _write_captions(out: Path, rows: list[dict]) -> None:
 def make_videos(out: Path, prompts: list[str], seeds: int, *, model: Optional[str], seed_base: int = 0,
                 size: Optional[str] = None, seconds: Optional[float] = None, steps: Optional[int] = None,
                 guidance: Optional[float] = None, shift: Optional[float] = None, device: str = "cpu",
-                rewrite: bool = True, autoencoder: Optional[str] = None) -> Path:
+                rewrite: bool = True, autoencoder: Optional[str] = None) -> list[dict]:
     """Write one video per (prompt, seed) and captions.jsonl into ``out``.
 
     model None renders the truth (the world's realisation of each prompt), reconstructed by
-    ``autoencoder``'s VAE when given; otherwise the named model generates. Returns ``out``.
+    ``autoencoder``'s VAE when given; otherwise the named model generates. Returns the
+    captions.jsonl rows.
     """
     from tqdm import tqdm
 
@@ -103,10 +104,6 @@ def make_videos(out: Path, prompts: list[str], seeds: int, *, model: Optional[st
         except ImportError as err:
             raise UserError(f"generating with a model needs worldreel.pipelines.generate ({err})", param="model") from None
         generator = Generator.load(model, device=device)
-        sc = getattr(generator, "sampling", None)  # what the model samples with, the call's own values first
-        sampling = None if sc is None else {
-            "sampler": sc.sampler, "steps": sc.steps if steps is None else steps,
-            "guidance": sc.guidance if guidance is None else guidance, "shift": sc.shift if shift is None else shift}
     out.mkdir(parents=True, exist_ok=True)
     # 2. One video per prompt and seed.
     rows = []
@@ -128,13 +125,12 @@ def make_videos(out: Path, prompts: list[str], seeds: int, *, model: Optional[st
             video = generator.generate(prompt, seconds=seconds, size=size, steps=steps, guidance=guidance, shift=shift,
                                        seed=seed, rewrite=rewrite)
             frames, fps = video.frames, video.fps
-            row.update(size=list(video.size), seconds=video.seconds, model=model, model_prompt=video.model_prompt)
-            if sampling is not None:
-                row["sampling"] = sampling
+            row.update(size=list(video.size), seconds=video.seconds, model=model, model_prompt=video.model_prompt,
+                       sampling=video.sampling)
         write_video(out / row["file"], frames, fps)
         rows.append(row)
     _write_captions(out, rows)
-    return out
+    return rows
 
 
 def _through(vae, frames):
@@ -233,7 +229,7 @@ def bench_world(videos: Optional[Path] = None, model: Optional[str] = None, trut
     made = None
     if videos is None:
         start = time.perf_counter()
-        make_videos(out, prompt_list, seeds, model=model, seed_base=seed_base, size=size, seconds=seconds, steps=steps,
+        rows = make_videos(out, prompt_list, seeds, model=model, seed_base=seed_base, size=size, seconds=seconds, steps=steps,
                     guidance=guidance, shift=shift, device=device, rewrite=rewrite, autoencoder=autoencoder)
         made = time.perf_counter() - start
     start = time.perf_counter()
@@ -243,8 +239,7 @@ def bench_world(videos: Optional[Path] = None, model: Optional[str] = None, trut
         raise UserError(f"{folder}: no video could be scored ({len(result['skipped'])} skipped)", param="videos")
     result["source"] = {"videos": str(folder), "model": model, "truth": truth, "autoencoder": autoencoder}
     if model is not None:
-        first = json.loads((folder / "captions.jsonl").read_text().splitlines()[0])
-        result["source"]["sampling"] = first.get("sampling")
+        result["source"]["sampling"] = rows[0]["sampling"]
     n = result["n_videos"]
     result["timing"] = {"make_seconds_per_video": None if made is None else round(made / n, 3),
                         "score_seconds_per_video": round(scored / n, 4)}

@@ -63,6 +63,7 @@ class Video:
     model_prompt: str  # the prompt the model saw (after rewriting)
     seed: int  # the seed that reproduces this video
     notes: list[str] = field(default_factory=list)  # what the prompt rewriter filled in or changed
+    sampling: dict = field(default_factory=dict)  # the sampler settings that made it: sampler, steps, guidance, shift
 
     @property
     def seconds(self) -> float:
@@ -139,8 +140,13 @@ def _check_number(value, name: str, lo: float, hi: float, kind=float):
     return number
 
 
-def check_sampling(steps=None, guidance=None, shift=None) -> tuple:
-    """The sampler arguments a call gave, checked (None stays None: the model's default)."""
+def check_sampling(steps=None, guidance=None, shift=None, sampler=None) -> tuple:
+    """The sampler settings given (to a call, or to a model's config), checked: (steps, guidance,
+    shift); None stays None (the model's default)."""
+    from worldreel.diffusion.samplers import SAMPLERS
+
+    if sampler is not None and sampler not in SAMPLERS:
+        raise UserError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}", param="sampler")
     return (None if steps is None else _check_number(steps, "steps", 1, 1000, int),
             None if guidance is None else _check_number(guidance, "guidance", 0.0, 50.0),
             None if shift is None else _check_number(shift, "shift", MIN_SHIFT, MAX_SHIFT))
@@ -260,7 +266,8 @@ class Generator:
 
         video = self._sample(model_prompt, negative_prompt, conditions, strength, num_frames, (width, height),
                              steps, guidance, shift, seed, progress)
-        return Video(frames=video, fps=cfg.fps, prompt=prompt, model_prompt=model_prompt, seed=seed, notes=notes)
+        return Video(frames=video, fps=cfg.fps, prompt=prompt, model_prompt=model_prompt, seed=seed, notes=notes,
+                     sampling={"sampler": sc.sampler, "steps": steps, "guidance": guidance, "shift": shift})
 
     @torch.no_grad()
     def _sample(self, model_prompt, negative_prompt, conditions, strength, num_frames, size, steps, guidance,
@@ -322,8 +329,7 @@ class Generator:
 
         out = known.clone()
         determined = mask.copy()
-        if sc.sampler not in samplers.SAMPLERS:
-            raise UserError(f"unknown sampler {sc.sampler!r}; choose one of {sorted(samplers.SAMPLERS)}", param="sampler")
+        check_sampling(sampler=sc.sampler)
         sample = samplers.SAMPLERS[sc.sampler]
         for start, end in windows:
             win_mask = torch.from_numpy(determined[start:end]).to(self.device)

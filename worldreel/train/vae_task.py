@@ -407,9 +407,9 @@ class VAETask:
         video = batch.to(device)
         out = model(video, sample=True, generator=generator)
         recon, mean, logvar = out[:3]
-        if cfg.detail_weight > 0 or (cfg.motion_weight > 0 and video.shape[2] > 1):
+        if cfg.detail_weight > 0 or cfg.motion_weight > 0:
             weight = 1.0 + cfg.detail_weight * detail_mask(video, cfg.detail_threshold)
-            if cfg.motion_weight > 0 and video.shape[2] > 1:
+            if cfg.motion_weight > 0:  # an image (1 frame) has no moving pixels: its weight stays
                 weight = weight + cfg.motion_weight * motion_mask(video, cfg.detail_threshold)
             weight = weight / weight.mean()  # the same loss scale as unweighted, more of it on detail
             l1 = ((recon - video).abs() * weight).mean()
