@@ -253,6 +253,12 @@ def test_model_folder_round_trip(tmp_path):
     with pytest.raises(UserError) as err:
         load_model(str(tmp_path / "missing"))
     assert err.value.param == "model"
+    from worldreel.pipelines.loading import weights_digest
+
+    digest = weights_digest(str(folder))
+    assert set(digest) == {"vae", "dit"} and all(len(d) == 12 and int(d, 16) >= 0 for d in digest.values())
+    assert weights_digest(str(save_random_model(tmp_path / "same", overrides=TINY, seed=3))) == digest
     (folder / "dit.safetensors").write_bytes(b"garbage")
+    assert weights_digest(str(folder))["dit"] != digest["dit"] and weights_digest(str(folder))["vae"] == digest["vae"]
     with pytest.raises(UserError):
         load_model(str(folder))

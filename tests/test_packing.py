@@ -51,7 +51,7 @@ def test_pack_joins_the_autoencoder_statistics_with_the_denoiser(tmp_path):
     ceiling.write_text(json.dumps({"n_videos": 48, "mean_score": 0.5, "checks": {"camera": 0.0},  # older: no "failures"
                                    "videos": {"a.mp4": {"checks": {"permanence": fail}}}}))
     previous = tmp_path / "previous.json"
-    previous.write_text(json.dumps({"n_videos": 96, "mean_score": 0.8, "source": {"model": "runs/old"}}))
+    previous.write_text(json.dumps({"n_videos": 96, "mean_score": 0.8, "source": {"model": "runs/old", "weights": {"dit": "0123456789ab", "vae": "ba9876543210"}}}))
     out = pack_model(vae_run, dit_run, tmp_path / "model", bench=bench, ceiling_bench=ceiling, previous_bench=previous)
     model = load_model(str(out))
     assert model.config.vae.latent_shift == [0.5] * 16 and model.config.vae.latent_scale == [2.0] * 16
@@ -66,7 +66,8 @@ def test_pack_joins_the_autoencoder_statistics_with_the_denoiser(tmp_path):
     assert "--set train.lr=0.0007" in card and "--set task.p_first=0.3" in card
     assert "Compositional hold-out" in card and "Not measured yet." in card
     assert "score **0.500**" in card and "| camera | 0.0% |" in card
-    assert "replace (`runs/old`), same prompts and seeds: default suite 0.800 -> 0.875 (+0.075)." in card
+    assert ("replace (`runs/old`, dit weights 0123456789ab, vae weights ba9876543210), same prompts and seeds: "
+            "default suite 0.800 -> 0.875 (+0.075).") in card
     assert "- 1 video, permanence: the COLOUR box vanishes after frame N" in card
 
 

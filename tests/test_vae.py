@@ -287,7 +287,7 @@ def test_decoder_only_fine_tune_keeps_the_encoder(tmp_path):
 def test_detail_weight_puts_the_loss_on_objects():
     """detail_mask marks object pixels (and their ring), not the sky; with detail_weight the
     same error costs more on an object than on the sky."""
-    from worldreel.train.vae_task import detail_mask
+    from worldreel.train.vae_losses import detail_mask
 
     video = torch.full((1, 3, 2, 16, 16), -0.8)
     video[:, 0, :, 6:9, 6:9] = 0.9  # a red 3x3 square in both frames
@@ -327,7 +327,7 @@ def test_freeze_encoder_needs_init():
 def test_motion_weight_puts_the_loss_on_what_moves():
     """motion_mask marks pixels that change into or out of a frame (and their ring), not what
     stays; with motion_weight the same error costs more on a moving tick than on a still one."""
-    from worldreel.train.vae_task import motion_mask
+    from worldreel.train.vae_losses import motion_mask
 
     video = torch.full((1, 3, 3, 16, 16), -0.8)
     video[:, :, :, 12:, 2] = 0.0  # a still 1-px tick
@@ -361,3 +361,24 @@ def test_motion_weight_puts_the_loss_on_what_moves():
         a = weighted.loss(Fixed(moving, model), video, gen)[0].item()
         b = weighted.loss(Fixed(still, model), video, gen)[0].item()
         assert a > factor * b if factor else a == pytest.approx(b, rel=1e-4)
+
+
+def test_spectral_loss_charges_a_faded_pattern_not_a_moved_one():
+    """Pixel losses prefer a faded tick to one a pixel off; the spectral term does the opposite:
+    a circularly shifted pattern costs nothing, the same pattern at half contrast does."""
+    from worldreel.train.vae_losses import spectral_loss
+
+    video = torch.full((1, 3, 2, 16, 16), -0.8)
+    video[:, :, :, 12:, ::4] = 0.0  # 1-px ticks every 4 pixels
+    moved = video.roll(1, dims=4)
+    faded = -0.8 + 0.5 * (video + 0.8)
+    assert spectral_loss(video, video).item() == 0.0
+    assert spectral_loss(moved, video).item() < 1e-6
+    assert spectral_loss(faded, video).item() > 0.01
+    # The pixel L1 ranks them the other way round: that is what the spectral term is for.
+    assert (faded - video).abs().mean() < (moved - video).abs().mean()
+
+    gen = torch.Generator().manual_seed(0)
+    task = tiny_task(spectral_weight=1.0)
+    assert "spectral" in task.loss(task.build_model(), video, gen)[1]
+    assert "spectral" not in tiny_task().loss(tiny_task().build_model(), video, gen)[1]

@@ -418,8 +418,10 @@ def test_model_mode_generates_then_scores(tmp_path, monkeypatch):
             return Video(frames=frames, fps=8, prompt=prompt, model_prompt=prompt, seed=seed, sampling=used)
 
     monkeypatch.setattr(generate_module, "Generator", Fake)
+    import worldreel.pipelines.loading as loading_module
     from worldreel.cli.bench import bench_world
 
+    monkeypatch.setattr(loading_module, "weights_digest", lambda model: {"dit": f"digest of {model}"})
     prompts = _prompts_file(tmp_path / "p.txt", ["a green ball rolls to the right"])
     result = bench_world(model="fake-model", prompts=prompts, seeds=3, seed_base=10, out=tmp_path / "gen", no_report=True,
                          steps=7)
@@ -430,6 +432,7 @@ def test_model_mode_generates_then_scores(tmp_path, monkeypatch):
     assert result["n_videos"] == 3 and result["mean_score"] >= 0.99
     used = {"sampler": "euler", "steps": 7, "guidance": 4.0, "shift": 3.0}  # the model's settings, the call's steps
     assert all(row["sampling"] == used for row in lines) and result["source"]["sampling"] == used
+    assert result["source"]["weights"] == {"dit": "digest of fake-model"}  # which weights, not only which name
     timing = result["timing"]  # the benchmark's own speed numbers
     assert timing["make_seconds_per_video"] > 0 and timing["score_seconds_per_video"] > 0
 

@@ -1,8 +1,9 @@
-"""CLI commands: ``worldreel train vae | dit | cache``.
+"""CLI commands: ``worldreel train vae | dit | cache | average | pack``.
 
     worldreel train vae --preset world-tiny [--steps N] [--out DIR] [--resume] [--set key=value ...]
     worldreel train cache --model runs/world-tiny/vae/model --out runs/world-tiny/cache --count 4000
     worldreel train dit --preset world-tiny --data runs/world-tiny/cache [--resume]
+    worldreel train average --run runs/dit-a --run runs/dit-b --weights 0.25,0.75 --out runs/dit-avg
     worldreel train pack --vae runs/world-tiny/vae --dit runs/world-tiny/dit --out runs/world-tiny/model
     torchrun --standalone --nproc_per_node 2 -m worldreel train dit --preset world-tiny --data ...
 
@@ -121,6 +122,19 @@ def register(groups) -> None:
     ) -> None:
         """Pre-encode clips and captions into a latent cache for `train dit --data`."""
         _cache(model, out, count, sizes, seconds, videos, seed, min_motion, shard_size, batch_size, device)
+
+    @g.command("average")
+    def train_average(
+        run: Annotated[List[str], typer.Option("--run", help="Denoiser run folder (or its model/ folder); repeat, oldest stage first, the last being the latest.")],
+        weights: Annotated[str, typer.Option("--weights", help="One weight per --run, comma-separated, non-negative, summing to 1.")],
+        out: Annotated[str, typer.Option("--out", help="The new run folder (its model/ is what train pack takes).")],
+    ) -> None:
+        """Weighted mean of denoiser weights along one training lineage (every --run a stage the last started from)."""
+        from worldreel.train.average import average_runs, parse_weights
+
+        folder = average_runs(run, parse_weights(weights, len(run)), out)
+        print(f"averaged {len(run)} denoiser runs into {folder}/model", file=sys.stderr)
+        print(f"pack with: worldreel train pack --vae VAE_RUN --dit {folder} --out MODEL", file=sys.stderr)
 
     @g.command("pack")
     def train_pack(

@@ -32,7 +32,8 @@ import torch
 
 from worldreel.models.vae import VAEConfig, VideoVAE, vae_presets
 from worldreel.models.vae2d import FrameVAE, frame_vae_config
-from worldreel.train.vae_task import VAETask, VAETaskConfig, psnr, sample_videos
+from worldreel.train.vae_losses import psnr
+from worldreel.train.vae_task import VAETask, VAETaskConfig, sample_videos
 
 
 @dataclass

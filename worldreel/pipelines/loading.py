@@ -91,6 +91,24 @@ def load_model(name_or_path: str, device: str = "cpu") -> LoadedModel:
     return LoadedModel(config, vae, dit, text_encoder_for(config.text, device), folder)
 
 
+def weights_digest(name_or_path: str) -> dict[str, str]:
+    """The first 12 hex digits of each weights file's SHA-256, e.g. {"vae": "...", "dit": "..."}:
+    which weights a result was measured with, even when two models share a name."""
+    import hashlib
+
+    folder = model_dir(name_or_path)
+    digests = {}
+    for part, name in (("vae", VAE_FILE), ("dit", DIT_FILE)):
+        path = folder / name
+        if path.exists():
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            digests[part] = h.hexdigest()[:12]
+    return digests
+
+
 def save_model(out_dir: str | Path, config: ModelConfig, vae, dit, *, readme: str | None = None) -> Path:
     """Write a model folder (config.json, fp16 safetensors, optional README.md); files land atomically."""
     from safetensors.torch import save_file

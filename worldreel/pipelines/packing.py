@@ -62,6 +62,7 @@ def _run_facts(run: Path) -> dict[str, Any]:
     facts["train"] = run_cfg.get("train") or {}
     facts["task_options"] = run_cfg.get("task_options") or []
     facts["task_config"] = run_cfg.get("task_config") if isinstance(run_cfg.get("task_config"), dict) else None
+    facts["average"] = run_cfg.get("average") if isinstance(run_cfg.get("average"), dict) else None  # train average
     last_eval: dict[str, float] = {}
     log = run / "log.jsonl"
     if log.is_file():
@@ -102,7 +103,8 @@ def _stage_name(part: str, index: int, count: int, facts: dict[str, Any]) -> str
     if count == 1:
         return part
     decoder_only = "freeze_encoder=true" in [o.lower() for o in facts["task_options"]]
-    return f"{part}, stage {index + 1}" + (" (decoder only)" if decoder_only else "")
+    kind = " (decoder only)" if decoder_only else (" (weight average)" if facts.get("average") else "")
+    return f"{part}, stage {index + 1}{kind}"
 
 
 def _check_cache_matches(dit_facts: dict, vae_section: dict) -> str | None:
@@ -186,8 +188,11 @@ def _change_line(previous: dict | None, bench: dict | None, holdout_previous: di
                          + ")")
     if not parts:
         return []
-    source = ((previous or holdout_previous or {}).get("source") or {}).get("model")
-    return [f"Compared with the model these weights replace{f' (`{source}`)' if source else ''}"
+    source = (previous or holdout_previous or {}).get("source") or {}
+    named = [f"`{source['model']}`"] if source.get("model") else []
+    named += [f"{part} weights {digest}" for part, digest in sorted((source.get("weights") or {}).items())]
+    which = f" ({', '.join(named)})" if named else ""
+    return [f"Compared with the model these weights replace{which}"
             + (", same prompts and seeds" if all_same else "") + ": " + "; ".join(parts) + ".", ""]
 
 
@@ -275,16 +280,26 @@ def model_card(config: ModelConfig, vae, dit, vae_stages: list[tuple[Path, dict]
         "| part | steps | batch | wall time | processes, device | final loss |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
+    averages = []
     for part, stages in (("autoencoder", vae_stages), ("denoiser", dit_stages)):
         for i, (_, facts) in enumerate(stages):
             st = facts["summary"]
             loss = st.get("loss")
+            if facts.get("average"):  # no training: the weighted mean of earlier stages' weights
+                avg = facts["average"]
+                averages.append(f"The {part}'s stage {i + 1} is the weighted mean of "
+                                + ", ".join(f"`{r}` x {w:g}" for r, w in zip(avg.get("runs", []), avg.get("weights", [])))
+                                + " (`worldreel train average`, no training).")
+                lines.append(f"| {_stage_name(part, i, len(stages), facts)} | 0 | - | {_minutes(st.get('train_seconds'))} | "
+                             f"{st.get('processes', '?')}, {st.get('device', '?')} | - |")
+                continue
             lines.append(f"| {_stage_name(part, i, len(stages), facts)} | {st.get('steps', '?')} | "
                          f"{facts['train'].get('batch_size', '?')} | {_minutes(st.get('train_seconds'))} | "
                          f"{st.get('processes', '?')}, {st.get('device', '?')} | {'?' if loss is None else f'{loss:.4f}'} |")
     if len(vae_stages) > 1 or len(dit_stages) > 1:
         lines += ["", "Each later stage starts from the weights the one before it exported (`task.init`); a decoder-only "
-                      "stage keeps the encoder, so latents (and a denoiser trained on them) keep their meaning."]
+                      "stage keeps the encoder, so latents (and a denoiser trained on them) keep their meaning.",
+                  *averages]
     psnr_line = _psnr_line(vae_stages)
     if psnr_line:
         lines += ["", psnr_line]
@@ -324,6 +339,11 @@ def _commands(config: ModelConfig, vae_stages: list[tuple[Path, dict]], dit_stag
                 + _overrides(name, "vae", facts) for run, facts in vae_stages]
     made: set[str] = set()
     for i, (run, facts) in enumerate(dit_stages):
+        if facts.get("average"):
+            avg = facts["average"]
+            commands.append("worldreel train average" + "".join(f" --run {r}" for r in avg.get("runs", []))
+                            + f" --weights {','.join(f'{w:g}' for w in avg.get('weights', []))} --out {run}")
+            continue
         data = facts["train"].get("data") or "CACHE"
         if data != "world" and data not in made:
             made.add(data)
