@@ -21,8 +21,8 @@ from pathlib import Path
 
 from worldreel.atomic import atomic_path
 from worldreel.errors import UserError
-
-DIT_FILE = "dit.safetensors"
+from worldreel.pipelines.loading import CONFIG_FILE, DIT_FILE
+from worldreel.pipelines.packing import _read_json
 
 
 def _model_folder(path: Path) -> Path:
@@ -30,7 +30,7 @@ def _model_folder(path: Path) -> Path:
     from worldreel.presets import WEIGHTS_DIR
 
     for folder in (path / "model", path, WEIGHTS_DIR / str(path)):
-        if (folder / DIT_FILE).is_file() and (folder / "config.json").is_file():
+        if (folder / DIT_FILE).is_file() and (folder / CONFIG_FILE).is_file():
             return folder
     if (path / "vae.safetensors").is_file() or (path / "model" / "vae.safetensors").is_file():
         raise UserError(f"{path} is an autoencoder: averaging autoencoders would change their latents, "
@@ -39,11 +39,7 @@ def _model_folder(path: Path) -> Path:
 
 
 def _run_json(folder: Path) -> dict:
-    run = folder.parent if folder.name == "model" else folder
-    try:
-        data = json.loads((run / "run.json").read_text())
-    except (OSError, ValueError):
-        return {}
+    data = _read_json((folder.parent if folder.name == "model" else folder) / "run.json")
     return data if isinstance(data, dict) else {}
 
 
@@ -95,7 +91,7 @@ def average_runs(runs: list[str | Path], weights: list[float], out: str | Path) 
         if folder.resolve() not in lineage:
             raise UserError(f"{run} is not a stage that {runs[-1]} started from (task.init); average runs of one "
                             "training lineage, the last --run being the latest stage", param="run")
-    configs = [json.loads((f / "config.json").read_text()) for f in folders]
+    configs = [json.loads((f / CONFIG_FILE).read_text()) for f in folders]
     for run, cfg in zip(runs, configs):
         if cfg.get("dit") != configs[-1].get("dit"):
             raise UserError(f"{run} has another denoiser architecture than {runs[-1]}", param="run")
@@ -109,7 +105,7 @@ def average_runs(runs: list[str | Path], weights: list[float], out: str | Path) 
     last = _run_json(folders[-1])
     model = out / "model"
     model.mkdir(parents=True, exist_ok=True)
-    (model / "config.json").write_text(json.dumps(configs[-1], indent=2) + "\n")
+    (model / CONFIG_FILE).write_text(json.dumps(configs[-1], indent=2) + "\n")
     with atomic_path(model / DIT_FILE) as tmp:
         save_file({k: v.contiguous() for k, v in mean.items()}, str(tmp))
     options = [o for o in last.get("task_options", []) if not o.startswith("init=")] + [f"init={folders[-1]}"]
