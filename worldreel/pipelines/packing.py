@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from worldreel.config import from_dict, to_dict
 from worldreel.errors import UserError
@@ -83,20 +83,36 @@ def _run_folder(path: Path) -> Path:
     return path.parent if path.name == "model" and (path.parent / "run.json").is_file() else path
 
 
+def init_chain(start: Path, resolve: Callable[[Path], Path | None]) -> list[Path]:
+    """``start`` and the folders its weights started from, newest first.
+
+    Each step reads the ``init=`` task option in run.json (of the folder, or of the run a
+    ``model/`` folder belongs to) and maps that path through ``resolve``; the chain ends where
+    there is none, where ``resolve`` returns None (the ancestor is gone) or at a loop.
+    Shared by ``train pack`` (run folders) and ``train average`` (model folders).
+    """
+    chain: list[Path] = []
+    seen: set[Path] = set()
+    current: Path | None = start
+    while current is not None and current.resolve() not in seen:
+        seen.add(current.resolve())
+        chain.append(current)
+        run_cfg = _read_json(_run_folder(current) / "run.json")
+        options = (run_cfg.get("task_options") if isinstance(run_cfg, dict) else None) or []
+        init = next((o.split("=", 1)[1] for o in options if o.startswith("init=")), "")
+        current = resolve(Path(init)) if init else None
+    return chain
+
+
+def _parent_run(path: Path) -> Path | None:
+    run = _run_folder(path)
+    return run if (run / "run.json").is_file() else None
+
+
 def _stages(run: Path) -> list[tuple[Path, dict[str, Any]]]:
     """(run folder, recorded facts) of ``run`` and of the runs its weights started from
     (``task.init`` pointing at another run's ``model/``), oldest first."""
-    stages: list[tuple[Path, dict[str, Any]]] = []
-    seen: set[Path] = set()
-    current: Path | None = _run_folder(run)
-    while current is not None and current.resolve() not in seen:
-        seen.add(current.resolve())
-        facts = _run_facts(current)
-        stages.append((current, facts))
-        init = next((o.split("=", 1)[1] for o in facts["task_options"] if o.startswith("init=")), "")
-        parent = _run_folder(Path(init)) if init else None
-        current = parent if parent is not None and (parent / "run.json").is_file() else None
-    return stages[::-1]
+    return [(folder, _run_facts(folder)) for folder in init_chain(_run_folder(run), _parent_run)][::-1]
 
 
 def _stage_name(part: str, index: int, count: int, facts: dict[str, Any]) -> str:

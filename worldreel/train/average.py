@@ -22,7 +22,7 @@ from pathlib import Path
 from worldreel.atomic import atomic_path
 from worldreel.errors import UserError
 from worldreel.pipelines.loading import CONFIG_FILE, DIT_FILE
-from worldreel.pipelines.packing import _read_json
+from worldreel.pipelines.packing import _read_json, _run_folder, init_chain
 
 
 def _model_folder(path: Path) -> Path:
@@ -39,25 +39,19 @@ def _model_folder(path: Path) -> Path:
 
 
 def _run_json(folder: Path) -> dict:
-    data = _read_json((folder.parent if folder.name == "model" else folder) / "run.json")
+    data = _read_json(_run_folder(folder) / "run.json")
     return data if isinstance(data, dict) else {}
 
 
 def _lineage(folder: Path) -> list[Path]:
     """The model folders ``folder`` descends from through ``task.init`` (itself first), resolved."""
-    chain, seen = [], set()
-    current: Path | None = folder
-    while current is not None and current.resolve() not in seen:
-        seen.add(current.resolve())
-        chain.append(current.resolve())
-        init = next((o.split("=", 1)[1] for o in _run_json(current).get("task_options", []) if o.startswith("init=")), "")
-        current = None
-        if init:
-            try:
-                current = _model_folder(Path(init))
-            except UserError:
-                current = None  # the ancestor is gone: the chain ends here
-    return chain
+    def parent(path: Path) -> Path | None:
+        try:
+            return _model_folder(path)
+        except UserError:
+            return None  # the ancestor is gone: the chain ends here
+
+    return [f.resolve() for f in init_chain(folder, parent)]
 
 
 def parse_weights(text: str, count: int) -> list[float]:
