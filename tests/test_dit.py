@@ -241,6 +241,9 @@ def test_task_reads_a_latent_cache(tmp_path):
     assert task._text is None  # the cache's states were used: no text encoder loaded
     loss, logs = task.loss(task.build_model(), batch, torch.Generator().manual_seed(0))
     assert torch.isfinite(loss) and logs["items"] == 2
+    assert task.data_facts() == {"cache_items": 8}  # recorded in run.json: the cache may grow later
+    world = DiTTask(model_cfg, dataclasses.replace(train_cfg, data="world"), DiTTaskConfig())
+    assert world.data_facts() == {}
 
 
 def test_evaluate_writes_scored_sample_videos(tmp_path):

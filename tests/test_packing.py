@@ -174,3 +174,29 @@ def test_pack_card_lists_every_training_stage_in_order(tmp_path):
     assert commands[2].startswith(f"worldreel train cache --model {first}/model --out {old_cache}")
     assert commands[4].startswith(f"worldreel train cache --model {vae_run}/model --out {tmp_path / 'cache'}")
     assert f"--data {old_cache}" in commands[3] and f"--set task.init={dit_first}/model" in commands[5]
+
+
+def test_pack_rebuilds_a_grown_cache_at_the_size_each_stage_saw(tmp_path):
+    """A latent cache grows in place (train cache --count); the card's commands grow it again
+    before each stage that saw it larger, so rerunning them feeds every stage what it had."""
+    vae_run, dit_run, config = _runs(tmp_path)
+    cache = tmp_path / "cache"
+    meta = {"vae": config["vae"], "source": "world", "sizes": [[64, 64]], "seconds": [4.0, 0.0], "seed": 0}
+    (cache / "cache.json").write_text(json.dumps({"items": 300, "count": 300, "meta": meta}))  # grown since
+    dit_first = tmp_path / "dit-first"
+    shutil.copytree(dit_run, dit_first)
+    run_cfg = json.loads((dit_run / "run.json").read_text())
+    (dit_first / "run.json").write_text(json.dumps({**run_cfg, "data": {"cache_items": 100}}))
+    (dit_run / "run.json").write_text(json.dumps({**run_cfg, "task_options": [f"init={dit_first}/model"],
+                                                  "data": {"cache_items": 200}}))
+    out = pack_model(vae_run / "model", dit_run, tmp_path / "model")
+    commands = [line for line in (out / "README.md").read_text().splitlines() if line.startswith("worldreel train")]
+    caches = [line for line in commands if line.split()[2] == "cache"]
+    assert [line.split("--count ")[1].split()[0] for line in caches] == ["100", "200"]
+    assert [line.split()[2] for line in commands] == ["vae", "cache", "dit", "cache", "dit", "pack"]
+    # A run without the record (trained before runs kept it) gets the cache's size today.
+    (dit_first / "run.json").write_text(json.dumps(run_cfg))
+    (dit_run / "run.json").write_text(json.dumps({**run_cfg, "task_options": [f"init={dit_first}/model"]}))
+    out = pack_model(vae_run / "model", dit_run, tmp_path / "model2")
+    caches = [line for line in (out / "README.md").read_text().splitlines() if line.startswith("worldreel train cache")]
+    assert len(caches) == 1 and "--count 300 " in caches[0]

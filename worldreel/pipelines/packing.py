@@ -63,6 +63,8 @@ def _run_facts(run: Path) -> dict[str, Any]:
     facts["task_options"] = run_cfg.get("task_options") or []
     facts["task_config"] = run_cfg.get("task_config") if isinstance(run_cfg.get("task_config"), dict) else None
     facts["average"] = run_cfg.get("average") if isinstance(run_cfg.get("average"), dict) else None  # train average
+    data = run_cfg.get("data") if isinstance(run_cfg.get("data"), dict) else {}
+    facts["cache_items"] = data.get("cache_items")  # a latent cache's size when the run started (it may grow later)
     last_eval: dict[str, float] = {}
     log = run / "log.jsonl"
     if log.is_file():
@@ -241,14 +243,16 @@ def _overrides(name: str, task: str, facts: dict, config: ModelConfig | None = N
     return "".join(f" --set '{s}'" if any(c in s for c in "[] ,") else f" --set {s}" for s in sets)
 
 
-def _cache_options(info: Any) -> str:
-    """The ``train cache`` options a reel-world cache was built with (``info``: its cache.json)."""
+def _cache_options(info: Any, count: Any = None) -> str:
+    """The ``train cache`` options a reel-world cache was built with (``info``: its cache.json),
+    with ``--count`` set to ``count`` where given (the size a run saw, before the cache grew)."""
     if not isinstance(info, dict) or (info.get("meta") or {}).get("source") != "world":
         return ""
     meta = info["meta"]
     sizes = ",".join(f"{w}x{h}" for w, h in meta.get("sizes", []))
     seconds = ",".join(f"{s:g}" for s in meta.get("seconds", []))
-    return f" --count {info.get('count')} --sizes {sizes} --seconds {seconds} --seed {meta.get('seed', 0)}"
+    count = info.get("count") if count is None else count
+    return f" --count {count} --sizes {sizes} --seconds {seconds} --seed {meta.get('seed', 0)}"
 
 
 def _psnr_line(vae_stages: list[tuple[Path, dict]]) -> str | None:
@@ -344,7 +348,7 @@ def _commands(config: ModelConfig, vae_stages: list[tuple[Path, dict]], dit_stag
               vae_run: Path, dit_run: Path) -> list[str]:
     """The commands that reproduce the model: every training stage in order, each latent cache
     before the first denoiser stage that used it (made by the autoencoder stage whose latent
-    config it recorded), then the pack."""
+    config it recorded) and again, grown in place, before a stage that saw it larger, then the pack."""
     name = config.name
     many = len(vae_stages) > 1 or len(dit_stages) > 1
 
@@ -353,7 +357,7 @@ def _commands(config: ModelConfig, vae_stages: list[tuple[Path, dict]], dit_stag
 
     commands = [f"worldreel train vae --preset {name}{out(run)} --steps {facts['summary'].get('steps', '?')}"
                 + _overrides(name, "vae", facts) for run, facts in vae_stages]
-    made: set[str] = set()
+    made: dict[str, Any] = {}  # cache folder -> the item count its last command made
     for i, (run, facts) in enumerate(dit_stages):
         if facts.get("average"):
             avg = facts["average"]
@@ -361,14 +365,15 @@ def _commands(config: ModelConfig, vae_stages: list[tuple[Path, dict]], dit_stag
                             + f" --weights {','.join(f'{w:g}' for w in avg.get('weights', []))} --out {run}")
             continue
         data = facts["train"].get("data") or "CACHE"
-        if data != "world" and data not in made:
-            made.add(data)
-            info = _read_json(Path(data) / "cache.json")
+        info = _read_json(Path(data) / "cache.json") if data != "world" else None
+        count = facts.get("cache_items") or (info.get("count") if isinstance(info, dict) else None)
+        if data != "world" and (data not in made or made[data] != count):
+            made[data] = count  # `train cache --count N` grows a cache in place to the size this stage saw
             recorded = ((info if isinstance(info, dict) else {}).get("meta") or {}).get("vae")
             maker = next((r for r, _ in vae_stages
                           if recorded is not None and (_read_json(r / "model" / CONFIG_FILE) or {}).get("vae") == recorded),
                          vae_stages[-1][0])
-            commands.append(f"worldreel train cache --model {maker}/model --out {data}" + _cache_options(info))
+            commands.append(f"worldreel train cache --model {maker}/model --out {data}" + _cache_options(info, count))
         commands.append(f"worldreel train dit --preset {name}{out(run)} --data {data} --steps {facts['summary'].get('steps', '?')}"
                         + _overrides(name, "dit", facts, config if i == len(dit_stages) - 1 else None))
     default = to_dict(SamplingDefaults())

@@ -29,3 +29,7 @@ class Task(Protocol):
     def export(self, model: nn.Module, out_dir: str) -> None:
         """Write the trained weights (half precision safetensors) and this task's part of
         ``config.json`` into a model folder."""
+
+    # Optional: ``data_facts(self) -> dict``, facts about the training data as it is when the
+    # run starts (e.g. how many items a latent cache held, since a cache can grow in place
+    # later), recorded as run.json's "data" so ``train pack`` can write commands that rebuild it.

@@ -185,9 +185,12 @@ def main(cfg: RunConfig) -> dict:
             ckpt_dir.mkdir(parents=True, exist_ok=True)
             checkpoint.clean_temp(ckpt_dir)
             task_config = to_dict(task.cfg) if dataclasses.is_dataclass(getattr(task, "cfg", None)) else None
-            write_json(run / "run.json", {"task": cfg.task, "task_options": cfg.task_options,
-                                           "task_config": task_config,  # every option's value, defaults included
-                                           "model": to_dict(cfg.model), "train": to_dict(tc)})
+            record = {"task": cfg.task, "task_options": cfg.task_options,
+                      "task_config": task_config,  # every option's value, defaults included
+                      "model": to_dict(cfg.model), "train": to_dict(tc)}
+            if hasattr(task, "data_facts"):  # the data as it is now (a latent cache can grow later)
+                record["data"] = task.data_facts()
+            write_json(run / "run.json", record)
             _truncate_log(run / "log.jsonl", start_step)
             from torch.utils.tensorboard import SummaryWriter
 
