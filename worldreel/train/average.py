@@ -21,7 +21,7 @@ from pathlib import Path
 
 from worldreel.atomic import atomic_path
 from worldreel.errors import UserError
-from worldreel.pipelines.loading import CONFIG_FILE, DIT_FILE
+from worldreel.pipelines.loading import CONFIG_FILE, DIT_FILE, VAE_FILE
 from worldreel.pipelines.packing import _read_json, _run_folder, init_chain
 
 
@@ -32,7 +32,7 @@ def _model_folder(path: Path) -> Path:
     for folder in (path / "model", path, WEIGHTS_DIR / str(path)):
         if (folder / DIT_FILE).is_file() and (folder / CONFIG_FILE).is_file():
             return folder
-    if (path / "vae.safetensors").is_file() or (path / "model" / "vae.safetensors").is_file():
+    if (path / VAE_FILE).is_file() or (path / "model" / VAE_FILE).is_file():
         raise UserError(f"{path} is an autoencoder: averaging autoencoders would change their latents, "
                         "and every denoiser trained on them; only denoiser runs can be averaged", param="run")
     raise UserError(f"{path}: neither it nor {path / 'model'} holds config.json and {DIT_FILE}", param="run")

@@ -70,14 +70,6 @@ class DiTTaskConfig:
         return [1.0 - sum(given), *given]
 
 
-def _read_cache_info(folder: Path) -> dict:
-    try:
-        info = json.loads((folder / "cache.json").read_text())
-    except (OSError, ValueError):
-        return {}  # "world", or no cache there (batches() says so)
-    return info if isinstance(info, dict) else {}
-
-
 def sample_given(batch: int, frames: int, probs: list[float], generator: torch.Generator) -> torch.Tensor:
     """Random given-frame masks (batch, frames) bool: one mode of ``MODES`` per item.
 
@@ -179,8 +171,11 @@ class DiTTask:
     def data_facts(self) -> dict[str, Any]:
         """``{"cache_items": N}`` for a latent cache: how many items it holds as training starts.
         A cache grows in place (``train cache --count``), so its cache.json later may say more."""
-        info = _read_cache_info(Path(self.train_cfg.data))
-        return {"cache_items": info["items"]} if isinstance(info.get("items"), int) else {}
+        from worldreel.pipelines.packing import _read_json
+
+        info = _read_json(Path(self.train_cfg.data) / "cache.json")  # None for "world" or no cache (batches() says so)
+        items = info.get("items") if isinstance(info, dict) else None
+        return {"cache_items": items} if isinstance(items, int) else {}
 
     def _world_batches(self, seed, rank, world_size, start_step):
         from worldreel.data.world import WorldClips
