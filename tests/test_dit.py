@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from worldreel.errors import UserError
-from worldreel.models.dit import DiT, DiTConfig, Rope3D, apply_rope, count_params
+from worldreel.models.dit import DiT, DiTConfig, Rope3D, apply_rope, count_params, grow_depth, grown_positions
 
 TINY = DiTConfig(in_channels=4, width=32, depth=2, heads=4, text_dim=24)
 
@@ -197,6 +197,60 @@ def test_task_loss_trains_and_export_loads(tmp_path):
     with pytest.raises(UserError) as err:
         DiTTask(model_cfg, preset.train_dit, DiTTaskConfig(init=str(tmp_path / "nowhere"))).build_model()
     assert err.value.param == "task.init"
+
+
+def test_grown_denoiser_starts_as_the_shallow_one_and_trains_its_new_blocks():
+    """Depth up-scaling: old blocks spread evenly, new ones are the identity until trained."""
+    assert grown_positions(8, 12) == [0, 1, 3, 4, 6, 7, 9, 10]
+    assert grown_positions(3, 3) == [0, 1, 2]
+    with pytest.raises(ValueError):
+        grown_positions(4, 3)
+    shallow = _trained_like(DiT(TINY))
+    deep = DiT(dataclasses.replace(TINY, depth=5))
+    assert grow_depth(deep, shallow) == [1, 3, 4]
+    assert torch.equal(deep.blocks[2].attn.qkv.weight, shallow.blocks[1].attn.qkv.weight)
+    x, t, text, mask = _inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(deep.eval()(x, t, text, mask), shallow(x, t, text, mask), atol=1e-6, rtol=1e-6)
+    # One optimiser step moves the new blocks off the identity: the grown model now differs.
+    deep.train()
+    deep(x, t, text, mask).square().mean().backward()
+    assert deep.blocks[1].ada[-1].weight.grad.abs().max() > 0
+    assert deep.blocks[1].cross.proj.weight.grad.abs().max() > 0
+    torch.optim.SGD(deep.parameters(), lr=0.1).step()
+    with torch.no_grad():
+        assert not torch.allclose(deep.eval()(x, t, text, mask), shallow(x, t, text, mask), atol=1e-4)
+    # Another width, or U-ViT skips (blocks paired by depth), cannot be grown into.
+    with pytest.raises(ValueError):
+        grow_depth(DiT(dataclasses.replace(TINY, depth=5, skips="uvit")), DiT(dataclasses.replace(TINY, skips="uvit")))
+    with pytest.raises(ValueError):
+        grow_depth(DiT(dataclasses.replace(TINY, depth=3, mlp_ratio=2.0)), shallow)
+
+
+def test_task_grows_a_shallower_init_only_when_asked(tmp_path):
+    """task.grow=true starts a deeper run from a shallower export; without it the error says how."""
+    from worldreel.presets import get_preset
+    from worldreel.train.dit_task import DiTTask, DiTTaskConfig
+
+    preset = get_preset("world-tiny")
+    model_cfg = dataclasses.replace(preset.model, dit=dataclasses.replace(TINY, text_dim=384, in_channels=16))
+    task = DiTTask(model_cfg, preset.train_dit, DiTTaskConfig(vae=str(tmp_path / "no-vae")))
+    task.export(_trained_like(task.build_model()), str(tmp_path))
+    shallow = DiT.load(tmp_path)
+    deeper = dataclasses.replace(model_cfg, dit=dataclasses.replace(model_cfg.dit, depth=3))
+    with pytest.raises(UserError, match="task.grow=true") as err:
+        DiTTask(deeper, preset.train_dit, DiTTaskConfig(init=str(tmp_path))).build_model()
+    assert err.value.param == "task.init"
+    grown = DiTTask(deeper, preset.train_dit, DiTTaskConfig(init=str(tmp_path), grow=True)).build_model().eval()
+    assert len(grown.blocks) == 3
+    x, t, text, mask = _inputs(cfg=model_cfg.dit)
+    with torch.no_grad():
+        torch.testing.assert_close(grown(x, t, text, mask), shallow(x, t, text, mask), atol=1e-5, rtol=1e-5)
+    # Growing never shrinks, nor changes another part of the layout.
+    for other in (dataclasses.replace(model_cfg.dit, depth=1), dataclasses.replace(model_cfg.dit, depth=3, mlp_ratio=2.0)):
+        with pytest.raises(UserError) as err:
+            DiTTask(dataclasses.replace(model_cfg, dit=other), preset.train_dit, DiTTaskConfig(init=str(tmp_path), grow=True)).build_model()
+        assert err.value.param == "task.init" and "task.grow" not in str(err.value)
 
 
 def test_speed_bench_rows():

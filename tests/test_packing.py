@@ -200,3 +200,23 @@ def test_pack_rebuilds_a_grown_cache_at_the_size_each_stage_saw(tmp_path):
     out = pack_model(vae_run / "model", dit_run, tmp_path / "model2")
     caches = [line for line in (out / "README.md").read_text().splitlines() if line.startswith("worldreel train cache")]
     assert len(caches) == 1 and "--count 300 " in caches[0]
+
+
+def test_pack_gives_each_stage_its_own_denoiser_layout(tmp_path):
+    """A stage grown deeper than the one it started from (task.grow) is rebuilt at its own
+    depth, and the stage before it at its own: each command sets the layout its run recorded."""
+    vae_run, dit_run, config = _runs(tmp_path)
+    dit_first = tmp_path / "dit-first"
+    shutil.copytree(dit_run, dit_first)
+    run_cfg = json.loads((dit_run / "run.json").read_text())
+    (dit_first / "run.json").write_text(json.dumps({**run_cfg, "model": {"dit": config["dit"]}}))
+    deeper = dict(config["dit"], depth=config["dit"]["depth"] + 1)
+    (dit_run / "run.json").write_text(json.dumps({**run_cfg, "model": {"dit": deeper},
+                                                  "task_options": [f"init={dit_first}/model", "grow=true"]}))
+    out = pack_model(vae_run / "model", dit_run, tmp_path / "model")
+    dits = [line for line in (out / "README.md").read_text().splitlines() if line.startswith("worldreel train dit")]
+    assert len(dits) == 2
+    depth = config["dit"]["depth"]
+    assert f"--set model.dit.depth={depth} " in dits[0] and "task.grow" not in dits[0]
+    assert f"--set model.dit.depth={depth + 1} " in dits[1] and dits[1].endswith("--set task.grow=true")
+    assert "--set model.dit.width=32 " in dits[0] and "--set model.dit.width=32 " in dits[1]

@@ -318,6 +318,39 @@ class DiT(nn.Module):
         return model.to(device).eval()
 
 
+def grown_positions(old_depth: int, new_depth: int) -> list[int]:
+    """Where the blocks of a depth-``old_depth`` denoiser sit in a deeper one: spread evenly,
+    the first at 0 (8 -> 12: 0 1 3 4 6 7 9 10, new blocks at 2 5 8 11)."""
+    if not 0 < old_depth <= new_depth:
+        raise ValueError(f"cannot grow a depth-{old_depth} denoiser to depth {new_depth}")
+    return [i * new_depth // old_depth for i in range(old_depth)]
+
+
+def grow_depth(model: DiT, shallow: DiT) -> list[int]:
+    """Copy a shallower trained denoiser into ``model`` (freshly initialised, same layout but
+    deeper); return the positions of the new blocks.
+
+    Every weight outside the blocks is copied, and old block i goes to position
+    ``grown_positions(...)[i]``. The new blocks keep their adaLN-Zero initialisation (zero
+    gates, zero cross-attention output), so each is the identity and ``model`` computes
+    exactly what ``shallow`` does until training moves them (depth up-scaling).
+    """
+    old, new = shallow.cfg, model.cfg
+    if old.skips != "none" or new.skips != "none":
+        raise ValueError("growing a denoiser needs skips='none' (U-ViT long skips pair blocks by depth)")
+    positions = grown_positions(old.depth, new.depth)
+    state = model.state_dict()
+    for key, value in shallow.state_dict().items():
+        if key.startswith("blocks."):
+            _, index, rest = key.split(".", 2)
+            key = f"blocks.{positions[int(index)]}.{rest}"
+        if key not in state or state[key].shape != value.shape:
+            raise ValueError(f"denoiser weight {key} has no place of shape {tuple(value.shape)} in the deeper layout")
+        state[key] = value
+    model.load_state_dict(state)
+    return [i for i in range(new.depth) if i not in positions]
+
+
 def count_params(cfg: DiTConfig) -> int:
     """Number of parameters of a DiT built from ``cfg`` (built on the meta device: no memory)."""
     with torch.device("meta"):

@@ -65,6 +65,8 @@ def _run_facts(run: Path) -> dict[str, Any]:
     facts["average"] = run_cfg.get("average") if isinstance(run_cfg.get("average"), dict) else None  # train average
     data = run_cfg.get("data") if isinstance(run_cfg.get("data"), dict) else {}
     facts["cache_items"] = data.get("cache_items")  # a latent cache's size when the run started (it may grow later)
+    model = run_cfg.get("model") if isinstance(run_cfg.get("model"), dict) else {}
+    facts["dit"] = model.get("dit") if isinstance(model.get("dit"), dict) else None  # this stage's denoiser layout
     last_eval: dict[str, float] = {}
     log = run / "log.jsonl"
     if log.is_file():
@@ -214,8 +216,8 @@ def _change_line(previous: dict | None, bench: dict | None, holdout_previous: di
             + (", same prompts and seeds" if all_same else "") + ": " + "; ".join(parts) + ".", ""]
 
 
-def _overrides(name: str, task: str, facts: dict, config: ModelConfig | None = None) -> str:
-    """``--set`` options for every way a run's recipe (and the denoiser's shape) left its preset's."""
+def _overrides(name: str, task: str, facts: dict, dit: dict | None = None) -> str:
+    """``--set`` options for every way a run's recipe (and ``dit``, its denoiser's layout) left its preset's."""
     from worldreel.presets import PRESETS
 
     if name not in PRESETS:
@@ -226,9 +228,9 @@ def _overrides(name: str, task: str, facts: dict, config: ModelConfig | None = N
     for key, value in sorted(facts["train"].items()):
         if key not in ("steps", "data") and key in default and default[key] != value:
             sets.append(f"train.{key}={json.dumps(value)}")
-    if config is not None:
-        default_dit, dit = _plain(to_dict(preset.model.dit)), _plain(to_dict(config.dit))
-        sets += [f"model.dit.{k}={json.dumps(v)}" for k, v in sorted(dit.items()) if default_dit.get(k) != v]
+    if dit is not None:
+        default_dit = _plain(to_dict(preset.model.dit))
+        sets += [f"model.dit.{k}={json.dumps(v)}" for k, v in sorted(_plain(dit).items()) if default_dit.get(k) != v]
     options = list(facts["task_options"])
     if facts.get("task_config") is not None:  # options whose defaults have changed since the run
         from worldreel.train.dit_task import DiTTaskConfig
@@ -375,7 +377,10 @@ def _commands(config: ModelConfig, vae_stages: list[tuple[Path, dict]], dit_stag
                          vae_stages[-1][0])
             commands.append(f"worldreel train cache --model {maker}/model --out {data}" + _cache_options(info, count))
         commands.append(f"worldreel train dit --preset {name}{out(run)} --data {data} --steps {facts['summary'].get('steps', '?')}"
-                        + _overrides(name, "dit", facts, config if i == len(dit_stages) - 1 else None))
+                        # Each stage's own layout (a grown stage is deeper than the one before it);
+                        # runs that did not record it get the packed model's, on the last stage.
+                        + _overrides(name, "dit", facts,
+                                     facts.get("dit") or (to_dict(config.dit) if i == len(dit_stages) - 1 else None)))
     default = to_dict(SamplingDefaults())
     changed = "".join(f" --sampling {k}={v}" for k, v in to_dict(config.sampling).items() if v != default[k])
     commands.append(f"worldreel train pack --vae {vae_run} --dit {dit_run} --out OUT{changed}")

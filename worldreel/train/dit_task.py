@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -34,7 +34,7 @@ from worldreel.atomic import atomic_path, write_bytes, write_json
 from worldreel.config import to_dict
 from worldreel.diffusion.flow import flow_loss, sample_t, shift_for_tokens
 from worldreel.errors import UserError
-from worldreel.models.dit import DiT
+from worldreel.models.dit import DiT, grow_depth
 
 # Order of the conditioning modes in DiTTaskConfig.mode_probs() and in the logs.
 MODES = ("none", "first", "last", "prefix", "suffix", "ends")
@@ -62,6 +62,10 @@ class DiTTaskConfig:
     # A model folder (or shipped name) whose denoiser weights the run starts from, e.g. to
     # fine-tune a trained denoiser on the latents of an improved autoencoder; "" = random.
     init: str = ""
+    # Let ``init`` be a shallower denoiser of otherwise the same layout (depth up-scaling,
+    # models/dit.py ``grow_depth``): its blocks spread evenly through the deeper stack and
+    # the new ones start as the identity, so training starts from init's predictions.
+    grow: bool = False
 
     def mode_probs(self) -> list[float]:
         given = [self.p_first, self.p_last, self.p_prefix, self.p_suffix, self.p_ends]
@@ -118,12 +122,22 @@ class DiTTask:
                 start = read_config(folder).dit
             except UserError as err:
                 raise UserError(f"task.init: {err}", param="task.init") from None
-            if to_dict(start) != to_dict(self.model_cfg.dit):
-                raise UserError(f"task.init {self.cfg.init} is a different denoiser layout than the preset's", param="task.init")
+            want = self.model_cfg.dit
+            deeper = to_dict(start) == to_dict(replace(want, depth=start.depth)) and start.depth < want.depth
+            if to_dict(start) != to_dict(want) and not (deeper and self.cfg.grow):
+                hint = f"; set task.grow=true to grow it from depth {start.depth} to {want.depth}" if deeper else ""
+                raise UserError(f"task.init {self.cfg.init} is a different denoiser layout than the preset's{hint}", param="task.init")
+            target = DiT(start) if deeper else model
             try:
-                _load_weights(model, folder / DIT_FILE)
+                _load_weights(target, folder / DIT_FILE)
             except UserError as err:
                 raise UserError(f"task.init: {err}", param="task.init") from None
+            if deeper:
+                try:
+                    added = grow_depth(model, target)
+                except ValueError as err:
+                    raise UserError(f"task.grow: {err}", param="task.grow") from None
+                print(f"grew {self.cfg.init} from depth {start.depth} to {want.depth}: new identity blocks at {added}", file=sys.stderr)
         return model
 
     def text_encoder(self, device: torch.device | str = "cpu"):
