@@ -54,6 +54,44 @@ def test_average_is_the_weighted_mean_and_pack_follows_it(tmp_path):
                            f"--weights 0.25,0.75 --out {out}")
 
 
+def test_average_takes_the_stage_a_deeper_one_was_grown_from(tmp_path):
+    """Averaging a grown (deeper) stage with the shallower one it started from: weight 1 on the
+    shallow one computes exactly what it did, weight 1 on the deep one what that does, and in
+    between each new block's branches are scaled by the deep stage's weight."""
+    from worldreel.models.dit import DiT
+
+    vae_run, first, _ = _runs(tmp_path)
+    deep = tmp_path / "dit-deep"
+    shutil.copytree(first, deep)
+    other = save_random_model(tmp_path / "weights-deep", overrides=[*TINY, "dit.depth=3"], seed=7)
+    shutil.copy(other / "dit.safetensors", deep / "model" / "dit.safetensors")
+    cfg = json.loads((deep / "model" / "config.json").read_text())
+    cfg["dit"]["depth"] = 3
+    (deep / "model" / "config.json").write_text(json.dumps(cfg))
+    (deep / "run.json").write_text(json.dumps({"train": {}, "task_options": [f"init={first}/model", "grow=true"]}))
+    g = torch.Generator().manual_seed(0)
+    x, t = torch.randn(1, 16, 3, 4, 4, generator=g), torch.rand(1, 3, generator=g)
+    text, mask = torch.randn(1, 5, 384, generator=g), torch.ones(1, 5, dtype=torch.bool)
+
+    def run(folder):
+        with torch.no_grad():
+            return DiT.load(folder)(x, t, text, mask)
+
+    only_first = average_runs([first, deep], [1.0, 0.0], tmp_path / "a")
+    assert json.loads((only_first / "model" / "config.json").read_text())["dit"]["depth"] == 3
+    torch.testing.assert_close(run(only_first / "model"), run(first / "model"), atol=2e-3, rtol=2e-3)
+    torch.testing.assert_close(run(average_runs([first, deep], [0.0, 1.0], tmp_path / "b") / "model"),
+                               run(deep / "model"), atol=2e-3, rtol=2e-3)
+    half = load_file(str(average_runs([first, deep], [0.5, 0.5], tmp_path / "c") / "model" / "dit.safetensors"))
+    a, b = load_file(str(first / "model" / "dit.safetensors")), load_file(str(deep / "model" / "dit.safetensors"))
+    # depth 2 -> 3: old blocks at 0 and 1, the new block at 2.
+    torch.testing.assert_close(half["blocks.2.ada.1.weight"][64:96].float(), 0.5 * b["blocks.2.ada.1.weight"][64:96].float())
+    torch.testing.assert_close(half["blocks.2.attn.qkv.weight"], b["blocks.2.attn.qkv.weight"])
+    torch.testing.assert_close(half["blocks.1.attn.qkv.weight"].float(),
+                               0.5 * (a["blocks.1.attn.qkv.weight"].float() + b["blocks.1.attn.qkv.weight"].float()),
+                               atol=2e-3, rtol=1e-3)
+
+
 def test_average_refuses_what_it_cannot_average(tmp_path):
     vae_run, first, _ = _runs(tmp_path)
     second = _later_stage(tmp_path, first, "dit-second", seed=4)

@@ -6,7 +6,9 @@ both (Wortsman et al. 2022, "Model soups"; Wortsman et al. 2022, "Robust fine-tu
 zero-shot models", which interpolates a fine-tuned model with the one it started from).
 That works when the runs share a trajectory, so this averages only runs of one lineage:
 every run before the last must be a stage the last one started from (``task.init``, followed
-back through the run folders), and the model card can then list how each was trained.
+back through the run folders), and the model card can then list how each was trained. A stage
+the last was grown from (``task.grow``: fewer blocks, the same layout otherwise) is first put in
+the deeper layout with its new blocks the identity, so the mean scales what they add.
 
 The result is a run folder like a training run's: ``model/`` (config.json + dit.safetensors,
 in the dtype of the inputs), ``run.json`` (``"average"``: the runs and weights; ``task.init``
@@ -54,6 +56,45 @@ def _lineage(folder: Path) -> list[Path]:
     return [f.resolve() for f in init_chain(folder, parent)]
 
 
+def _shallower(dit: dict, deep: dict) -> bool:
+    """Whether ``dit`` is ``deep``'s layout with fewer blocks and no U-ViT skips (what task.grow grows)."""
+    same = {k: v for k, v in dit.items() if k != "depth"} == {k: v for k, v in deep.items() if k != "depth"}
+    return same and dit.get("skips", "none") == "none" and 0 < dit.get("depth", 0) < deep.get("depth", 0)
+
+
+def _grown(state: dict, dit: dict, deep_state: dict, deep: dict) -> dict:
+    """A shallower stage's weights in the layout of ``deep_state``, computing what they did.
+
+    Its blocks move where ``grow_depth`` put them; each new block takes the deeper stage's
+    weights with its gates (adaLN rows 2 and 5 of 6) and cross-attention output zeroed, so it
+    is the identity. Averaged with the deeper stage, a new block's branches are then scaled by
+    the deeper stage's weight, and nothing untrained enters the mean.
+    """
+    from worldreel.models.dit import grown_positions
+
+    positions = grown_positions(dit["depth"], deep["depth"])
+    out = {}
+    for key, value in state.items():
+        if key.startswith("blocks."):
+            _, index, rest = key.split(".", 2)
+            key = f"blocks.{positions[int(index)]}.{rest}"
+        out[key] = value
+    width = deep["width"]
+    for index in sorted(set(range(deep["depth"])) - set(positions)):
+        prefix = f"blocks.{index}."
+        for key, value in deep_state.items():
+            if not key.startswith(prefix):
+                continue
+            value = value.clone()
+            if key in (prefix + "ada.1.weight", prefix + "ada.1.bias"):
+                value[2 * width:3 * width] = 0  # gate of the attention branch
+                value[5 * width:6 * width] = 0  # gate of the MLP branch
+            elif key.startswith(prefix + "cross.proj."):
+                value.zero_()  # cross-attention has no gate
+            out[key] = value
+    return out
+
+
 def parse_weights(text: str, count: int) -> list[float]:
     """``"0.25,0.75"`` -> [0.25, 0.75]: one non-negative weight per run, summing to 1."""
     try:
@@ -86,11 +127,15 @@ def average_runs(runs: list[str | Path], weights: list[float], out: str | Path) 
             raise UserError(f"{run} is not a stage that {runs[-1]} started from (task.init); average runs of one "
                             "training lineage, the last --run being the latest stage", param="run")
     configs = [json.loads((f / CONFIG_FILE).read_text()) for f in folders]
+    deep = configs[-1].get("dit") or {}
     for run, cfg in zip(runs, configs):
-        if cfg.get("dit") != configs[-1].get("dit"):
+        if cfg.get("dit") != deep and not _shallower(cfg.get("dit") or {}, deep):
             raise UserError(f"{run} has another denoiser architecture than {runs[-1]}", param="run")
-    # 2. The weighted mean, computed in fp32 and stored in the inputs' dtype.
+    # 2. The weighted mean, computed in fp32 and stored in the inputs' dtype; a shallower
+    #    stage the last was grown from (task.grow) is first put in the deeper layout.
     states = [load_file(str(f / DIT_FILE)) for f in folders]
+    states = [_grown(state, cfg["dit"], states[-1], deep) if cfg.get("dit") != deep else state
+              for state, cfg in zip(states, configs)]
     for run, state in zip(runs, states):
         if state.keys() != states[-1].keys() or any(state[k].shape != states[-1][k].shape for k in state):
             raise UserError(f"{run}: its weights do not match {runs[-1]}'s tensor for tensor", param="run")
