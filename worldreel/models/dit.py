@@ -326,6 +326,14 @@ def grown_positions(old_depth: int, new_depth: int) -> list[int]:
     return [i * new_depth // old_depth for i in range(old_depth)]
 
 
+def grown_key(key: str, positions: list[int]) -> str:
+    """A shallow denoiser's state-dict key in the deeper layout: block i moves to positions[i]."""
+    if not key.startswith("blocks."):
+        return key
+    _, index, rest = key.split(".", 2)
+    return f"blocks.{positions[int(index)]}.{rest}"
+
+
 def grow_depth(model: DiT, shallow: DiT) -> list[int]:
     """Copy a shallower trained denoiser into ``model`` (freshly initialised, same layout but
     deeper); return the positions of the new blocks.
@@ -341,9 +349,7 @@ def grow_depth(model: DiT, shallow: DiT) -> list[int]:
     positions = grown_positions(old.depth, new.depth)
     state = model.state_dict()
     for key, value in shallow.state_dict().items():
-        if key.startswith("blocks."):
-            _, index, rest = key.split(".", 2)
-            key = f"blocks.{positions[int(index)]}.{rest}"
+        key = grown_key(key, positions)
         if key not in state or state[key].shape != value.shape:
             raise ValueError(f"denoiser weight {key} has no place of shape {tuple(value.shape)} in the deeper layout")
         state[key] = value

@@ -70,15 +70,10 @@ def _grown(state: dict, dit: dict, deep_state: dict, deep: dict) -> dict:
     is the identity. Averaged with the deeper stage, a new block's branches are then scaled by
     the deeper stage's weight, and nothing untrained enters the mean.
     """
-    from worldreel.models.dit import grown_positions
+    from worldreel.models.dit import grown_key, grown_positions
 
     positions = grown_positions(dit["depth"], deep["depth"])
-    out = {}
-    for key, value in state.items():
-        if key.startswith("blocks."):
-            _, index, rest = key.split(".", 2)
-            key = f"blocks.{positions[int(index)]}.{rest}"
-        out[key] = value
+    out = {grown_key(key, positions): value for key, value in state.items()}
     width = deep["width"]
     for index in sorted(set(range(deep["depth"])) - set(positions)):
         prefix = f"blocks.{index}."
