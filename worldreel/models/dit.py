@@ -326,6 +326,29 @@ def grown_positions(old_depth: int, new_depth: int) -> list[int]:
     return [i * new_depth // old_depth for i in range(old_depth)]
 
 
+def deeper_only(old: dict, new: dict) -> bool:
+    """Whether denoiser layout ``new`` is ``old`` with more blocks and nothing else changed
+    (both as dicts: ``to_dict(DiTConfig)`` or config.json's "dit" section)."""
+    return {**old, "depth": new.get("depth")} == new and 0 < old.get("depth", 0) < new.get("depth", 0)
+
+
+def identity_block(block: dict[str, torch.Tensor], width: int) -> dict[str, torch.Tensor]:
+    """One block's weights (keys relative to it, e.g. "ada.1.weight") with what makes the block
+    the identity zeroed, everything else kept: the attention and MLP gates (chunks 2 and 5 of
+    the six ``DiTBlock.forward`` splits its adaLN output into) and the cross-attention output
+    projection (it has no gate)."""
+    out = {}
+    for key, value in block.items():
+        value = value.clone()
+        if key in ("ada.1.weight", "ada.1.bias"):
+            value[2 * width:3 * width] = 0  # gate1: attention
+            value[5 * width:6 * width] = 0  # gate2: MLP
+        elif key.startswith("cross.proj."):
+            value.zero_()
+        out[key] = value
+    return out
+
+
 def grown_key(key: str, positions: list[int]) -> str:
     """A shallow denoiser's state-dict key in the deeper layout: block i moves to positions[i]."""
     if not key.startswith("blocks."):

@@ -56,37 +56,22 @@ def _lineage(folder: Path) -> list[Path]:
     return [f.resolve() for f in init_chain(folder, parent)]
 
 
-def _shallower(dit: dict, deep: dict) -> bool:
-    """Whether ``dit`` is ``deep``'s layout with fewer blocks and no U-ViT skips (what task.grow grows)."""
-    same = {k: v for k, v in dit.items() if k != "depth"} == {k: v for k, v in deep.items() if k != "depth"}
-    return same and dit.get("skips", "none") == "none" and 0 < dit.get("depth", 0) < deep.get("depth", 0)
-
-
 def _grown(state: dict, dit: dict, deep_state: dict, deep: dict) -> dict:
     """A shallower stage's weights in the layout of ``deep_state``, computing what they did.
 
     Its blocks move where ``grow_depth`` put them; each new block takes the deeper stage's
-    weights with its gates (adaLN rows 2 and 5 of 6) and cross-attention output zeroed, so it
-    is the identity. Averaged with the deeper stage, a new block's branches are then scaled by
+    weights with its gates and cross-attention output zeroed (``identity_block``), so it is
+    the identity. Averaged with the deeper stage, a new block's branches are then scaled by
     the deeper stage's weight, and nothing untrained enters the mean.
     """
-    from worldreel.models.dit import grown_key, grown_positions
+    from worldreel.models.dit import grown_key, grown_positions, identity_block
 
     positions = grown_positions(dit["depth"], deep["depth"])
     out = {grown_key(key, positions): value for key, value in state.items()}
-    width = deep["width"]
     for index in sorted(set(range(deep["depth"])) - set(positions)):
         prefix = f"blocks.{index}."
-        for key, value in deep_state.items():
-            if not key.startswith(prefix):
-                continue
-            value = value.clone()
-            if key in (prefix + "ada.1.weight", prefix + "ada.1.bias"):
-                value[2 * width:3 * width] = 0  # gate of the attention branch
-                value[5 * width:6 * width] = 0  # gate of the MLP branch
-            elif key.startswith(prefix + "cross.proj."):
-                value.zero_()  # cross-attention has no gate
-            out[key] = value
+        block = {key[len(prefix):]: value for key, value in deep_state.items() if key.startswith(prefix)}
+        out.update({prefix + key: value for key, value in identity_block(block, deep["width"]).items()})
     return out
 
 
@@ -108,6 +93,8 @@ def average_runs(runs: list[str | Path], weights: list[float], out: str | Path) 
     """Write the weighted mean of the runs' denoiser weights as a run folder at ``out``; returns it."""
     from safetensors.torch import load_file, save_file
 
+    from worldreel.models.dit import deeper_only
+
     start = time.perf_counter()
     if len(runs) < 2:
         raise UserError("give at least two --run folders to average", param="run")
@@ -124,7 +111,9 @@ def average_runs(runs: list[str | Path], weights: list[float], out: str | Path) 
     configs = [json.loads((f / CONFIG_FILE).read_text()) for f in folders]
     deep = configs[-1].get("dit") or {}
     for run, cfg in zip(runs, configs):
-        if cfg.get("dit") != deep and not _shallower(cfg.get("dit") or {}, deep):
+        dit = cfg.get("dit") or {}
+        # A stage the last was grown from (task.grow; U-ViT skips pair blocks by depth: never grown).
+        if dit != deep and not (deeper_only(dit, deep) and dit.get("skips", "none") == "none"):
             raise UserError(f"{run} has another denoiser architecture than {runs[-1]}", param="run")
     # 2. The weighted mean, computed in fp32 and stored in the inputs' dtype; a shallower
     #    stage the last was grown from (task.grow) is first put in the deeper layout.

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -34,7 +34,7 @@ from worldreel.atomic import atomic_path, write_bytes, write_json
 from worldreel.config import to_dict
 from worldreel.diffusion.flow import flow_loss, sample_t, shift_for_tokens
 from worldreel.errors import UserError
-from worldreel.models.dit import DiT, grow_depth
+from worldreel.models.dit import DiT, deeper_only, grow_depth
 
 # Order of the conditioning modes in DiTTaskConfig.mode_probs() and in the logs.
 MODES = ("none", "first", "last", "prefix", "suffix", "ends")
@@ -123,7 +123,7 @@ class DiTTask:
             except UserError as err:
                 raise UserError(f"task.init: {err}", param="task.init") from None
             want = self.model_cfg.dit
-            deeper = to_dict(start) == to_dict(replace(want, depth=start.depth)) and start.depth < want.depth
+            deeper = deeper_only(to_dict(start), to_dict(want))
             if to_dict(start) != to_dict(want) and not (deeper and self.cfg.grow):
                 hint = f"; set task.grow=true to grow it from depth {start.depth} to {want.depth}" if deeper else ""
                 raise UserError(f"task.init {self.cfg.init} is a different denoiser layout than the preset's{hint}", param="task.init")
