@@ -77,7 +77,8 @@ def test_sigkill_mid_write_never_leaves_a_damaged_checkpoint(tmp_path):
         if proc.poll() is None:
             proc.kill()
     found = checkpoint.list_checkpoints(tmp_path)
-    assert found and len(found) <= 2
+    # keep=2, plus one when the kill lands between a new file's rename and the pruning of the oldest
+    assert found and len(found) <= 3
     for step, path in found:  # every file under a real name is complete
         state = torch.load(path, weights_only=True)
         assert state["step"] == step and float(state["model"]["w"][0] - state["model"]["w"][1]) != 0
