@@ -220,3 +220,47 @@ def test_pack_gives_each_stage_its_own_denoiser_layout(tmp_path):
     assert f"--set model.dit.depth={depth} " in dits[0] and "task.grow" not in dits[0]
     assert f"--set model.dit.depth={depth + 1} " in dits[1] and dits[1].endswith("--set task.grow=true")
     assert "--set model.dit.width=32 " in dits[0] and "--set model.dit.width=32 " in dits[1]
+
+
+def test_a_packed_model_keeps_its_stages_when_the_runs_are_gone(tmp_path):
+    """training.json in the packed folder holds what the card was written from: packing again
+    from the packed model alone (runs and cache deleted) writes the same training section, and a
+    new run that started from the packed model (task.init) continues its stages."""
+    vae_run, dit_run, config = _runs(tmp_path)
+    cache = tmp_path / "cache"
+    meta = {"vae": config["vae"], "source": "world", "sizes": [[64, 64]], "seconds": [4.0, 0.0], "seed": 0}
+    (cache / "cache.json").write_text(json.dumps({"count": 300, "meta": meta}))
+    (vae_run / "run.json").write_text(json.dumps({"train": {"batch_size": 2}, "task_options": ["crop=[9,32,32]"]}))
+    first = pack_model(vae_run, dit_run, tmp_path / "first")
+
+    def training(card):
+        return card.split("## Training")[1].split("## world-bench")[0]
+
+    card = (first / "README.md").read_text()
+    assert json.loads((first / "training.json").read_text())["vae"][0]["run"] == str(vae_run)
+    # A decoder stage that started from the packed model, not from a run folder.
+    dec = tmp_path / "dec"
+    shutil.copytree(vae_run, dec)
+    (dec / "run.json").write_text(json.dumps({"train": {"batch_size": 2, "seed": 15},
+                                              "task_options": [f"init={first}", "freeze_encoder=true"]}))
+    (dec / "summary.json").write_text(json.dumps({"steps": 700, "train_seconds": 1200.0, "processes": 1,
+                                                  "device": "cpu", "loss": 0.04}))
+    (dec / "log.jsonl").write_text(json.dumps({"step": 700, "eval": {"psnr": 33.25, "ssim": 0.98}}) + "\n")
+    for gone in (vae_run, dit_run, cache):
+        shutil.rmtree(gone)
+    again = pack_model(first, first, tmp_path / "again")
+    assert training((again / "README.md").read_text()) == training(card)
+    second = pack_model(dec, first, tmp_path / "second")
+    card2 = (second / "README.md").read_text()
+    assert "| autoencoder, stage 1 | 3000 | 2 |" in card2 and "| autoencoder, stage 2 (decoder only) | 700 | 2 |" in card2
+    assert "| denoiser | 4000 | 32 | 90 min | 1, cpu | 0.5000 |" in card2
+    assert "PSNR 31.50 dB, SSIM 0.970 after stage 1 (step 3000); PSNR 33.25 dB, SSIM 0.980 after stage 2 (step 700)" in card2
+    assert f"started from the packed model `{first}`" in card2
+    commands = [line for line in card2.splitlines() if line.startswith("worldreel train")]
+    assert [line.split()[2] for line in commands] == ["vae", "vae", "cache", "dit", "pack"]
+    assert "--set 'task.crop=[9,32,32]'" in commands[0] and f"--set task.init={vae_run}/model" in commands[1]
+    assert commands[2].startswith(f"worldreel train cache --model {vae_run}/model --out {cache} --count 300 ")
+    assert commands[4].startswith(f"worldreel train pack --vae {dec} --dit {dit_run} ")
+    # The second pack's record holds both autoencoder stages: a third pack from it alone lists them.
+    third = pack_model(second, second, tmp_path / "third")
+    assert training((third / "README.md").read_text()) == training(card2)

@@ -109,8 +109,10 @@ def weights_digest(name_or_path: str) -> dict[str, str]:
     return digests
 
 
-def save_model(out_dir: str | Path, config: ModelConfig, vae, dit, *, readme: str | None = None) -> Path:
-    """Write a model folder (config.json, fp16 safetensors, optional README.md); files land atomically."""
+def save_model(out_dir: str | Path, config: ModelConfig, vae, dit, *, readme: str | None = None,
+               files: dict[str, str] | None = None) -> Path:
+    """Write a model folder (config.json, fp16 safetensors, optional README.md and other text
+    ``files`` by name); files land atomically."""
     from safetensors.torch import save_file
 
     out = Path(out_dir)
@@ -127,6 +129,8 @@ def save_model(out_dir: str | Path, config: ModelConfig, vae, dit, *, readme: st
     atomic(CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(to_dict(config), indent=2) + "\n"))
     if readme is not None:
         atomic("README.md", lambda tmp: Path(tmp).write_text(readme))
+    for name, text in (files or {}).items():
+        atomic(name, lambda tmp, text=text: Path(tmp).write_text(text))
     return out
 
 

@@ -17,6 +17,12 @@ included) must equal the one being packed, or the pack is refused.
 
 The model card is written from what the runs recorded (``summary.json``, ``run.json``,
 ``log.jsonl``) and from world-bench results when given, never typed by hand.
+
+A packed folder keeps those records too, in ``training.json`` (every stage of each part, as
+the card was written from them), so a model outlives its run folders: ``--vae`` or ``--dit``
+may name a packed model (a folder or a shipped name), and a run whose ``task.init`` is a
+packed model continues its recorded stages. Either way the card lists every stage and the
+commands rebuild the whole chain, each stage starting from the one before it.
 """
 from __future__ import annotations
 
@@ -32,12 +38,15 @@ from worldreel.presets import ModelConfig, SamplingDefaults
 
 
 CARD_FAILURES = 5  # kinds of failure the card lists per suite (the JSON has them all)
+TRAINING_FILE = "training.json"  # a packed model's stages, as the card was written from them
+TRAINING_FORMAT = 1
 
 
 def _model_folder(run: Path, weights: str, param: str) -> Path:
-    """``run/model`` (a training run folder) or ``run`` itself (a model folder) holding ``weights``."""
-    for folder in (run / "model", run):
-        if (folder / weights).is_file() and (folder / CONFIG_FILE).is_file():
+    """``run/model`` (a training run folder), ``run`` itself (a model folder) or the shipped model
+    named ``run``, holding ``weights``."""
+    for folder in (run / "model", run, _packed_folder(str(run))):
+        if folder is not None and (folder / weights).is_file() and (folder / CONFIG_FILE).is_file():
             return folder
     raise UserError(f"{run}: neither it nor {run / 'model'} holds {CONFIG_FILE} and {weights}; "
                     f"train it first (worldreel train {param})", param=param)
@@ -79,6 +88,8 @@ def _run_facts(run: Path) -> dict[str, Any]:
             if evals:
                 last_eval = {"step": row.get("step"), **evals}
     facts["last_eval"] = last_eval
+    data = facts["train"].get("data")  # the latent cache's index as it is now (kept: caches get deleted)
+    facts["cache"] = _read_json(Path(data) / "cache.json") if data and data != "world" else None
     return facts
 
 
@@ -113,10 +124,67 @@ def _parent_run(path: Path) -> Path | None:
     return run if (run / "run.json").is_file() else None
 
 
-def _stages(run: Path) -> list[tuple[Path, dict[str, Any]]]:
+def _packed_folder(name_or_path: str) -> Path | None:
+    """The model folder a path or shipped model name points at, or None."""
+    from worldreel.presets import model_dir
+
+    try:
+        return model_dir(name_or_path)
+    except (UserError, OSError):
+        return None
+
+
+def _recorded_stages(folder: Path | None, part: str) -> list[tuple[Path, dict[str, Any]]] | None:
+    """The ``part`` ("vae" or "dit") stages a packed model folder recorded in training.json, or None."""
+    data = _read_json(folder / TRAINING_FILE) if folder is not None else None
+    stages = data.get(part) if isinstance(data, dict) else None
+    if not isinstance(stages, list) or not stages or not all(isinstance(s, dict) and s.get("run") for s in stages):
+        return None
+    return [(Path(s["run"]), {k: v for k, v in s.items() if k != "run"}) for s in stages]
+
+
+def _stages(run: Path, part: str) -> list[tuple[Path, dict[str, Any]]]:
     """(run folder, recorded facts) of ``run`` and of the runs its weights started from
-    (``task.init`` pointing at another run's ``model/``), oldest first."""
-    return [(folder, _run_facts(folder)) for folder in init_chain(_run_folder(run), _parent_run)][::-1]
+    (``task.init`` pointing at another run's ``model/``), oldest first. A packed model in the
+    chain (``run`` itself, or the oldest run's ``task.init``) adds the stages it recorded; the
+    run that started from it then reads, in the commands, as starting from its last stage."""
+    folder = _run_folder(run)
+    if not (folder / "run.json").is_file():
+        recorded = _recorded_stages(_packed_folder(str(run)), part)
+        if recorded is not None:
+            return recorded
+    stages = [(f, _run_facts(f)) for f in init_chain(folder, _parent_run)][::-1]
+    first = stages[0][1]
+    init = next((o.split("=", 1)[1] for o in first["task_options"] if o.startswith("init=")), "")
+    recorded = _recorded_stages(_packed_folder(init), part) if init and _parent_run(Path(init)) is None else None
+    if recorded:
+        first["started_from"] = init
+        first["task_options"] = [f"init={recorded[-1][0]}/model" if o.startswith("init=") else o
+                                 for o in first["task_options"]]
+        stages = recorded + stages
+    return stages
+
+
+def _record_cache_makers(vae_stages: list[tuple[Path, dict]], dit_stages: list[tuple[Path, dict]]) -> None:
+    """Name in each denoiser stage's cache facts the autoencoder stage that made the cache (the
+    one whose latent config the cache recorded; else the last), unless a packed model already did."""
+    for _, facts in dit_stages:
+        info = facts.get("cache")
+        if not isinstance(info, dict) or info.get("maker"):
+            continue
+        recorded = (info.get("meta") or {}).get("vae")
+        maker = next((r for r, _ in vae_stages
+                      if recorded is not None and (_read_json(r / "model" / CONFIG_FILE) or {}).get("vae") == recorded),
+                     vae_stages[-1][0])
+        info["maker"] = str(maker)
+
+
+def _training_record(vae_stages: list[tuple[Path, dict]], dit_stages: list[tuple[Path, dict]]) -> str:
+    """training.json: every stage of both parts with the facts the card was written from."""
+    record = {"format": TRAINING_FORMAT,
+              **{part: [{"run": str(run), **facts} for run, facts in stages]
+                 for part, stages in (("vae", vae_stages), ("dit", dit_stages))}}
+    return json.dumps(record, indent=1) + "\n"
 
 
 def _stage_name(part: str, index: int, count: int, facts: dict[str, Any]) -> str:
@@ -132,7 +200,7 @@ def _check_cache_matches(dit_facts: dict, vae_section: dict) -> str | None:
     data = dit_facts["train"].get("data")
     if not data or data == "world":
         return None
-    index = _read_json(Path(data) / "cache.json")
+    index = dit_facts.get("cache")
     if not isinstance(index, dict):
         return str(data)  # the cache is gone (e.g. packed on another machine): nothing to compare
     cached = (index.get("meta") or {}).get("vae")
@@ -323,6 +391,11 @@ def model_card(config: ModelConfig, vae, dit, vae_stages: list[tuple[Path, dict]
                       "stage keeps the encoder, so latents (and a denoiser trained on them) keep their meaning.",
                   *averages]
     psnr_line = _psnr_line(vae_stages)
+    for part, stages in (("autoencoder", vae_stages), ("denoiser", dit_stages)):
+        for i, (_, facts) in enumerate(stages):
+            if facts.get("started_from"):
+                lines.append(f"The {part}'s stage {i + 1} started from the packed model `{facts['started_from']}` "
+                             f"(stage {i}'s weights in half precision); its command starts from stage {i}'s run.")
     if psnr_line:
         lines += ["", psnr_line]
     lines += ["", "Reproduce:", "", "```bash", *commands, "```", "", "## world-bench", "",
@@ -346,8 +419,7 @@ def model_card(config: ModelConfig, vae, dit, vae_stages: list[tuple[Path, dict]
     return "\n".join(lines)
 
 
-def _commands(config: ModelConfig, vae_stages: list[tuple[Path, dict]], dit_stages: list[tuple[Path, dict]],
-              vae_run: Path, dit_run: Path) -> list[str]:
+def _commands(config: ModelConfig, vae_stages: list[tuple[Path, dict]], dit_stages: list[tuple[Path, dict]]) -> list[str]:
     """The commands that reproduce the model: every training stage in order, each latent cache
     before the first denoiser stage that used it (made by the autoencoder stage whose latent
     config it recorded) and again, grown in place, before a stage that saw it larger, then the pack."""
@@ -367,14 +439,11 @@ def _commands(config: ModelConfig, vae_stages: list[tuple[Path, dict]], dit_stag
                             + f" --weights {','.join(f'{w:g}' for w in avg.get('weights', []))} --out {run}")
             continue
         data = facts["train"].get("data") or "CACHE"
-        info = _read_json(Path(data) / "cache.json") if data != "world" else None
+        info = facts.get("cache") if data != "world" else None
         count = facts.get("cache_items") or (info.get("count") if isinstance(info, dict) else None)
         if data != "world" and (data not in made or made[data] != count):
             made[data] = count  # `train cache --count N` grows a cache in place to the size this stage saw
-            recorded = ((info if isinstance(info, dict) else {}).get("meta") or {}).get("vae")
-            maker = next((r for r, _ in vae_stages
-                          if recorded is not None and (_read_json(r / "model" / CONFIG_FILE) or {}).get("vae") == recorded),
-                         vae_stages[-1][0])
+            maker = (info.get("maker") if isinstance(info, dict) else None) or vae_stages[-1][0]
             commands.append(f"worldreel train cache --model {maker}/model --out {data}" + _cache_options(info, count))
         commands.append(f"worldreel train dit --preset {name}{out(run)} --data {data} --steps {facts['summary'].get('steps', '?')}"
                         # Each stage's own layout (a grown stage is deeper than the one before it);
@@ -383,7 +452,7 @@ def _commands(config: ModelConfig, vae_stages: list[tuple[Path, dict]], dit_stag
                                      facts.get("dit") or (to_dict(config.dit) if i == len(dit_stages) - 1 else None)))
     default = to_dict(SamplingDefaults())
     changed = "".join(f" --sampling {k}={v}" for k, v in to_dict(config.sampling).items() if v != default[k])
-    commands.append(f"worldreel train pack --vae {vae_run} --dit {dit_run} --out OUT{changed}")
+    commands.append(f"worldreel train pack --vae {vae_stages[-1][0]} --dit {dit_stages[-1][0]} --out OUT{changed}")
     return commands
 
 
@@ -430,7 +499,8 @@ def pack_model(vae_run: str | Path, dit_run: str | Path, out: str | Path, *, ben
     if config.dit.in_channels != config.vae.latent_channels:
         raise UserError(f"the denoiser takes {config.dit.in_channels} latent channels but the autoencoder makes "
                         f"{config.vae.latent_channels}", param="vae")
-    vae_stages, dit_stages = _stages(vae_run), _stages(dit_run)
+    vae_stages, dit_stages = _stages(vae_run, "vae"), _stages(dit_run, "dit")
+    _record_cache_makers(vae_stages, dit_stages)
     cache = _check_cache_matches(dit_stages[-1][1], to_dict(config.vae))
     results = []  # the five world-bench results, in this order (None where not given)
     for path, param in ((bench, "bench"), (holdout_bench, "holdout_bench"), (ceiling_bench, "ceiling_bench"),
@@ -453,8 +523,8 @@ def pack_model(vae_run: str | Path, dit_run: str | Path, out: str | Path, *, ben
     _load_weights(vae, vae_folder / VAE_FILE)
     _load_weights(dit, dit_folder / DIT_FILE)
     # 3. The folder and its card, with the commands that reproduce it (recipe changes as --set).
-    commands = _commands(config, vae_stages, dit_stages, vae_run, dit_run)
+    commands = _commands(config, vae_stages, dit_stages)
     scores, holdout_scores, ceiling_scores, previous_scores, previous_holdout_scores = results
     card = model_card(config, vae, dit, vae_stages, dit_stages, cache, scores, holdout_scores, ceiling_scores, commands,
                       previous=previous_scores, holdout_previous=previous_holdout_scores)
-    return save_model(out, config, vae, dit, readme=card)
+    return save_model(out, config, vae, dit, readme=card, files={TRAINING_FILE: _training_record(vae_stages, dit_stages)})
