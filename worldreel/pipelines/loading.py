@@ -127,9 +127,8 @@ def save_model(out_dir: str | Path, config: ModelConfig, vae, dit, *, readme: st
                  for k, v in module.state_dict().items()}
         atomic(name, lambda tmp, state=state: save_file(state, tmp))
     atomic(CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(to_dict(config), indent=2) + "\n"))
-    if readme is not None:
-        atomic("README.md", lambda tmp: Path(tmp).write_text(readme))
-    for name, text in (files or {}).items():
+    texts = {**({"README.md": readme} if readme is not None else {}), **(files or {})}
+    for name, text in texts.items():
         atomic(name, lambda tmp, text=text: Path(tmp).write_text(text))
     return out
 

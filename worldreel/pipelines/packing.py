@@ -168,14 +168,15 @@ def _stages(run: Path, part: str) -> list[tuple[Path, dict[str, Any]]]:
 def _record_cache_makers(vae_stages: list[tuple[Path, dict]], dit_stages: list[tuple[Path, dict]]) -> None:
     """Name in each denoiser stage's cache facts the autoencoder stage that made the cache (the
     one whose latent config the cache recorded; else the last), unless a packed model already did."""
+    exported = None  # each autoencoder stage's exported "vae" section, read once when first needed
     for _, facts in dit_stages:
         info = facts.get("cache")
         if not isinstance(info, dict) or info.get("maker"):
             continue
+        if exported is None:
+            exported = [(r, (_read_json(r / "model" / CONFIG_FILE) or {}).get("vae")) for r, _ in vae_stages]
         recorded = (info.get("meta") or {}).get("vae")
-        maker = next((r for r, _ in vae_stages
-                      if recorded is not None and (_read_json(r / "model" / CONFIG_FILE) or {}).get("vae") == recorded),
-                     vae_stages[-1][0])
+        maker = next((r for r, section in exported if recorded is not None and section == recorded), vae_stages[-1][0])
         info["maker"] = str(maker)
 
 
