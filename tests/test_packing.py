@@ -176,6 +176,25 @@ def test_pack_card_lists_every_training_stage_in_order(tmp_path):
     assert f"--data {old_cache}" in commands[3] and f"--set task.init={dit_first}/model" in commands[5]
 
 
+def test_pack_puts_a_decoder_trained_on_a_denoiser_after_that_denoiser(tmp_path):
+    """A decoder stage with task.denoiser needs the denoiser to exist: its command comes after
+    the denoiser stages and names the last of them, not the moving shipped model it named."""
+    vae_run, dit_run, config = _runs(tmp_path)
+    first = tmp_path / "vae-first"
+    shutil.copytree(vae_run, first)
+    (first / "run.json").write_text(json.dumps({"train": {"batch_size": 8}, "task_options": []}))
+    (vae_run / "run.json").write_text(json.dumps({"train": {"batch_size": 2}, "task_options": [
+        f"init={first}/model", "freeze_encoder=true", "denoiser=world-tiny", "denoised_prob=0.35"]}))
+    out = pack_model(vae_run / "model", dit_run, tmp_path / "model")
+    commands = [line for line in (out / "README.md").read_text().splitlines() if line.startswith("worldreel train")]
+    assert [line.split()[2] for line in commands] == ["vae", "cache", "dit", "vae", "pack"]
+    assert commands[1].startswith(f"worldreel train cache --model {first}/model ")  # the encoder the denoiser knows
+    assert f"--set task.denoiser={dit_run}/model" in commands[3] and "denoiser=world-tiny" not in commands[3]
+    assert f"--set task.init={first}/model" in commands[3] and "--set task.denoised_prob=0.35" in commands[3]
+    record = json.loads((out / "training.json").read_text())
+    assert f"denoiser={dit_run}/model" in record["vae"][-1]["task_options"]
+
+
 def test_pack_rebuilds_a_grown_cache_at_the_size_each_stage_saw(tmp_path):
     """A latent cache grows in place (train cache --count); the card's commands grow it again
     before each stage that saw it larger, so rerunning them feeds every stage what it had."""

@@ -284,6 +284,69 @@ def test_decoder_only_fine_tune_keeps_the_encoder(tmp_path):
     assert a["latent_shift"] == b["latent_shift"] and a["latent_scale"] == b["latent_scale"]
 
 
+def _with_denoiser(tmp_path, task):
+    """A model folder: ``task``'s exported autoencoder plus a small random denoiser for its latents."""
+    from dataclasses import replace
+
+    from worldreel.models.dit import DiT
+    from worldreel.pipelines.loading import read_config, save_model
+
+    start = task.build_model()
+    task.export(start, str(tmp_path / "start"))
+    config = read_config(tmp_path / "start")
+    config.dit = replace(config.dit, in_channels=config.vae.latent_channels, width=32, depth=2, heads=2)
+    torch.manual_seed(0)
+    dit = DiT(config.dit)
+    with torch.no_grad():
+        for param in dit.parameters():  # adaLN-Zero starts at zero: make the output depend on the input
+            if not param.any():
+                param.normal_(0.0, 0.05)
+    return save_model(tmp_path / "denoiser", config, start, dit)
+
+
+def test_decoder_can_train_on_a_denoisers_estimates(tmp_path):
+    """task.denoiser: with denoised_prob 1 every sample's latents are the denoiser's
+    one-step estimate (near the clean latents at small t, not equal); with 0 the step is
+    exactly the plain decoder-only step; the encoder stays frozen either way."""
+    folder = _with_denoiser(tmp_path, tiny_task(image_prob=0.0))
+    opts = dict(image_prob=0.0, init=str(tmp_path / "start"), freeze_encoder=True, denoiser=str(folder))
+    batch = next(tiny_task(image_prob=0.0).batches(seed=0, rank=0, world_size=1, start_step=0))
+
+    def step_loss(**kw):
+        task = tiny_task(**{**opts, **kw})
+        model = task.build_model()
+        return task, model, task.loss(model, batch, torch.Generator().manual_seed(0))[0]
+
+    plain = step_loss(denoiser="")[2]
+    assert step_loss(denoised_prob=0.0)[2].item() == pytest.approx(plain.item(), rel=1e-6)
+    task, model, loss = step_loss(denoised_prob=1.0)
+    assert abs(loss.item() - plain.item()) > 1e-4 * plain.item()
+    loss.backward()
+    assert all(p.grad is None for p in model.encoder.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.decoder.parameters())
+    z = torch.randn(2, 4, 2, 2, 2)
+    estimate = task._denoiser(z, torch.Generator().manual_seed(1))
+    assert not torch.equal(estimate, z) and (estimate - z).abs().max() < 10
+    small = tiny_task(**opts, denoised_prob=1.0, denoised_t=1e-4)
+    small.build_model()
+    assert (small._denoiser(z, torch.Generator().manual_seed(1)) - z).abs().max() < 1e-2
+
+
+def test_a_denoiser_for_the_decoder_needs_its_encoder(tmp_path):
+    folder = _with_denoiser(tmp_path, tiny_task(image_prob=0.0))
+    with pytest.raises(UserError) as err:  # the encoder would move away from the denoiser's latents
+        tiny_task(init=str(tmp_path / "start"), denoiser=str(folder)).build_model()
+    assert err.value.param == "task.denoiser"
+    other = tiny_task(image_prob=0.0)
+    other.export(other.build_model(), str(tmp_path / "other"))  # another random encoder: other statistics
+    with pytest.raises(UserError) as err:
+        tiny_task(init=str(tmp_path / "other"), freeze_encoder=True, denoiser=str(folder)).build_model()
+    assert err.value.param == "task.denoiser"
+    with pytest.raises(UserError) as err:
+        tiny_task(init=str(tmp_path / "start"), freeze_encoder=True, denoiser=str(folder), denoised_t=0.0).build_model()
+    assert err.value.param == "task.denoised_t"
+
+
 def test_detail_weight_puts_the_loss_on_objects():
     """detail_mask marks object pixels (and their ring), not the sky; with detail_weight the
     same error costs more on an object than on the sky."""

@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -382,12 +382,18 @@ class VideoVAE(nn.Module):
                 weight[..., y0 * sf:y1 * sf, x0 * sf:x1 * sf] += ramp
         return out / weight
 
-    def forward(self, video: torch.Tensor, *, sample: bool = True, generator: torch.Generator | None = None):
-        """Training pass: (reconstruction trimmed to F frames, posterior mean, posterior logvar)."""
+    def forward(self, video: torch.Tensor, *, sample: bool = True, generator: torch.Generator | None = None,
+                latent_map: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        """Training pass: (reconstruction trimmed to F frames, posterior mean, posterior logvar).
+
+        ``latent_map``: optional, normalised latents (B, C, f, h, w) -> the normalised latents
+        to decode instead (training the decoder on latents such as a denoiser makes)."""
         mean, logvar = self.moments(video)
         z = mean
         if sample:
             z = mean + torch.exp(0.5 * logvar) * _noise_like(mean, generator)
+        if latent_map is not None:
+            z = latent_map((z - self.latent_shift) * self.latent_scale) / self.latent_scale + self.latent_shift
         recon = self._decode_raw(z, {})[:, :, : video.shape[2]]
         return recon, mean, logvar
 

@@ -420,6 +420,11 @@ def model_card(config: ModelConfig, vae, dit, vae_stages: list[tuple[Path, dict]
     return "\n".join(lines)
 
 
+def _option(facts: dict, key: str) -> str:
+    """The value of a run's ``task.KEY`` option ("" when not set)."""
+    return next((o.split("=", 1)[1] for o in facts.get("task_options") or [] if o.startswith(f"{key}=")), "")
+
+
 def _commands(config: ModelConfig, vae_stages: list[tuple[Path, dict]], dit_stages: list[tuple[Path, dict]]) -> list[str]:
     """The commands that reproduce the model: every training stage in order, each latent cache
     before the first denoiser stage that used it (made by the autoencoder stage whose latent
@@ -430,8 +435,23 @@ def _commands(config: ModelConfig, vae_stages: list[tuple[Path, dict]], dit_stag
     def out(run: Path) -> str:
         return f" --out {run}" if many else ""
 
-    commands = [f"worldreel train vae --preset {name}{out(run)} --steps {facts['summary'].get('steps', '?')}"
-                + _overrides(name, "vae", facts) for run, facts in vae_stages]
+    def vae_command(run: Path, facts: dict) -> str:
+        return (f"worldreel train vae --preset {name}{out(run)} --steps {facts['summary'].get('steps', '?')}"
+                + _overrides(name, "vae", facts))
+
+    # A decoder stage trained on a denoiser's estimates (task.denoiser) needs that denoiser:
+    # it and the autoencoder stages after it come after the denoiser stages. A packed model
+    # named there (e.g. the shipped one, a moving target) reads as the last denoiser stage.
+    late = next((i for i, (_, facts) in enumerate(vae_stages) if _option(facts, "denoiser")), len(vae_stages))
+    if late < len(vae_stages) and dit_stages:
+        for _, facts in vae_stages[late:]:
+            value = _option(facts, "denoiser")
+            if value and _parent_run(Path(value)) is None:
+                facts["task_options"] = [f"denoiser={dit_stages[-1][0]}/model" if o.startswith("denoiser=") else o
+                                         for o in facts["task_options"]]
+    else:
+        late = len(vae_stages)
+    commands = [vae_command(run, facts) for run, facts in vae_stages[:late]]
     made: dict[str, Any] = {}  # cache folder -> the item count its last command made
     for i, (run, facts) in enumerate(dit_stages):
         if facts.get("average"):
@@ -444,13 +464,14 @@ def _commands(config: ModelConfig, vae_stages: list[tuple[Path, dict]], dit_stag
         count = facts.get("cache_items") or (info.get("count") if isinstance(info, dict) else None)
         if data != "world" and (data not in made or made[data] != count):
             made[data] = count  # `train cache --count N` grows a cache in place to the size this stage saw
-            maker = (info.get("maker") if isinstance(info, dict) else None) or vae_stages[-1][0]
+            maker = (info.get("maker") if isinstance(info, dict) else None) or vae_stages[late - 1][0]
             commands.append(f"worldreel train cache --model {maker}/model --out {data}" + _cache_options(info, count))
         commands.append(f"worldreel train dit --preset {name}{out(run)} --data {data} --steps {facts['summary'].get('steps', '?')}"
                         # Each stage's own layout (a grown stage is deeper than the one before it);
                         # runs that did not record it get the packed model's, on the last stage.
                         + _overrides(name, "dit", facts,
                                      facts.get("dit") or (to_dict(config.dit) if i == len(dit_stages) - 1 else None)))
+    commands += [vae_command(run, facts) for run, facts in vae_stages[late:]]
     default = to_dict(SamplingDefaults())
     changed = "".join(f" --sampling {k}={v}" for k, v in to_dict(config.sampling).items() if v != default[k])
     commands.append(f"worldreel train pack --vae {vae_stages[-1][0]} --dit {dit_stages[-1][0]} --out OUT{changed}")

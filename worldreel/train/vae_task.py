@@ -87,6 +87,15 @@ class VAETaskConfig:
     # Train the decoder only: the encoder (and so every latent it makes, e.g. a denoiser's
     # latent cache) stays exactly as ``init`` left it, while decoding keeps improving.
     freeze_encoder: bool = False
+    # Decode what a denoiser makes, not only what the encoder makes (needs freeze_encoder):
+    # for a share ``denoised_prob`` of the samples, the clean latents are noised to a time
+    # t ~ U(0, denoised_t) and replaced by this model's denoiser's one-step estimate of them,
+    # x_t - t * v (empty prompt), while the target stays the real clip. A denoiser's estimates
+    # are off the encoder's manifold (smoothed, errors spread over a clip); a decoder that has
+    # seen them learns to render them as the clips they stand for. "" = off.
+    denoiser: str = ""
+    denoised_prob: float = 0.5
+    denoised_t: float = 0.5
     stats_clips: int = 32  # full clips encoded at export to measure latent_shift / latent_scale
     stats_seed: int = 1234  # seed of those clips
 
@@ -300,8 +309,9 @@ class VAEWithCritic(nn.Module):
         self.vae, self.critic = vae, PatchCritic()
         self.register_buffer("step", torch.zeros((), dtype=torch.long))  # saved in checkpoints: exact resume
 
-    def forward(self, video: torch.Tensor, *, sample: bool = True, generator: torch.Generator | None = None):
-        recon, mean, logvar = self.vae(video, sample=sample, generator=generator)
+    def forward(self, video: torch.Tensor, *, sample: bool = True, generator: torch.Generator | None = None,
+                latent_map=None):
+        recon, mean, logvar = self.vae(video, sample=sample, generator=generator, latent_map=latent_map)
         frozen = {k: v.detach() for k, v in self.critic.named_parameters()}
         gen_adv = -torch.func.functional_call(self.critic, frozen, (recon,)).mean()
         critic = F.relu(1 - self.critic(video)).mean() + F.relu(1 + self.critic(recon.detach())).mean()
@@ -313,6 +323,57 @@ def unwrap_vae(model: nn.Module) -> VideoVAE:
     """The VideoVAE inside a DDP/FSDP wrapper and/or a VAEWithCritic."""
     model = getattr(model, "module", model)
     return model.vae if isinstance(model, VAEWithCritic) else model
+
+
+class DenoisedLatents:
+    """``task.denoiser``: a frozen denoiser's one-step estimates of clean latents, to train
+    the decoder on (``VAETaskConfig.denoiser``). Not a module of the trained model: it is
+    neither optimised nor saved in checkpoints."""
+
+    def __init__(self, cfg: VAETaskConfig, vae_cfg: VAEConfig):
+        from worldreel.models.dit import DiT
+        from worldreel.pipelines.loading import DIT_FILE, _load_weights, read_config, text_encoder_for
+        from worldreel.presets import model_dir
+
+        if not cfg.freeze_encoder:
+            raise UserError("task.denoiser needs task.freeze_encoder=true: the denoiser knows only the latents "
+                            "of the encoder it was trained on", param="task.denoiser")
+        if not 0.0 <= cfg.denoised_prob <= 1.0:
+            raise UserError(f"task.denoised_prob must be in [0, 1], got {cfg.denoised_prob}", param="task.denoised_prob")
+        if not 0.0 < cfg.denoised_t <= 1.0:
+            raise UserError(f"task.denoised_t must be in (0, 1], got {cfg.denoised_t}", param="task.denoised_t")
+        folder = model_dir(cfg.denoiser)
+        config = read_config(folder)
+        if config.dit.in_channels != vae_cfg.latent_channels:
+            raise UserError(f"task.denoiser {cfg.denoiser} denoises {config.dit.in_channels}-channel latents, "
+                            f"the autoencoder makes {vae_cfg.latent_channels}", param="task.denoiser")
+        same = [list(map(float, a)) == list(map(float, b)) for a, b in
+                ((config.vae.latent_shift, vae_cfg.latent_shift), (config.vae.latent_scale, vae_cfg.latent_scale))]
+        if not all(same):
+            raise UserError(f"task.denoiser {cfg.denoiser} was trained on latents normalised differently from "
+                            f"task.init's (latent_shift / latent_scale differ)", param="task.denoiser")
+        self.dit = DiT(config.dit)
+        _load_weights(self.dit, folder / DIT_FILE)
+        self.dit.eval().requires_grad_(False)
+        self.text = text_encoder_for(config.text).encode([""])  # the unconditional input, (1, L, D) and (1, L)
+        self.prob, self.t_max = float(cfg.denoised_prob), float(cfg.denoised_t)
+
+    @torch.no_grad()
+    def __call__(self, z: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Normalised latents (B, C, f, h, w) -> the same, a ``prob`` share of the samples
+        replaced by the denoiser's estimate from x_t, t ~ U(0, t_max)."""
+        b, f = z.shape[0], z.shape[2]
+        gen_device = generator.device
+        pick = (torch.rand(b, generator=generator, device=gen_device) < self.prob).to(z.device)
+        t = (torch.rand(b, generator=generator, device=gen_device) * self.t_max).to(z.device)
+        noise = torch.randn(z.shape, generator=generator, device=gen_device).to(z.device, z.dtype)
+        dit = self.dit.to(z.device)
+        tb = t.view(b, 1, 1, 1, 1).to(z.dtype)
+        x_t = (1 - tb) * z + tb * noise
+        states, mask = (x.to(z.device).expand(b, *x.shape[1:]) for x in self.text)
+        v = dit(x_t, t[:, None].expand(b, f), states, mask)
+        estimate = x_t - tb * v.to(z.dtype)
+        return torch.where(pick.view(b, 1, 1, 1, 1), estimate, z)
 
 
 # ----------------------------------------------------------------------------- the task
@@ -364,6 +425,8 @@ class VAETask:
             if not self.cfg.init:
                 raise UserError("task.freeze_encoder needs task.init (a trained encoder to keep)", param="task.freeze_encoder")
             vae.encoder.requires_grad_(False)
+        if self.cfg.denoiser:
+            self._denoiser = DenoisedLatents(self.cfg, vae.cfg)
         return VAEWithCritic(vae) if self.cfg.adversarial else vae
 
     def batches(self, *, seed: int, rank: int, world_size: int, start_step: int) -> Iterator[torch.Tensor]:
@@ -383,7 +446,9 @@ class VAETask:
         cfg = self.cfg
         device = next(model.parameters()).device
         video = batch.to(device)
-        out = model(video, sample=True, generator=generator)
+        # task.denoiser: some samples decode the denoiser's estimates (made in build_model)
+        extra = {"latent_map": lambda z: self._denoiser(z, generator)} if cfg.denoiser else {}
+        out = model(video, sample=True, generator=generator, **extra)
         recon, mean, logvar = out[:3]
         if cfg.detail_weight > 0 or cfg.motion_weight > 0:
             weight = 1.0 + cfg.detail_weight * detail_mask(video, cfg.detail_threshold)
