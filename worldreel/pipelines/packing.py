@@ -114,9 +114,19 @@ def init_chain(start: Path, resolve: Callable[[Path], Path | None]) -> list[Path
         chain.append(current)
         run_cfg = _read_json(_run_folder(current) / "run.json")
         options = (run_cfg.get("task_options") if isinstance(run_cfg, dict) else None) or []
-        init = next((o.split("=", 1)[1] for o in options if o.startswith("init=")), "")
+        init = _option(options, "init")
         current = resolve(Path(init)) if init else None
     return chain
+
+
+def _option(options: list[str], key: str) -> str:
+    """The value of ``KEY=VALUE`` among a run's task options ("" when not set)."""
+    return next((o.split("=", 1)[1] for o in options if o.startswith(f"{key}=")), "")
+
+
+def _replace_option(options: list[str], key: str, value: str) -> list[str]:
+    """``options`` with the ``KEY=...`` item set to ``KEY=value``."""
+    return [f"{key}={value}" if o.startswith(f"{key}=") else o for o in options]
 
 
 def _parent_run(path: Path) -> Path | None:
@@ -155,12 +165,11 @@ def _stages(run: Path, part: str) -> list[tuple[Path, dict[str, Any]]]:
             return recorded
     stages = [(f, _run_facts(f)) for f in init_chain(folder, _parent_run)][::-1]
     first = stages[0][1]
-    init = next((o.split("=", 1)[1] for o in first["task_options"] if o.startswith("init=")), "")
+    init = _option(first["task_options"], "init")
     recorded = _recorded_stages(_packed_folder(init), part) if init and _parent_run(Path(init)) is None else None
     if recorded:
         first["started_from"] = init
-        first["task_options"] = [f"init={recorded[-1][0]}/model" if o.startswith("init=") else o
-                                 for o in first["task_options"]]
+        first["task_options"] = _replace_option(first["task_options"], "init", f"{recorded[-1][0]}/model")
         stages = recorded + stages
     return stages
 
@@ -178,6 +187,15 @@ def _record_cache_makers(vae_stages: list[tuple[Path, dict]], dit_stages: list[t
         recorded = (info.get("meta") or {}).get("vae")
         maker = next((r for r, section in exported if recorded is not None and section == recorded), vae_stages[-1][0])
         info["maker"] = str(maker)
+
+
+def _record_denoisers(vae_stages: list[tuple[Path, dict]], dit_stages: list[tuple[Path, dict]]) -> None:
+    """A decoder stage trained on a denoiser's estimates (task.denoiser) that named a packed
+    model (e.g. the shipped one, a moving target) records the last denoiser stage instead."""
+    for _, facts in vae_stages:
+        value = _option(facts["task_options"], "denoiser")
+        if value and _parent_run(Path(value)) is None:
+            facts["task_options"] = _replace_option(facts["task_options"], "denoiser", f"{dit_stages[-1][0]}/model")
 
 
 def _training_record(vae_stages: list[tuple[Path, dict]], dit_stages: list[tuple[Path, dict]]) -> str:
@@ -420,11 +438,6 @@ def model_card(config: ModelConfig, vae, dit, vae_stages: list[tuple[Path, dict]
     return "\n".join(lines)
 
 
-def _option(facts: dict, key: str) -> str:
-    """The value of a run's ``task.KEY`` option ("" when not set)."""
-    return next((o.split("=", 1)[1] for o in facts.get("task_options") or [] if o.startswith(f"{key}=")), "")
-
-
 def _commands(config: ModelConfig, vae_stages: list[tuple[Path, dict]], dit_stages: list[tuple[Path, dict]]) -> list[str]:
     """The commands that reproduce the model: every training stage in order, each latent cache
     before the first denoiser stage that used it (made by the autoencoder stage whose latent
@@ -440,17 +453,9 @@ def _commands(config: ModelConfig, vae_stages: list[tuple[Path, dict]], dit_stag
                 + _overrides(name, "vae", facts))
 
     # A decoder stage trained on a denoiser's estimates (task.denoiser) needs that denoiser:
-    # it and the autoencoder stages after it come after the denoiser stages. A packed model
-    # named there (e.g. the shipped one, a moving target) reads as the last denoiser stage.
-    late = next((i for i, (_, facts) in enumerate(vae_stages) if _option(facts, "denoiser")), len(vae_stages))
-    if late < len(vae_stages) and dit_stages:
-        for _, facts in vae_stages[late:]:
-            value = _option(facts, "denoiser")
-            if value and _parent_run(Path(value)) is None:
-                facts["task_options"] = [f"denoiser={dit_stages[-1][0]}/model" if o.startswith("denoiser=") else o
-                                         for o in facts["task_options"]]
-    else:
-        late = len(vae_stages)
+    # it and the autoencoder stages after it come after the denoiser stages.
+    late = next((i for i, (_, facts) in enumerate(vae_stages) if _option(facts["task_options"], "denoiser")),
+                len(vae_stages))
     commands = [vae_command(run, facts) for run, facts in vae_stages[:late]]
     made: dict[str, Any] = {}  # cache folder -> the item count its last command made
     for i, (run, facts) in enumerate(dit_stages):
@@ -523,6 +528,7 @@ def pack_model(vae_run: str | Path, dit_run: str | Path, out: str | Path, *, ben
                         f"{config.vae.latent_channels}", param="vae")
     vae_stages, dit_stages = _stages(vae_run, "vae"), _stages(dit_run, "dit")
     _record_cache_makers(vae_stages, dit_stages)
+    _record_denoisers(vae_stages, dit_stages)
     cache = _check_cache_matches(dit_stages[-1][1], to_dict(config.vae))
     results = []  # the five world-bench results, in this order (None where not given)
     for path, param in ((bench, "bench"), (holdout_bench, "holdout_bench"), (ceiling_bench, "ceiling_bench"),

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from worldreel.data import facts as W
+from worldreel.diffusion import flow
 from worldreel.models.vae import VAEConfig, VideoVAE, save_vae
 from worldreel.train.vae_losses import detail_mask, gradient_loss, motion_mask, psnr, spectral_loss
 from worldreel.errors import UserError
@@ -368,11 +369,10 @@ class DenoisedLatents:
         t = (torch.rand(b, generator=generator, device=gen_device) * self.t_max).to(z.device)
         noise = torch.randn(z.shape, generator=generator, device=gen_device).to(z.device, z.dtype)
         dit = self.dit.to(z.device)
-        tb = t.view(b, 1, 1, 1, 1).to(z.dtype)
-        x_t = (1 - tb) * z + tb * noise
+        t_frames = t[:, None].expand(b, f)
+        x_t = flow.noisy(z, noise, t_frames)
         states, mask = (x.to(z.device).expand(b, *x.shape[1:]) for x in self.text)
-        v = dit(x_t, t[:, None].expand(b, f), states, mask)
-        estimate = x_t - tb * v.to(z.dtype)
+        estimate = x_t - t.view(b, 1, 1, 1, 1).to(z.dtype) * dit(x_t, t_frames, states, mask).to(z.dtype)
         return torch.where(pick.view(b, 1, 1, 1, 1), estimate, z)
 
 
