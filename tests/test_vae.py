@@ -345,6 +345,9 @@ def test_a_denoiser_for_the_decoder_needs_its_encoder(tmp_path):
     with pytest.raises(UserError) as err:
         tiny_task(init=str(tmp_path / "start"), freeze_encoder=True, denoiser=str(folder), denoised_t=0.0).build_model()
     assert err.value.param == "task.denoised_t"
+    with pytest.raises(UserError) as err:  # no such model
+        tiny_task(init=str(tmp_path / "start"), freeze_encoder=True, denoiser=str(tmp_path / "nope")).build_model()
+    assert err.value.param == "task.denoiser"
 
 
 def test_detail_weight_puts_the_loss_on_objects():

@@ -343,8 +343,11 @@ class DenoisedLatents:
             raise UserError(f"task.denoised_prob must be in [0, 1], got {cfg.denoised_prob}", param="task.denoised_prob")
         if not 0.0 < cfg.denoised_t <= 1.0:
             raise UserError(f"task.denoised_t must be in (0, 1], got {cfg.denoised_t}", param="task.denoised_t")
-        folder = model_dir(cfg.denoiser)
-        config = read_config(folder)
+        try:
+            folder = model_dir(cfg.denoiser)
+            config = read_config(folder)
+        except UserError as err:
+            raise UserError(f"task.denoiser: {err}", param="task.denoiser") from None
         if config.dit.in_channels != vae_cfg.latent_channels:
             raise UserError(f"task.denoiser {cfg.denoiser} denoises {config.dit.in_channels}-channel latents, "
                             f"the autoencoder makes {vae_cfg.latent_channels}", param="task.denoiser")
@@ -354,7 +357,10 @@ class DenoisedLatents:
             raise UserError(f"task.denoiser {cfg.denoiser} was trained on latents normalised differently from "
                             f"task.init's (latent_shift / latent_scale differ)", param="task.denoiser")
         self.dit = DiT(config.dit)
-        _load_weights(self.dit, folder / DIT_FILE)
+        try:
+            _load_weights(self.dit, folder / DIT_FILE)
+        except UserError as err:
+            raise UserError(f"task.denoiser: {err}", param="task.denoiser") from None
         self.dit.eval().requires_grad_(False)
         self.text = text_encoder_for(config.text).encode([""])  # the unconditional input, (1, L, D) and (1, L)
         self.prob, self.t_max = float(cfg.denoised_prob), float(cfg.denoised_t)
