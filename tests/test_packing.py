@@ -195,6 +195,29 @@ def test_pack_puts_a_decoder_trained_on_a_denoiser_after_that_denoiser(tmp_path)
     assert f"denoiser={dit_run}/model" in record["vae"][-1]["task_options"]
 
 
+def test_pack_names_the_packed_denoiser_a_decoder_trained_on_when_it_is_a_stage(tmp_path):
+    """An older decoder trained on a packed model's denoiser, packed with a newer denoiser
+    stage that started from that model: its command names that model's last denoiser stage
+    (not the newer one) and comes between the two."""
+    vae_run, dit_run, config = _runs(tmp_path)
+    first, dit_first = tmp_path / "vae-first", tmp_path / "dit-first"
+    shutil.copytree(vae_run, first)
+    shutil.copytree(dit_run, dit_first)
+    (first / "run.json").write_text(json.dumps({"train": {"batch_size": 8}, "task_options": []}))
+    shipped = pack_model(first / "model", dit_first, tmp_path / "shipped")
+    (vae_run / "run.json").write_text(json.dumps({"train": {"batch_size": 2}, "task_options": [
+        f"init={first}/model", "freeze_encoder=true", f"denoiser={shipped}"]}))
+    run_cfg = json.loads((dit_run / "run.json").read_text())
+    (dit_run / "run.json").write_text(json.dumps({**run_cfg, "task_options": [f"init={dit_first}/model"]}))
+    out = pack_model(vae_run / "model", dit_run, tmp_path / "model")
+    commands = [line for line in (out / "README.md").read_text().splitlines() if line.startswith("worldreel train")]
+    assert [line.split()[2] for line in commands] == ["vae", "cache", "dit", "vae", "dit", "pack"]
+    assert f"--out {dit_first} " in commands[2] and f"--out {dit_run} " in commands[4]
+    assert f"--set task.denoiser={dit_first}/model" in commands[3]
+    record = json.loads((out / "training.json").read_text())
+    assert f"denoiser={dit_first}/model" in record["vae"][-1]["task_options"]
+
+
 def test_pack_rebuilds_a_grown_cache_at_the_size_each_stage_saw(tmp_path):
     """A latent cache grows in place (train cache --count); the card's commands grow it again
     before each stage that saw it larger, so rerunning them feeds every stage what it had."""

@@ -191,11 +191,16 @@ def _record_cache_makers(vae_stages: list[tuple[Path, dict]], dit_stages: list[t
 
 def _record_denoisers(vae_stages: list[tuple[Path, dict]], dit_stages: list[tuple[Path, dict]]) -> None:
     """A decoder stage trained on a denoiser's estimates (task.denoiser) that named a packed
-    model (e.g. the shipped one, a moving target) records the last denoiser stage instead."""
+    model (e.g. the shipped one, a moving target) records that model's last denoiser stage
+    when it is one of ``dit_stages`` (a newer denoiser packed with an older decoder), else the
+    last of ``dit_stages``."""
+    runs = {str(run) for run, _ in dit_stages}
     for _, facts in vae_stages:
         value = _option(facts["task_options"], "denoiser")
         if value and _parent_run(Path(value)) is None:
-            facts["task_options"] = _replace_option(facts["task_options"], "denoiser", f"{dit_stages[-1][0]}/model")
+            recorded = _recorded_stages(_packed_folder(value), "dit")
+            stage = recorded[-1][0] if recorded and str(recorded[-1][0]) in runs else dit_stages[-1][0]
+            facts["task_options"] = _replace_option(facts["task_options"], "denoiser", f"{stage}/model")
 
 
 def _training_record(vae_stages: list[tuple[Path, dict]], dit_stages: list[tuple[Path, dict]]) -> str:
@@ -453,9 +458,11 @@ def _commands(config: ModelConfig, vae_stages: list[tuple[Path, dict]], dit_stag
                 + _overrides(name, "vae", facts))
 
     # A decoder stage trained on a denoiser's estimates (task.denoiser) needs that denoiser:
-    # it and the autoencoder stages after it come after the denoiser stages.
+    # it and the autoencoder stages after it come right after that denoiser stage (else last).
     late = next((i for i, (_, facts) in enumerate(vae_stages) if _option(facts["task_options"], "denoiser")),
                 len(vae_stages))
+    named = Path(_option(vae_stages[late][1]["task_options"], "denoiser")).parent if late < len(vae_stages) else None
+    after = next((i for i, (run, _) in enumerate(dit_stages) if run == named), len(dit_stages) - 1)
     commands = [vae_command(run, facts) for run, facts in vae_stages[:late]]
     made: dict[str, Any] = {}  # cache folder -> the item count its last command made
     for i, (run, facts) in enumerate(dit_stages):
@@ -463,20 +470,21 @@ def _commands(config: ModelConfig, vae_stages: list[tuple[Path, dict]], dit_stag
             avg = facts["average"]
             commands.append("worldreel train average" + "".join(f" --run {r}" for r in avg.get("runs", []))
                             + f" --weights {','.join(f'{w:g}' for w in avg.get('weights', []))} --out {run}")
-            continue
-        data = facts["train"].get("data") or "CACHE"
-        info = facts.get("cache") if data != "world" else None
-        count = facts.get("cache_items") or (info.get("count") if isinstance(info, dict) else None)
-        if data != "world" and (data not in made or made[data] != count):
-            made[data] = count  # `train cache --count N` grows a cache in place to the size this stage saw
-            maker = (info.get("maker") if isinstance(info, dict) else None) or vae_stages[late - 1][0]
-            commands.append(f"worldreel train cache --model {maker}/model --out {data}" + _cache_options(info, count))
-        commands.append(f"worldreel train dit --preset {name}{out(run)} --data {data} --steps {facts['summary'].get('steps', '?')}"
-                        # Each stage's own layout (a grown stage is deeper than the one before it);
-                        # runs that did not record it get the packed model's, on the last stage.
-                        + _overrides(name, "dit", facts,
-                                     facts.get("dit") or (to_dict(config.dit) if i == len(dit_stages) - 1 else None)))
-    commands += [vae_command(run, facts) for run, facts in vae_stages[late:]]
+        else:
+            data = facts["train"].get("data") or "CACHE"
+            info = facts.get("cache") if data != "world" else None
+            count = facts.get("cache_items") or (info.get("count") if isinstance(info, dict) else None)
+            if data != "world" and (data not in made or made[data] != count):
+                made[data] = count  # `train cache --count N` grows a cache in place to the size this stage saw
+                maker = (info.get("maker") if isinstance(info, dict) else None) or vae_stages[late - 1][0]
+                commands.append(f"worldreel train cache --model {maker}/model --out {data}" + _cache_options(info, count))
+            commands.append(f"worldreel train dit --preset {name}{out(run)} --data {data} --steps {facts['summary'].get('steps', '?')}"
+                            # Each stage's own layout (a grown stage is deeper than the one before it);
+                            # runs that did not record it get the packed model's, on the last stage.
+                            + _overrides(name, "dit", facts,
+                                         facts.get("dit") or (to_dict(config.dit) if i == len(dit_stages) - 1 else None)))
+        if i == after:
+            commands += [vae_command(run, facts) for run, facts in vae_stages[late:]]
     default = to_dict(SamplingDefaults())
     changed = "".join(f" --sampling {k}={v}" for k, v in to_dict(config.sampling).items() if v != default[k])
     commands.append(f"worldreel train pack --vae {vae_stages[-1][0]} --dit {dit_stages[-1][0]} --out OUT{changed}")
