@@ -216,6 +216,12 @@ def test_pack_names_the_packed_denoiser_a_decoder_trained_on_when_it_is_a_stage(
     assert f"--set task.denoiser={dit_first}/model" in commands[3]
     record = json.loads((out / "training.json").read_text())
     assert f"denoiser={dit_first}/model" in record["vae"][-1]["task_options"]
+    # Named as a run folder (not its model/), the denoiser stage is found all the same.
+    (vae_run / "run.json").write_text(json.dumps({"train": {"batch_size": 2}, "task_options": [
+        f"init={first}/model", "freeze_encoder=true", f"denoiser={dit_first}"]}))
+    out = pack_model(vae_run / "model", dit_run, tmp_path / "model2")
+    commands = [line for line in (out / "README.md").read_text().splitlines() if line.startswith("worldreel train")]
+    assert [line.split()[2] for line in commands] == ["vae", "cache", "dit", "vae", "dit", "pack"]
 
 
 def test_pack_rebuilds_a_grown_cache_at_the_size_each_stage_saw(tmp_path):

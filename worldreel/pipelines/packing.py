@@ -461,7 +461,8 @@ def _commands(config: ModelConfig, vae_stages: list[tuple[Path, dict]], dit_stag
     # it and the autoencoder stages after it come right after that denoiser stage (else last).
     late = next((i for i, (_, facts) in enumerate(vae_stages) if _option(facts["task_options"], "denoiser")),
                 len(vae_stages))
-    named = Path(_option(vae_stages[late][1]["task_options"], "denoiser")).parent if late < len(vae_stages) else None
+    named = Path(_option(vae_stages[late][1]["task_options"], "denoiser")) if late < len(vae_stages) else None
+    named = named.parent if named is not None and named.name == "model" else named  # a run, or its model/
     after = next((i for i, (run, _) in enumerate(dit_stages) if run == named), len(dit_stages) - 1)
     commands = [vae_command(run, facts) for run, facts in vae_stages[:late]]
     made: dict[str, Any] = {}  # cache folder -> the item count its last command made
