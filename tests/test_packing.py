@@ -195,16 +195,22 @@ def test_pack_puts_a_decoder_trained_on_a_denoiser_after_that_denoiser(tmp_path)
     assert f"denoiser={dit_run}/model" in record["vae"][-1]["task_options"]
 
 
-def test_pack_names_the_packed_denoiser_a_decoder_trained_on_when_it_is_a_stage(tmp_path):
-    """An older decoder trained on a packed model's denoiser, packed with a newer denoiser
-    stage that started from that model: its command names that model's last denoiser stage
-    (not the newer one) and comes between the two."""
-    vae_run, dit_run, config = _runs(tmp_path)
+def _shipped_first_stages(tmp_path):
+    """_runs plus a first stage of each part (copies of the runs), packed into tmp_path/shipped:
+    (vae run, dit run, first vae run, first dit run, the packed folder)."""
+    vae_run, dit_run, _ = _runs(tmp_path)
     first, dit_first = tmp_path / "vae-first", tmp_path / "dit-first"
     shutil.copytree(vae_run, first)
     shutil.copytree(dit_run, dit_first)
     (first / "run.json").write_text(json.dumps({"train": {"batch_size": 8}, "task_options": []}))
-    shipped = pack_model(first / "model", dit_first, tmp_path / "shipped")
+    return vae_run, dit_run, first, dit_first, pack_model(first / "model", dit_first, tmp_path / "shipped")
+
+
+def test_pack_names_the_packed_denoiser_a_decoder_trained_on_when_it_is_a_stage(tmp_path):
+    """An older decoder trained on a packed model's denoiser, packed with a newer denoiser
+    stage that started from that model: its command names that model's last denoiser stage
+    (not the newer one) and comes between the two."""
+    vae_run, dit_run, first, dit_first, shipped = _shipped_first_stages(tmp_path)
     (vae_run / "run.json").write_text(json.dumps({"train": {"batch_size": 2}, "task_options": [
         f"init={first}/model", "freeze_encoder=true", f"denoiser={shipped}"]}))
     run_cfg = json.loads((dit_run / "run.json").read_text())
@@ -312,3 +318,46 @@ def test_a_packed_model_keeps_its_stages_when_the_runs_are_gone(tmp_path):
     # The second pack's record holds both autoencoder stages: a third pack from it alone lists them.
     third = pack_model(second, second, tmp_path / "third")
     assert training((third / "README.md").read_text()) == training(card2)
+
+
+def test_pack_follows_a_packed_model_as_it_was_when_the_run_started(tmp_path):
+    """A run whose task.init / task.denoiser named a packed model records that model's stages
+    when it starts (origins.json). Once that model is replaced by a pack of the run itself (a
+    new shipped model), packing the run again lists each stage once, as before the swap."""
+    from worldreel.pipelines.packing import record_origins
+
+    vae_run, dit_run, first, dit_first, shipped = _shipped_first_stages(tmp_path)
+    vae_options = [f"init={first}/model", "freeze_encoder=true", f"denoiser={shipped}"]
+    dit_options = [f"init={shipped}"]
+    (vae_run / "run.json").write_text(json.dumps({"train": {"batch_size": 2}, "task_options": vae_options}))
+    run_cfg = json.loads((dit_run / "run.json").read_text())
+    (dit_run / "run.json").write_text(json.dumps({**run_cfg, "task_options": dit_options}))
+    for run, options in ((vae_run, vae_options), (dit_run, dit_options)):
+        record_origins(run, options, resumed=False)
+    record_origins(first, [], resumed=False)  # names no packed model: no record
+    assert not (first / "origins.json").exists()
+    assert json.loads((dit_run / "origins.json").read_text())["init"]["model"] == str(shipped)
+
+    def commands(folder):
+        return [line for line in (folder / "README.md").read_text().splitlines() if line.startswith("worldreel train")]
+
+    before = pack_model(vae_run / "model", dit_run, tmp_path / "before")
+    kinds = ["vae", "cache", "dit", "vae", "dit", "pack"]
+    assert [line.split()[2] for line in commands(before)] == kinds
+    # The new model ships: the packed folder the runs named now holds their own stages.
+    shutil.rmtree(shipped)
+    shutil.copytree(before, shipped)
+    record_origins(dit_run, dit_options, resumed=True)  # a resumed run keeps its first record
+    after = pack_model(vae_run / "model", dit_run, tmp_path / "after")
+    assert commands(after) == [line.replace("/before", "/after") for line in commands(before)]
+    assert json.loads((after / "training.json").read_text()) == json.loads((before / "training.json").read_text())
+    # Packed again from the folder alone once the runs are gone, the decoder still names its denoiser.
+    shutil.rmtree(dit_first)
+    alone = pack_model(after, after, tmp_path / "alone")
+    assert f"denoiser={dit_first}/model" in json.loads((alone / "training.json").read_text())["vae"][-1]["task_options"]
+    shutil.copytree(dit_run, dit_first)
+    # Without the record (runs from before it was kept) the swapped model's stages come twice.
+    for run in (vae_run, dit_run):
+        (run / "origins.json").unlink()
+    twice = pack_model(vae_run / "model", dit_run, tmp_path / "twice")
+    assert len(commands(twice)) > len(kinds)

@@ -9,6 +9,7 @@ import json
 import os
 import random
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +108,17 @@ class ToyTaskExact(ToyTask):
 
 class ToyStop6(ToyTask):
     stop_at = 6
+
+
+@dataclass
+class ToyOptions:
+    init: str = ""  # read by nothing here; the trainer records a packed model named by it
+
+
+class ToyTaskInit(ToyTask):
+    def __init__(self, model_cfg, train_cfg, cfg: ToyOptions | None = None):
+        super().__init__(model_cfg, train_cfg)
+        self.cfg = cfg or ToyOptions()
 
 
 def _cfg(run_dir, task="test_trainer:ToyTask", resume=False, **train):
@@ -230,3 +242,24 @@ def test_cli_set_keys_map_to_the_preset_and_the_task():
     with pytest.raises(UserError) as err:
         _parse_sets("dit", ["lr=1e-3"])
     assert err.value.param == "set"
+
+
+def test_a_run_records_the_packed_model_it_started_from_as_it_was(tmp_path):
+    """task.init naming a packed model (one that can be replaced under its name) is recorded
+    with that model's stages when the run starts; resuming after the model changed keeps it."""
+    packed = tmp_path / "packed"
+    packed.mkdir()
+    (packed / "config.json").write_text("{}")
+    stages = {"format": 1, "dit": [{"run": "runs/old-stage", "task_options": []}]}
+    (packed / "training.json").write_text(json.dumps(stages))
+    run = tmp_path / "run"
+    cfg = _cfg(run, task="test_trainer:ToyTaskInit", steps=2, eval_every=0)
+    cfg.task_options = [f"init={packed}"]
+    main(cfg)
+    record = json.loads((run / "origins.json").read_text())
+    assert record["init"]["model"] == str(packed) and record["init"]["training"] == stages
+    (packed / "training.json").write_text(json.dumps({"format": 1, "dit": [{"run": "runs/new-stage"}]}))
+    cfg = _cfg(run, task="test_trainer:ToyTaskInit", steps=3, eval_every=0, resume=True)
+    cfg.task_options = [f"init={packed}"]
+    main(cfg)
+    assert json.loads((run / "origins.json").read_text())["init"]["training"] == stages

@@ -23,6 +23,11 @@ the card was written from them), so a model outlives its run folders: ``--vae`` 
 may name a packed model (a folder or a shipped name), and a run whose ``task.init`` is a
 packed model continues its recorded stages. Either way the card lists every stage and the
 commands rebuild the whole chain, each stage starting from the one before it.
+
+A packed model can change under its name (the shipped ``world-tiny`` is replaced when a
+better one ships), so a run whose ``task.init`` or ``task.denoiser`` names one records, when
+it starts, that model's stages as they were then (``origins.json`` in the run folder); pack
+reads that record before the model's current one.
 """
 from __future__ import annotations
 
@@ -40,6 +45,8 @@ from worldreel.presets import ModelConfig, SamplingDefaults
 CARD_FAILURES = 5  # kinds of failure the card lists per suite (the JSON has them all)
 TRAINING_FILE = "training.json"  # a packed model's stages, as the card was written from them
 TRAINING_FORMAT = 1
+ORIGINS_FILE = "origins.json"  # in a run folder: the packed models it started from, as they were then
+ORIGIN_OPTIONS = ("init", "denoiser")  # task options that may name a packed model
 
 
 def _model_folder(run: Path, weights: str, param: str) -> Path:
@@ -144,13 +151,52 @@ def _packed_folder(name_or_path: str) -> Path | None:
         return None
 
 
-def _recorded_stages(folder: Path | None, part: str) -> list[tuple[Path, dict[str, Any]]] | None:
-    """The ``part`` ("vae" or "dit") stages a packed model folder recorded in training.json, or None."""
-    data = _read_json(folder / TRAINING_FILE) if folder is not None else None
+def _stages_in(data: Any, part: str) -> list[tuple[Path, dict[str, Any]]] | None:
+    """The ``part`` ("vae" or "dit") stages of a training.json record, or None."""
     stages = data.get(part) if isinstance(data, dict) else None
     if not isinstance(stages, list) or not stages or not all(isinstance(s, dict) and s.get("run") for s in stages):
         return None
     return [(Path(s["run"]), {k: v for k, v in s.items() if k != "run"}) for s in stages]
+
+
+def _recorded_stages(folder: Path | None, part: str) -> list[tuple[Path, dict[str, Any]]] | None:
+    """The ``part`` stages a packed model folder recorded in training.json, or None."""
+    return _stages_in(_read_json(folder / TRAINING_FILE) if folder is not None else None, part)
+
+
+def record_origins(run: Path, options: list[str] | tuple, *, resumed: bool) -> None:
+    """Write ``run/origins.json``: for each task option in ``ORIGIN_OPTIONS`` that names a
+    packed model (not a run folder), that model's training.json as it is now. A resumed run
+    keeps the record it started with, or none (its weights came from the model as it was then)."""
+    path = run / ORIGINS_FILE
+    if resumed:
+        return
+    record = {}
+    for key in ORIGIN_OPTIONS:
+        value = _option(list(options), key)
+        folder = _packed_folder(value) if value and _parent_run(Path(value)) is None else None
+        training = _read_json(folder / TRAINING_FILE) if folder is not None else None
+        if isinstance(training, dict):
+            record[key] = {"model": value, "folder": str(folder), "training": training}
+    if record:
+        from worldreel.atomic import write_json
+
+        write_json(path, record)
+    else:
+        path.unlink(missing_ok=True)  # a restart from step 0 with other options
+
+
+def _started_stages(run: Path, key: str, value: str, part: str) -> list[tuple[Path, dict[str, Any]]] | None:
+    """The ``part`` stages of the packed model that ``run``'s task option ``key`` named
+    (``value``): as the run recorded them when it started (origins.json), else as the model
+    records them now (runs from before the record was kept), or None."""
+    record = _read_json(run / ORIGINS_FILE)
+    entry = record.get(key) if isinstance(record, dict) else None
+    if isinstance(entry, dict) and entry.get("model") == value:
+        stages = _stages_in(entry.get("training"), part)
+        if stages is not None:
+            return stages
+    return _recorded_stages(_packed_folder(value), part)
 
 
 def _stages(run: Path, part: str) -> list[tuple[Path, dict[str, Any]]]:
@@ -166,7 +212,7 @@ def _stages(run: Path, part: str) -> list[tuple[Path, dict[str, Any]]]:
     stages = [(f, _run_facts(f)) for f in init_chain(folder, _parent_run)][::-1]
     first = stages[0][1]
     init = _option(first["task_options"], "init")
-    recorded = _recorded_stages(_packed_folder(init), part) if init and _parent_run(Path(init)) is None else None
+    recorded = _started_stages(stages[0][0], "init", init, part) if init and _parent_run(Path(init)) is None else None
     if recorded:
         first["started_from"] = init
         first["task_options"] = _replace_option(first["task_options"], "init", f"{recorded[-1][0]}/model")
@@ -195,12 +241,15 @@ def _record_denoisers(vae_stages: list[tuple[Path, dict]], dit_stages: list[tupl
     when it is one of ``dit_stages`` (a newer denoiser packed with an older decoder), else the
     last of ``dit_stages``."""
     runs = {str(run) for run, _ in dit_stages}
-    for _, facts in vae_stages:
+    for run, facts in vae_stages:
         value = _option(facts["task_options"], "denoiser")
-        if value and _parent_run(Path(value)) is None:
-            recorded = _recorded_stages(_packed_folder(value), "dit")
-            stage = recorded[-1][0] if recorded and str(recorded[-1][0]) in runs else dit_stages[-1][0]
-            facts["task_options"] = _replace_option(facts["task_options"], "denoiser", f"{stage}/model")
+        if not value or _parent_run(Path(value)) is not None:
+            continue
+        recorded = _started_stages(run, "denoiser", value, "dit")
+        if recorded is None and _packed_folder(value) is None:
+            continue  # a stage's own record naming a run that is gone: it stays as recorded
+        stage = recorded[-1][0] if recorded and str(recorded[-1][0]) in runs else dit_stages[-1][0]
+        facts["task_options"] = _replace_option(facts["task_options"], "denoiser", f"{stage}/model")
 
 
 def _training_record(vae_stages: list[tuple[Path, dict]], dit_stages: list[tuple[Path, dict]]) -> str:

@@ -191,6 +191,10 @@ def main(cfg: RunConfig) -> dict:
             if hasattr(task, "data_facts"):  # the data as it is now (a latent cache can grow later)
                 record["data"] = task.data_facts()
             write_json(run / "run.json", record)
+            # A packed model named by task.init/denoiser may be replaced later: keep its stages as now.
+            from worldreel.pipelines.packing import record_origins
+
+            record_origins(run, cfg.task_options, resumed=start_step > 0)
             _truncate_log(run / "log.jsonl", start_step)
             from torch.utils.tensorboard import SummaryWriter
 
