@@ -14,6 +14,7 @@ import pytest
 from worldreel.data.facts import (
     BACKGROUND, COLORS, FLOOR, FLOOR_TOP, MOTIONS, PALETTE, PILLAR, SHAPES, TICK, TICK_SPACING,
 )
+from worldreel.errors import UserError
 from worldreel.eval import tracking
 from worldreel.eval.worldbench import CHECKS, default_prompt_suite, holdout_prompt_suite, score_video
 
@@ -393,15 +394,14 @@ def test_cli_bad_input(tmp_path, capsys):
     assert not (tmp_path / "o").exists()  # nothing written before the input was checked
 
 
-def test_model_mode_generates_then_scores(tmp_path, monkeypatch):
-    """--model calls Generator.load(model).generate(prompt, seed=...) per prompt and seed."""
+def _fake_generator(monkeypatch, calls: list):
+    """Generator replaced by one that renders the truth for (prompt, seed) and logs its calls;
+    weights_digest says which model. Returns bench_world."""
     from worldreel.data.captions import parse_caption
     from worldreel.data.render import render_clip
     from worldreel.data.world import scene_from_facts
     from worldreel.pipelines import generate as generate_module
     from worldreel.pipelines.generate import Video
-
-    calls = []
 
     class Fake:
         sampling = {"sampler": "euler", "steps": 20, "guidance": 4.0, "shift": 3.0}  # the model's own settings
@@ -422,6 +422,13 @@ def test_model_mode_generates_then_scores(tmp_path, monkeypatch):
     from worldreel.cli.bench import bench_world
 
     monkeypatch.setattr(loading_module, "weights_digest", lambda model: {"dit": f"digest of {model}"})
+    return bench_world
+
+
+def test_model_mode_generates_then_scores(tmp_path, monkeypatch):
+    """--model calls Generator.load(model).generate(prompt, seed=...) per prompt and seed."""
+    calls = []
+    bench_world = _fake_generator(monkeypatch, calls)
     prompts = _prompts_file(tmp_path / "p.txt", ["a green ball rolls to the right"])
     result = bench_world(model="fake-model", prompts=prompts, seeds=3, seed_base=10, out=tmp_path / "gen", no_report=True,
                          steps=7)
@@ -435,6 +442,51 @@ def test_model_mode_generates_then_scores(tmp_path, monkeypatch):
     assert result["source"]["weights"] == {"dit": "digest of fake-model"}  # which weights, not only which name
     timing = result["timing"]  # the benchmark's own speed numbers
     assert timing["make_seconds_per_video"] > 0 and timing["score_seconds_per_video"] > 0
+
+
+def test_add_resumes_a_bench_and_grows_it_to_more_seeds(tmp_path, monkeypatch):
+    """--add keeps the videos made the same way and makes only the missing (prompt, seed)
+    pairs; a folder made another way (or before rows recorded how) is refused, naming --add."""
+    calls = []
+    bench_world = _fake_generator(monkeypatch, calls)
+    prompts = _prompts_file(tmp_path / "p.txt", ["a green ball rolls to the right", "a red box falls"])
+    out = tmp_path / "gen"
+    bench_world(model="fake-model", prompts=prompts, seeds=2, out=out, no_report=True)
+    first = (out / "000001.mp4").read_bytes()
+    # Interrupted: the last video never written.
+    (out / "000003.mp4").unlink()
+    calls.clear()
+    result = bench_world(model="fake-model", prompts=prompts, seeds=3, out=out, no_report=True, add=True)
+    made = [(c[1], c[2]) for c in calls if c[0] == "generate"]
+    assert made == [("a green ball rolls to the right", 2), ("a red box falls", 1), ("a red box falls", 2)]
+    rows = [json.loads(line) for line in (out / "captions.jsonl").read_text().splitlines()]
+    assert sorted((r["caption"], r["seed"]) for r in rows) == sorted((p, k) for p in ("a green ball rolls to the right",
+                                                                                      "a red box falls") for k in range(3))
+    assert len({r["file"] for r in rows}) == 6 and (out / "000001.mp4").read_bytes() == first
+    assert result["n_videos"] == 6 and result["source"]["weights"] == {"dit": "digest of fake-model"}
+    # Nothing missing: nothing made, the same score.
+    calls.clear()
+    again = bench_world(model="fake-model", prompts=prompts, seeds=3, out=out, no_report=True, add=True)
+    assert not [c for c in calls if c[0] == "generate"] and again["mean_score"] == result["mean_score"]
+    # Other settings, another model or rows without settings: refused, naming --add, before any video.
+    calls.clear()
+    assert "steps" in _add_error(bench_world, prompts, out, steps=7).message
+    assert "model, weights" in _add_error(bench_world, prompts, out, model="other-model").message
+    assert not [c for c in calls if c[0] == "generate"]
+    (out / "captions.jsonl").write_text("".join(json.dumps({k: v for k, v in r.items() if k != "settings"}) + "\n"
+                                                for r in rows))
+    assert "before rows recorded" in _add_error(bench_world, prompts, out).message
+    with pytest.raises(UserError) as err:
+        bench_world(videos=out, add=True, no_report=True)
+    assert err.value.param == "add"
+
+
+def _add_error(bench_world, prompts, out, **kwargs) -> UserError:
+    """The error of a --add bench into ``out`` (fake-model, 4 seeds unless kwargs say otherwise)."""
+    with pytest.raises(UserError) as err:
+        bench_world(**{"model": "fake-model", **kwargs}, prompts=prompts, seeds=4, out=out, no_report=True, add=True)
+    assert err.value.param == "add"
+    return err.value
 
 
 def test_prompt_suites_cover_the_world():

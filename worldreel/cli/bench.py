@@ -8,7 +8,12 @@
 ``--videos`` scores a folder that has ``captions.jsonl`` (prompts from its "caption"
 field). ``--model`` first generates every prompt ``--seeds`` times (seeds seed-base ..
 seed-base + K - 1) with ``Generator.load(model).generate(prompt, seed=...)``, writing
-NNNNNN.mp4 and captions.jsonl into ``--out``; ``--truth`` renders the world's own
+NNNNNN.mp4 and captions.jsonl into ``--out`` (captions.jsonl after every video);
+``--add`` keeps the videos a folder already has when they were made the same way (model,
+its weights digest and every sampling option: the "settings" each row records) and makes
+only the missing (prompt, seed) pairs, so an interrupted bench resumes and a bench grows
+to more seeds (``--seeds 16 --add`` on an 8-seed folder makes seeds 8-15 and scores all
+16). ``--truth`` renders the world's own
 realisation of each prompt instead (``scene_from_facts`` + ``render_clip``), which should
 score about 1; with ``--autoencoder MODEL`` that truth is passed through the model's
 autoencoder (encode, decode) first, which measures the ceiling the autoencoder sets on any
@@ -68,12 +73,13 @@ def _write_captions(out: Path, rows: list[dict]) -> None:
 def make_videos(out: Path, prompts: list[str], seeds: int, *, model: Optional[str], seed_base: int = 0,
                 size: Optional[str] = None, seconds: Optional[float] = None, steps: Optional[int] = None,
                 guidance: Optional[float] = None, shift: Optional[float] = None, device: str = "cpu",
-                rewrite: bool = True, autoencoder: Optional[str] = None) -> list[dict]:
+                rewrite: bool = True, autoencoder: Optional[str] = None, add: bool = False) -> list[dict]:
     """Write one video per (prompt, seed) and captions.jsonl into ``out``.
 
     model None renders the truth (the world's realisation of each prompt), reconstructed by
-    ``autoencoder``'s VAE when given; otherwise the named model generates. Returns the
-    captions.jsonl rows.
+    ``autoencoder``'s VAE when given; otherwise the named model generates. With ``add`` the
+    videos already in ``out`` stay (they must have been made with the same settings) and only
+    missing (prompt, seed) pairs are made. Returns the captions.jsonl rows.
     """
     from tqdm import tqdm
 
@@ -104,14 +110,22 @@ def make_videos(out: Path, prompts: list[str], seeds: int, *, model: Optional[st
         except ImportError as err:
             raise UserError(f"generating with a model needs worldreel.pipelines.generate ({err})", param="model") from None
         generator = Generator.load(model, device=device)
+    settings = _settings(model, autoencoder, size=size, seconds=seconds, steps=steps, guidance=guidance, shift=shift,
+                         rewrite=rewrite)
+    rows = _kept_rows(out, settings) if add else []
     out.mkdir(parents=True, exist_ok=True)
-    # 2. One video per prompt and seed.
-    rows = []
-    jobs = [(p, k) for p in range(len(prompts)) for k in range(seeds)]
-    for index, (p, k) in enumerate(tqdm(jobs, desc="truth" if model is None else model, unit="video", file=sys.stderr)):
-        prompt, seed = prompts[p], seed_base + k
+    # 2. One video per prompt and seed, captions.jsonl rewritten after each (an interrupted bench resumes with --add).
+    have = {(row["caption"], row["seed"]) for row in rows}
+    jobs = [(p, seed_base + k) for p in range(len(prompts)) for k in range(seeds) if (prompts[p], seed_base + k) not in have]
+    first = 1 + max((int(Path(row["file"]).stem) for row in rows if Path(row["file"]).stem.isdigit()), default=-1)
+    if add and rows:
+        print(f"{out}: kept {len(rows)} videos made the same way; making {len(jobs)} more", file=sys.stderr)
+    for index, (p, seed) in enumerate(tqdm(jobs, desc="truth" if model is None else model, unit="video", file=sys.stderr),
+                                      start=first):
+        prompt = prompts[p]
         facts = parse_caption(prompt)
-        row = {"file": f"{index:06d}.mp4", "caption": prompt, "facts": facts_to_dict(facts), "seed": seed, "prompt_index": p}
+        row = {"file": f"{index:06d}.mp4", "caption": prompt, "facts": facts_to_dict(facts), "seed": seed, "prompt_index": p,
+               "settings": settings}
         if model is None:
             scene = scene_from_facts(facts, seed, size=wh, seconds=secs)
             frames, fps = render_clip(scene), FPS
@@ -129,7 +143,45 @@ def make_videos(out: Path, prompts: list[str], seeds: int, *, model: Optional[st
                        sampling=video.sampling)
         write_video(out / row["file"], frames, fps)
         rows.append(row)
+        _write_captions(out, rows)
     _write_captions(out, rows)
+    return rows
+
+
+def _settings(model: Optional[str], autoencoder: Optional[str], **options) -> dict:
+    """What makes a (prompt, seed) video what it is, besides the two: the model and the
+    digest of its weights (or the truth, and the autoencoder it went through) and every option
+    as asked (None: the model's default). Recorded in each captions.jsonl row for --add."""
+    from worldreel.pipelines.loading import weights_digest
+
+    made_by = {"model": model, "weights": weights_digest(model)} if model is not None else {
+        "truth": True, "autoencoder": autoencoder, "weights": weights_digest(autoencoder) if autoencoder else None}
+    return {**made_by, **options}
+
+
+def _kept_rows(out: Path, settings: dict) -> list[dict]:
+    """The captions.jsonl rows of ``out`` whose video exists, when all were made with ``settings``."""
+    path = out / "captions.jsonl"
+    if not path.is_file():
+        return []
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise UserError(f"{path} line {n} is not JSON: cannot add to this folder", param="add") from None
+        if not isinstance(row, dict) or not {"file", "caption", "seed"} <= row.keys():
+            raise UserError(f"{path} line {n} lacks file, caption or seed: cannot add to this folder", param="add")
+        made = row.get("settings")
+        if made != settings:
+            differ = sorted(k for k in set(settings) | set(made or {}) if (made or {}).get(k) != settings.get(k))
+            why = "were made before rows recorded their settings" if made is None else f"differ in {', '.join(differ)}"
+            raise UserError(f"{out}: its videos {why} ({path.name} line {n}); add to a folder made the same way, "
+                            f"or use a new --out", param="add")
+        if (out / row["file"]).is_file():
+            rows.append(row)
     return rows
 
 
@@ -197,7 +249,7 @@ def bench_world(videos: Optional[Path] = None, model: Optional[str] = None, trut
                 out: Optional[Path] = None, json_out: Optional[Path] = None, report: Optional[Path] = None,
                 no_report: bool = False, size: Optional[str] = None, seconds: Optional[float] = None,
                 steps: Optional[int] = None, guidance: Optional[float] = None, shift: Optional[float] = None,
-                device: str = "cpu", rewrite: bool = True, autoencoder: Optional[str] = None) -> dict:
+                device: str = "cpu", rewrite: bool = True, autoencoder: Optional[str] = None, add: bool = False) -> dict:
     """The whole command; returns the result dict (also written as JSON)."""
     from worldreel.eval.report import score_folder, write_json, write_report
 
@@ -205,6 +257,9 @@ def bench_world(videos: Optional[Path] = None, model: Optional[str] = None, trut
     sources = [name for name, given in (("--videos", videos is not None), ("--model", model is not None), ("--truth", truth)) if given]
     if len(sources) != 1:
         raise UserError("give exactly one of --videos DIR, --model NAME or --truth", param="videos")
+    if add and videos is not None:
+        raise UserError("--add makes the missing videos of a --model or --truth folder; --videos only scores",
+                        param="add")
     if autoencoder is not None and not truth:
         raise UserError("--autoencoder goes with --truth (the truth reconstructed by a model's autoencoder)",
                         param="autoencoder")
@@ -230,7 +285,7 @@ def bench_world(videos: Optional[Path] = None, model: Optional[str] = None, trut
     if videos is None:
         start = time.perf_counter()
         rows = make_videos(out, prompt_list, seeds, model=model, seed_base=seed_base, size=size, seconds=seconds, steps=steps,
-                    guidance=guidance, shift=shift, device=device, rewrite=rewrite, autoencoder=autoencoder)
+                    guidance=guidance, shift=shift, device=device, rewrite=rewrite, autoencoder=autoencoder, add=add)
         made = time.perf_counter() - start
     start = time.perf_counter()
     result = score_folder(folder, progress=True)
@@ -241,7 +296,7 @@ def bench_world(videos: Optional[Path] = None, model: Optional[str] = None, trut
     if model is not None:
         from worldreel.pipelines.loading import weights_digest
 
-        result["source"]["sampling"] = rows[0]["sampling"]
+        result["source"]["sampling"] = rows[0]["sampling"]  # one for all: --add keeps only videos made the same way
         result["source"]["weights"] = weights_digest(model)  # which weights, when two models share a name
     n = result["n_videos"]
     result["timing"] = {"make_seconds_per_video": None if made is None else round(made / n, 3),
@@ -281,7 +336,8 @@ def register(groups) -> None:
         device: Annotated[str, typer.Option("--device", help="Device for --model: cpu, cuda, ...")] = "cpu",
         no_rewrite: Annotated[bool, typer.Option("--no-rewrite", help="Give the model the prompt as written.")] = False,
         autoencoder: Annotated[Optional[str], typer.Option("--autoencoder", help="With --truth: pass the truth through this model's autoencoder (its ceiling).")] = None,
+        add: Annotated[bool, typer.Option("--add", help="Keep --out's videos made the same way; make only missing (prompt, seed) pairs (resume, or more seeds).")] = False,
     ) -> None:
         """world-bench: does each video follow its prompt and obey the reel world's physics?"""
         bench_world(videos, model, truth, prompts, suite, seeds, seed_base, out, json_out, report, no_report, size,
-                    seconds, steps, guidance, shift, device, not no_rewrite, autoencoder)
+                    seconds, steps, guidance, shift, device, not no_rewrite, autoencoder, add)
