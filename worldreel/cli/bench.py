@@ -161,28 +161,23 @@ def _settings(model: Optional[str], autoencoder: Optional[str], **options) -> di
 
 def _kept_rows(out: Path, settings: dict) -> list[dict]:
     """The captions.jsonl rows of ``out`` whose video exists, when all were made with ``settings``."""
-    path = out / "captions.jsonl"
-    if not path.is_file():
+    from worldreel.eval.report import read_captions
+
+    if not (out / "captions.jsonl").is_file():
         return []
-    rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            raise UserError(f"{path} line {n} is not JSON: cannot add to this folder", param="add") from None
-        if not isinstance(row, dict) or not {"file", "caption", "seed"} <= row.keys():
-            raise UserError(f"{path} line {n} lacks file, caption or seed: cannot add to this folder", param="add")
+    try:
+        rows = read_captions(out)
+    except UserError as err:
+        raise UserError(f"{err.message}: cannot add to this folder", param="add") from None
+    for n, row in enumerate(rows, 1):
         made = row.get("settings")
-        if made != settings:
+        if made != settings or "seed" not in row:
             differ = sorted(k for k in set(settings) | set(made or {}) if (made or {}).get(k) != settings.get(k))
-            why = "were made before rows recorded their settings" if made is None else f"differ in {', '.join(differ)}"
-            raise UserError(f"{out}: its videos {why} ({path.name} line {n}); add to a folder made the same way, "
-                            f"or use a new --out", param="add")
-        if (out / row["file"]).is_file():
-            rows.append(row)
-    return rows
+            why = ("were made before rows recorded their settings" if made is None
+                   else f"differ in {', '.join(differ)}" if differ else "lack a seed")
+            raise UserError(f"{out}: its videos {why} (video {n} of captions.jsonl); add to a folder made the "
+                            f"same way, or use a new --out", param="add")
+    return [row for row in rows if (out / row["file"]).is_file()]
 
 
 def _through(vae, frames):
