@@ -134,6 +134,25 @@ def test_pack_sets_the_models_sampler_settings_and_checks_the_bench_used_them(tm
     assert not (tmp_path / "other").exists() and not (tmp_path / "bad").exists()
 
 
+def test_pack_refuses_scores_measured_on_other_weights(tmp_path):
+    """A bench result that recorded its weights digest (bench world --model) must have measured
+    the very weights the pack writes: the digest of the packed files, not another model's."""
+    from worldreel.pipelines.loading import weights_digest
+
+    vae_run, dit_run, _ = _runs(tmp_path)
+    first = pack_model(vae_run, dit_run, tmp_path / "first")
+    digests = weights_digest(str(first))
+    bench, holdout = tmp_path / "bench.json", tmp_path / "holdout.json"
+    bench.write_text(json.dumps({"n_videos": 1, "mean_score": 0.5, "source": {"weights": digests}}))
+    out = pack_model(vae_run, dit_run, tmp_path / "model", bench=bench)  # the same weights: accepted
+    assert weights_digest(str(out)) == digests and "mean score 0.500" in (out / "README.md").read_text()
+    holdout.write_text(json.dumps({"n_videos": 1, "mean_score": 0.5, "source": {"weights": {**digests, "dit": "0" * 12}}}))
+    with pytest.raises(UserError) as err:
+        pack_model(vae_run, dit_run, tmp_path / "other", bench=bench, holdout_bench=holdout)
+    assert err.value.param == "holdout_bench" and "0" * 12 in err.value.message
+    assert not (tmp_path / "other").exists()
+
+
 def test_pack_card_lists_every_training_stage_in_order(tmp_path):
     """Runs that started from another run's weights (task.init) are stages of one recipe: the
     card has a row and a command for each, and each cache is made by the autoencoder it records."""

@@ -109,6 +109,21 @@ def weights_digest(name_or_path: str) -> dict[str, str]:
     return digests
 
 
+def half_state(module) -> dict:
+    """``module``'s state dict as a model folder stores it: floating tensors in fp16, on the CPU."""
+    return {k: v.detach().to("cpu").half().contiguous() if v.is_floating_point() else v.detach().cpu().contiguous()
+            for k, v in module.state_dict().items()}
+
+
+def state_digest(state: dict) -> str:
+    """``weights_digest``'s value for the safetensors file ``state`` would be saved as."""
+    import hashlib
+
+    from safetensors.torch import save
+
+    return hashlib.sha256(save(state)).hexdigest()[:12]
+
+
 def save_model(out_dir: str | Path, config: ModelConfig, vae, dit, *, readme: str | None = None,
                files: dict[str, str] | None = None) -> Path:
     """Write a model folder (config.json, fp16 safetensors, optional README.md and other text
@@ -123,8 +138,7 @@ def save_model(out_dir: str | Path, config: ModelConfig, vae, dit, *, readme: st
             write(str(tmp))
 
     for name, module in ((VAE_FILE, vae), (DIT_FILE, dit)):
-        state = {k: v.detach().to("cpu").half().contiguous() if v.is_floating_point() else v.detach().cpu().contiguous()
-                 for k, v in module.state_dict().items()}
+        state = half_state(module)
         atomic(name, lambda tmp, state=state: save_file(state, tmp))
     atomic(CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(to_dict(config), indent=2) + "\n"))
     texts = {**({"README.md": readme} if readme is not None else {}), **(files or {})}

@@ -16,7 +16,9 @@ trained on a latent cache, the cache's recorded autoencoder config (latent stati
 included) must equal the one being packed, or the pack is refused.
 
 The model card is written from what the runs recorded (``summary.json``, ``run.json``,
-``log.jsonl``) and from world-bench results when given, never typed by hand.
+``log.jsonl``) and from world-bench results when given, never typed by hand. A result must
+have been made with the sampler settings the folder writes and, when it recorded the digest
+of its weights, on the very weights written.
 
 A packed folder keeps those records too, in ``training.json`` (every stage of each part, as
 the card was written from them), so a model outlives its run folders: ``--vae`` or ``--dit``
@@ -38,7 +40,8 @@ from typing import Any, Callable
 
 from worldreel.config import from_dict, to_dict
 from worldreel.errors import UserError
-from worldreel.pipelines.loading import CONFIG_FILE, DIT_FILE, VAE_FILE, _load_weights, save_model
+from worldreel.pipelines.loading import (CONFIG_FILE, DIT_FILE, VAE_FILE, _load_weights, half_state, save_model,
+                                         state_digest)
 from worldreel.presets import ModelConfig, SamplingDefaults
 
 
@@ -608,6 +611,13 @@ def pack_model(vae_run: str | Path, dit_run: str | Path, out: str | Path, *, ben
     vae, dit = VideoVAE(config.vae), DiT(config.dit)
     _load_weights(vae, vae_folder / VAE_FILE)
     _load_weights(dit, dit_folder / DIT_FILE)
+    # The card's own scores must have been measured on exactly the weights it is packed with.
+    digests = {"vae": state_digest(half_state(vae)), "dit": state_digest(half_state(dit))}
+    for data, path, param in ((results[0], bench, "bench"), (results[1], holdout_bench, "holdout_bench")):
+        measured = ((data or {}).get("source") or {}).get("weights")
+        if measured and measured != digests:
+            raise UserError(f"{path} was measured on weights {measured}, not on the ones this pack writes {digests}",
+                            param=param)
     # 3. The folder and its card, with the commands that reproduce it (recipe changes as --set).
     commands = _commands(config, vae_stages, dit_stages)
     scores, holdout_scores, ceiling_scores, previous_scores, previous_holdout_scores = results
