@@ -529,3 +529,43 @@ def test_truth_through_an_autoencoder_measures_its_ceiling(tmp_path, capsys):
     assert frames.shape == (33, 64, 64, 3)
     assert main(["bench", "world", "--videos", str(out), "--autoencoder", str(folder)]) == 2
     assert "--autoencoder goes with --truth" in capsys.readouterr().err
+
+
+def _result_file(path, scores: dict):
+    """A world-bench JSON with the given {(prompt, seed): score} videos."""
+    videos = {f"{i:06d}.mp4": {"prompt": p, "seed": s, "score": v} for i, ((p, s), v) in enumerate(scores.items())}
+    path.write_text(json.dumps({"videos": videos, "mean_score": sum(scores.values()) / len(scores),
+                                "checks": {c: 0.5 for c in CHECKS}, "spread": {"fail_on_every_seed": 0.25}}))
+    return path
+
+
+def test_compare_pairs_videos_by_prompt_and_seed(tmp_path, capsys):
+    """bench compare: the paired difference over common (prompt, seed) videos, its 95 % interval
+    from the per-video differences, and whether it is within noise; bad input names 'results'."""
+    from worldreel.cli import main
+    from worldreel.eval.compare import compare, read_result
+
+    keys = [(p, s) for p in ("a red ball falls", "a blue box falls") for s in range(4)]
+    base = {k: 0.2 * (i % 5) for i, k in enumerate(keys)}  # wide spread between videos
+    shifted = {k: v + (0.1 if i % 2 else 0.2) for i, (k, v) in enumerate(base.items())}  # +0.15 on every video, +-0.05
+    a = _result_file(tmp_path / "a.json", base)
+    (tmp_path / "b").mkdir()
+    b = _result_file(tmp_path / "b" / "worldbench.json", shifted)
+    noisy = _result_file(tmp_path / "c.json", {k: v + (0.3 if i % 2 else -0.3) for i, (k, v) in enumerate(base.items())})
+    out = compare([("a", read_result(a)), ("b", read_result(tmp_path / "b")), ("c", read_result(noisy))])
+    b_row, c_row = out["results"][1], out["results"][2]
+    assert b_row["paired"]["videos"] == 8 and abs(b_row["paired"]["difference"] - 0.15) < 1e-9
+    # Paired: the videos' own spread (0 to 0.8) drops out; only the +-0.05 remains.
+    sd = (8 * 0.05 ** 2 / 7) ** 0.5
+    assert abs(b_row["paired"]["interval95"] - 1.96 * sd / 8 ** 0.5) < 1e-9 and b_row["interval95"] > 0.2
+    assert b_row["paired"]["prompts_up"] == 2 and abs(c_row["paired"]["difference"]) < 1e-9
+    assert main(["bench", "compare", str(a), str(tmp_path / "b"), str(noisy), "--json", str(tmp_path / "cmp.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "+0.150 ± 0.037" in printed and "(within noise)" in printed
+    assert json.loads((tmp_path / "cmp.json").read_text())["baseline"] == str(a)
+    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "other.json").write_text(json.dumps({"mean_score": 0.5}))
+    for args in ([str(a)], [str(a), str(tmp_path / "nowhere")], [str(a), str(tmp_path / "bad.json")],
+                 [str(a), str(tmp_path / "other.json")]):
+        assert main(["bench", "compare", *args]) == 2
+        assert "results" in capsys.readouterr().err

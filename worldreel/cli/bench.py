@@ -4,6 +4,7 @@
     worldreel bench world --model world-tiny [--prompts FILE | --suite holdout] --seeds 3 --out DIR
     worldreel bench world --truth [--prompts FILE] --seeds 2 --out DIR      # calibration
     worldreel bench world --truth --autoencoder world-tiny --seeds 2 --out DIR   # the autoencoder's ceiling
+    worldreel bench compare OLD_DIR NEW_DIR      # side by side, paired difference (eval/compare.py)
 
 ``--videos`` scores a folder that has ``captions.jsonl`` (prompts from its "caption"
 field). ``--model`` first generates every prompt ``--seeds`` times (seeds seed-base ..
@@ -307,8 +308,31 @@ def bench_world(videos: Optional[Path] = None, model: Optional[str] = None, trut
     return result
 
 
+def bench_compare(results: list[Path], json_out: Optional[Path] = None) -> dict:
+    """``bench compare``: world-bench results side by side, the first the baseline."""
+    from worldreel.eval.compare import compare, print_comparison, read_result
+    from worldreel.eval.report import write_json
+
+    if json_out is not None and json_out.suffix.lower() != ".json":
+        raise UserError(f"{json_out}: the comparison file must end in .json", param="json")
+    comparison = compare([(str(path), read_result(path)) for path in results])
+    print_comparison(comparison)
+    if json_out is not None:
+        write_json(comparison, json_out)
+        print(f"wrote {json_out}")
+    return comparison
+
+
 def register(groups) -> None:
-    """Add ``bench world`` to the CLI."""
+    """Add ``bench world`` and ``bench compare`` to the CLI."""
+
+    @groups["bench"].command("compare")
+    def compare_cmd(
+        results: Annotated[list[Path], typer.Argument(help="world-bench results (worldbench.json or its folder); the first is the baseline.")],
+        json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the comparison as JSON.")] = None,
+    ) -> None:
+        """Compare world-bench results: mean scores with 95 % intervals and the paired difference per (prompt, seed)."""
+        bench_compare(results, json_out)
 
     @groups["bench"].command("world")
     def world(
