@@ -82,6 +82,12 @@ def test_pack_says_same_prompts_and_seeds_only_when_they_are():
     line = _change_line(before, other, None, None)[0]
     assert "same prompts" not in line and "(+0.100; other videos: 2 then, 2 now)" in line
     assert _change_line(before, None, None, after) == []  # no suite measured on both
+    # With per-video scores, the paired 95 % interval says whether the change is more than seed noise.
+    scored = {"a": {"prompt": "p", "seed": 0, "score": 0.4}, "b": {"prompt": "p", "seed": 1, "score": 0.6}}
+    for bumps, noise in (((0.1, 0.1), "; paired 95 % interval ± 0.000)"), ((0.3, -0.1), "; paired 95 % interval ± 0.392, within noise)")):
+        raised = {k: dict(v, score=v["score"] + d) for (k, v), d in zip(scored.items(), bumps)}
+        line = _change_line(dict(before, videos=scored), dict(after, videos=raised), None, None)[0]
+        assert line.endswith(f"default suite 0.500 -> 0.600 (+0.100{noise}."), line
 
 
 def test_pack_refuses_a_denoiser_trained_on_another_autoencoder(tmp_path):

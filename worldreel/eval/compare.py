@@ -76,17 +76,29 @@ def compare(results: list[tuple[str, dict]]) -> dict:
                "checks": {c: (result.get("checks") or {}).get(c) for c in CHECKS},
                "fail_on_every_seed": (result.get("spread") or {}).get("fail_on_every_seed")}
         if rows:  # against the baseline, on the videos both made
-            common = sorted(set(scores) & set(base_scores), key=str)
-            row["paired"] = None
-            if common:
-                diff, half = _mean_interval([scores[k] - base_scores[k] for k in common])
-                before, after = _prompt_means(base_scores, common), _prompt_means(scores, common)
-                row["paired"] = {"videos": len(common), "difference": diff, "interval95": half,
-                                 "prompts_up": sum(after[p] > before[p] + 1e-9 for p in after),
-                                 "prompts_down": sum(after[p] < before[p] - 1e-9 for p in after),
-                                 "prompts": len(after)}
+            row["paired"] = _paired(base_scores, scores)
         rows.append(row)
     return {"baseline": results[0][0], "results": rows}
+
+
+def _paired(base_scores: dict, scores: dict) -> dict | None:
+    common = sorted(set(scores) & set(base_scores), key=str)
+    if not common:
+        return None
+    diff, half = _mean_interval([scores[k] - base_scores[k] for k in common])
+    before, after = _prompt_means(base_scores, common), _prompt_means(scores, common)
+    return {"videos": len(common), "difference": diff, "interval95": half,
+            "prompts_up": sum(after[p] > before[p] + 1e-9 for p in after),
+            "prompts_down": sum(after[p] < before[p] - 1e-9 for p in after), "prompts": len(after)}
+
+
+def paired_difference(old: dict, new: dict) -> dict | None:
+    """``new`` against ``old`` (two world-bench results) over the videos both made, as in
+    ``compare``; None when either lacks per-video scores or they share no video."""
+    try:
+        return _paired(_by_video(old), _by_video(new))
+    except (KeyError, TypeError, ValueError, AttributeError):  # a result without per-video scores
+        return None
 
 
 def print_comparison(comparison: dict, console=None) -> None:

@@ -40,6 +40,7 @@ from typing import Any, Callable
 
 from worldreel.config import from_dict, to_dict
 from worldreel.errors import UserError
+from worldreel.eval.compare import paired_difference
 from worldreel.pipelines.loading import (CONFIG_FILE, DIT_FILE, VAE_FILE, _load_weights, half_state, save_model,
                                          state_digest)
 from worldreel.presets import ModelConfig, SamplingDefaults
@@ -346,8 +347,11 @@ def _change_line(previous: dict | None, bench: dict | None, holdout_previous: di
         if old and new:
             same = _same_videos(old, new)
             all_same = all_same and same
+            paired = paired_difference(old, new) if same else None  # seed noise, from the videos both made
+            noise = "" if paired is None else (f"; paired 95 % interval ± {paired['interval95']:.3f}"
+                                               + (", within noise" if abs(paired["difference"]) <= paired["interval95"] else ""))
             parts.append(f"{label} {old['mean_score']:.3f} -> {new['mean_score']:.3f} "
-                         f"({new['mean_score'] - old['mean_score']:+.3f}"
+                         f"({new['mean_score'] - old['mean_score']:+.3f}{noise}"
                          + ("" if same else f"; other videos: {old.get('n_videos', '?')} then, {new.get('n_videos', '?')} now")
                          + ")")
     if not parts:
