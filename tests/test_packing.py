@@ -71,6 +71,19 @@ def test_pack_joins_the_autoencoder_statistics_with_the_denoiser(tmp_path):
     assert "- 1 video, permanence: the COLOUR box vanishes after frame N" in card
 
 
+def test_card_says_which_prompts_and_seeds_a_result_holds():
+    from worldreel.pipelines.packing import _bench_lines
+
+    videos = {f"{i}.mp4": {"prompt": p, "seed": s} for i, (p, s) in enumerate((p, s) for p in "ab" for s in range(8, 12))}
+    result = {"n_videos": 8, "mean_score": 0.5, "videos": videos, "prompts": {"a": {}, "b": {}}}
+    assert "8 videos (2 prompts x seeds 8-11), **mean score 0.500**" in _bench_lines("t", result)[2]
+    del videos["0.mp4"], videos["5.mp4"]  # seeds 9-11 and 8, 10, 11: every seed still there
+    assert "(2 prompts x seeds 8-11)" in _bench_lines("t", result)[2]
+    result["videos"] = {"x": {"prompt": "a", "seed": 1}, "y": {"prompt": "a", "seed": 3}}
+    assert "(2 prompts x 2 seeds)" in _bench_lines("t", result)[2]
+    assert _bench_lines("t", {"n_videos": 3, "mean_score": 0.5})[2].startswith("3 videos, **mean")  # nothing recorded
+
+
 def test_pack_says_same_prompts_and_seeds_only_when_they_are():
     from worldreel.pipelines.packing import _change_line
 

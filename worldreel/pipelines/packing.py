@@ -304,7 +304,7 @@ def _bench_lines(title: str, bench: dict | None) -> list[str]:
 
     spread = bench.get("spread") or {}
     lines = [f"### {title}", "",
-             f"{bench.get('n_videos', '?')} videos, **mean score {bench['mean_score']:.3f}**"
+             f"{bench.get('n_videos', '?')} videos{_made_of(bench)}, **mean score {bench['mean_score']:.3f}**"
              + (f"; {spread.get('fail_on_some_seed', 0):.0%} of prompts fail on some seed, "
                 f"{spread.get('fail_on_every_seed', 0):.0%} on every seed" if spread.get("prompts_with_several_videos") else ""),
              "", "| check | pass rate |", "| --- | --- |"]
@@ -317,6 +317,18 @@ def _bench_lines(title: str, bench: dict | None) -> list[str]:
         lines += [f"- {k['videos']} video{'' if k['videos'] == 1 else 's'}, {k['check']}: {k['reason']}"
                   for k in kinds[:CARD_FAILURES]]
     return lines + [""]
+
+
+def _made_of(bench: dict) -> str:
+    """" (24 prompts x seeds 0-15)" from a result's videos; "" when it did not record them."""
+    videos = bench.get("videos")
+    seeds = sorted({v.get("seed") for v in videos.values() if isinstance(v, dict) and isinstance(v.get("seed"), int)}) \
+        if isinstance(videos, dict) else []
+    if not seeds:
+        return ""
+    prompts = len(bench["prompts"]) if isinstance(bench.get("prompts"), dict) else None
+    which = f"seeds {seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else f"{len(seeds)} seeds"
+    return f" ({prompts} prompts x {which})" if prompts else f" ({which})"
 
 
 def _failure_kinds(bench: dict) -> list[dict]:
