@@ -289,11 +289,9 @@ def bench_world(videos: Optional[Path] = None, model: Optional[str] = None, trut
     if not result["n_videos"]:
         raise UserError(f"{folder}: no video could be scored ({len(result['skipped'])} skipped)", param="videos")
     result["source"] = {"videos": str(folder), "model": model, "truth": truth, "autoencoder": autoencoder}
-    if model is not None:
-        from worldreel.pipelines.loading import weights_digest
-
-        result["source"]["sampling"] = rows[0]["sampling"]  # one for all: --add keeps only videos made the same way
-        result["source"]["weights"] = weights_digest(model)  # which weights, when two models share a name
+    if model is not None:  # one for all: --add keeps only videos made the same way
+        result["source"]["sampling"] = rows[0]["sampling"]
+        result["source"]["weights"] = rows[0]["settings"]["weights"]  # which weights, when two models share a name
     n = result["n_videos"]
     result["timing"] = {"make_seconds_per_video": None if made is None else round(made / n, 3),
                         "score_seconds_per_video": round(scored / n, 4)}

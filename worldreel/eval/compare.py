@@ -34,11 +34,16 @@ def read_result(path: str | Path) -> dict:
         raise UserError(f"{path}: no world-bench result there (worldbench.json)", param="results") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise UserError(f"{file}: not readable as JSON ({err})", param="results") from None
-    videos = data.get("videos") if isinstance(data, dict) else None
-    if not isinstance(videos, dict) or not videos or not all(
-            isinstance(v, dict) and isinstance(v.get("score"), (int, float)) for v in videos.values()):
+    if not _has_scores(data):
         raise UserError(f"{file}: not a world-bench result with per-video scores", param="results")
     return data
+
+
+def _has_scores(data: object) -> bool:
+    """Whether ``data`` is a world-bench result with a score for every video."""
+    videos = data.get("videos") if isinstance(data, dict) else None
+    return isinstance(videos, dict) and bool(videos) and all(
+        isinstance(v, dict) and isinstance(v.get("score"), (int, float)) for v in videos.values())
 
 
 def _mean_interval(values: list[float]) -> tuple[float, float]:
@@ -87,7 +92,7 @@ def _paired(base_scores: dict, scores: dict) -> dict | None:
         return None
     diff, half = _mean_interval([scores[k] - base_scores[k] for k in common])
     before, after = _prompt_means(base_scores, common), _prompt_means(scores, common)
-    return {"videos": len(common), "difference": diff, "interval95": half,
+    return {"videos": len(common), "difference": diff, "interval95": half, "within_noise": abs(diff) <= half,
             "prompts_up": sum(after[p] > before[p] + 1e-9 for p in after),
             "prompts_down": sum(after[p] < before[p] - 1e-9 for p in after), "prompts": len(after)}
 
@@ -95,10 +100,9 @@ def _paired(base_scores: dict, scores: dict) -> dict | None:
 def paired_difference(old: dict, new: dict) -> dict | None:
     """``new`` against ``old`` (two world-bench results) over the videos both made, as in
     ``compare``; None when either lacks per-video scores or they share no video."""
-    try:
-        return _paired(_by_video(old), _by_video(new))
-    except (KeyError, TypeError, ValueError, AttributeError):  # a result without per-video scores
+    if not (_has_scores(old) and _has_scores(new)):
         return None
+    return _paired(_by_video(old), _by_video(new))
 
 
 def print_comparison(comparison: dict, console=None) -> None:
@@ -115,24 +119,22 @@ def print_comparison(comparison: dict, console=None) -> None:
     table.add_row("videos", *[str(r["videos"]) for r in rows])
     table.add_row("mean score (95 %)", *[f"{r['mean_score']:.3f} ± {r['interval95']:.3f}" for r in rows])
 
-    def paired(r: dict, key: str) -> str:
-        p = r.get("paired")
-        if "paired" not in r:
-            return "baseline"
-        if p is None:
-            return "no common videos"
-        if key == "difference":
-            sure = abs(p["difference"]) > p["interval95"]
-            return f"{p['difference']:+.3f} ± {p['interval95']:.3f}{'' if sure else ' (within noise)'}"
-        if key == "videos":
-            return f"{p['videos']}"
-        return f"{p['prompts_up']} up, {p['prompts_down']} down of {p['prompts']}"
-
-    table.add_row("paired difference (95 %)", *[paired(r, "difference") for r in rows])
-    table.add_row("paired videos", *[paired(r, "videos") for r in rows])
-    table.add_row("prompts' mean score", *[paired(r, "prompts") for r in rows])
+    cells = [_paired_cells(r) for r in rows]
+    for i, label in enumerate(("paired difference (95 %)", "paired videos", "prompts' mean score")):
+        table.add_row(label, *[c[i] for c in cells])
     for name in CHECKS:
         table.add_row(name, *["n/a" if r["checks"][name] is None else f"{r['checks'][name]:.1%}" for r in rows])
     table.add_row("prompts failing every seed",
                   *["?" if r["fail_on_every_seed"] is None else f"{r['fail_on_every_seed']:.0%}" for r in rows])
     console.print(table)
+
+
+def _paired_cells(row: dict) -> tuple[str, str, str]:
+    """A result's paired difference, paired videos and prompts up/down, as table cells."""
+    if "paired" not in row:
+        return ("baseline",) * 3
+    p = row["paired"]
+    if p is None:
+        return ("no common videos",) * 3
+    return (f"{p['difference']:+.3f} ± {p['interval95']:.3f}{' (within noise)' if p['within_noise'] else ''}",
+            str(p["videos"]), f"{p['prompts_up']} up, {p['prompts_down']} down of {p['prompts']}")

@@ -361,7 +361,7 @@ def _change_line(previous: dict | None, bench: dict | None, holdout_previous: di
             all_same = all_same and same
             paired = paired_difference(old, new) if same else None  # seed noise, from the videos both made
             noise = "" if paired is None else (f"; paired 95 % interval ± {paired['interval95']:.3f}"
-                                               + (", within noise" if abs(paired["difference"]) <= paired["interval95"] else ""))
+                                               + (", within noise" if paired["within_noise"] else ""))
             parts.append(f"{label} {old['mean_score']:.3f} -> {new['mean_score']:.3f} "
                          f"({new['mean_score'] - old['mean_score']:+.3f}{noise}"
                          + ("" if same else f"; other videos: {old.get('n_videos', '?')} then, {new.get('n_videos', '?')} now")
@@ -627,13 +627,16 @@ def pack_model(vae_run: str | Path, dit_run: str | Path, out: str | Path, *, ben
     vae, dit = VideoVAE(config.vae), DiT(config.dit)
     _load_weights(vae, vae_folder / VAE_FILE)
     _load_weights(dit, dit_folder / DIT_FILE)
-    # The card's own scores must have been measured on exactly the weights it is packed with.
-    digests = {"vae": state_digest(half_state(vae)), "dit": state_digest(half_state(dit))}
+    # The card's own scores must have been measured on exactly the weights it is packed with
+    # (digests made only when a result recorded one: serialising the weights takes a while).
+    digests = None
     for data, path, param in ((results[0], bench, "bench"), (results[1], holdout_bench, "holdout_bench")):
         measured = ((data or {}).get("source") or {}).get("weights")
-        if measured and measured != digests:
-            raise UserError(f"{path} was measured on weights {measured}, not on the ones this pack writes {digests}",
-                            param=param)
+        if measured:
+            digests = digests or {"vae": state_digest(half_state(vae)), "dit": state_digest(half_state(dit))}
+            if measured != digests:
+                raise UserError(f"{path} was measured on weights {measured}, not on the ones this pack writes "
+                                f"{digests}", param=param)
     # 3. The folder and its card, with the commands that reproduce it (recipe changes as --set).
     commands = _commands(config, vae_stages, dit_stages)
     scores, holdout_scores, ceiling_scores, previous_scores, previous_holdout_scores = results
