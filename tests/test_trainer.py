@@ -9,6 +9,8 @@ import json
 import os
 import random
 import signal
+import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,6 +112,17 @@ class ToyStop6(ToyTask):
     stop_at = 6
 
 
+
+class ToyPause(ToyTask):
+    """Stops its own process for 2 s (SIGSTOP, then SIGCONT from a helper) before step 4's batch."""
+
+    def batches(self, **kw):
+        for i, batch in enumerate(super().batches(**kw)):
+            if i == 3 * self.tc.accum:
+                pid = os.getpid()  # the shell returns once the STOP is sent; the kernel stops us before we run on
+                subprocess.run(["sh", "-c", f"(sleep 2; kill -CONT {pid}) & kill -STOP {pid}"], check=True)
+            yield batch
+
 @dataclass
 class ToyOptions:
     init: str = ""  # read by nothing here; the trainer records a packed model named by it
@@ -167,6 +180,18 @@ def test_stop_and_resume_equals_uninterrupted_run(tmp_path):
     assert [s for s, _ in checkpoint.list_checkpoints(tmp_path / "split/checkpoints")] == [10, 12]
     assert not list((tmp_path / "split/checkpoints").glob(".*"))
     assert sorted(p.name for p in (tmp_path / "split/samples").iterdir()) == ["eval_0004.txt", "eval_0008.txt", "eval_0012.txt"]
+
+
+def test_time_stopped_by_sigstop_is_not_training_time(tmp_path):
+    started = time.perf_counter()
+    main(_cfg(tmp_path / "run", task="test_trainer:ToyPause", steps=6, eval_every=0))
+    wall = time.perf_counter() - started
+    assert wall > 2.0  # it was stopped
+    train_seconds = json.loads((tmp_path / "run" / "summary.json").read_text())["train_seconds"]
+    assert train_seconds < 1.0  # the card's wall time leaves the 2 s stop out (6 toy steps take milliseconds)
+    rows = {r["step"]: r for r in map(json.loads, (tmp_path / "run" / "log.jsonl").read_text().splitlines())}
+    assert rows[4]["steps_per_s"] > 2.0  # so does the throughput of the step it landed in (0.5 with it)
+    assert signal.getsignal(signal.SIGCONT) is signal.SIG_DFL
 
 
 def test_run_folder_contents_and_export(tmp_path):

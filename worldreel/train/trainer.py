@@ -215,7 +215,7 @@ def main(cfg: RunConfig) -> dict:
         step, stopped, ckpt_path = start_step, False, None
         loss_value = float("nan")
         stop.install()
-        t_start = time.perf_counter()
+        t_start = stop.clock()
         while step < tc.steps:
             # 6a. Learning rate of this step (a pure function of the step: resumes exactly).
             lr = lr_at(step, tc)
@@ -250,25 +250,28 @@ def main(cfg: RunConfig) -> dict:
                 ema.update(model, step + 1)
             step += 1
             window["steps"] += 1
+            stop.mark()
             if bar is not None:
                 bar.update(1)
 
             # 6d. Log: TensorBoard, log.jsonl, progress bar.
             if step % tc.log_every == 0 or step == tc.steps:
-                loss_value = _flush_window(window, step, lr, t_start, d, writer, bar, run)
-                window, t_start = _new_window(), time.perf_counter()
+                seconds = max(stop.clock() - t_start, 1e-9)
+                loss_value = _flush_window(window, step, lr, seconds, d, writer, bar, run)
+                window, t_start = _new_window(), stop.clock()
             # 6e. The task's quick evaluation (samples, score) on the EMA weights.
-            t_pause = time.perf_counter()
+            t_pause = stop.clock()
             if hasattr(task, "evaluate") and ((tc.eval_every and step % tc.eval_every == 0) or step == tc.steps):
                 _evaluate(task, model, ema, d, step, run, writer, say)
             # 6f. Stop requested (any rank): save, then leave the loop together.
             if step % stop_every == 0 or step == tc.steps:
                 stopped = distributed.any_rank(stop.requested, d) and step < tc.steps
             if stopped or step % tc.save_every == 0 or step == tc.steps:
-                elapsed += time.perf_counter() - stop.t0
-                stop.t0 = time.perf_counter()
+                elapsed += stop.clock() - stop.t0
+                stop.t0 = stop.clock()
                 ckpt_path = _save(model, optimizer, ema, generator, step, elapsed, cfg, d, ckpt_dir)
-            t_start += time.perf_counter() - t_pause  # throughput counts training time only
+            t_start += stop.clock() - t_pause  # throughput counts training time only
+            stop.mark()
             if stopped:
                 break
         stop.uninstall()
@@ -306,13 +309,34 @@ def main(cfg: RunConfig) -> dict:
 
 
 class _StopRequest:
-    """SIGTERM/SIGINT set a flag read between steps; a second signal interrupts at once."""
+    """SIGTERM/SIGINT set a flag read between steps; a second signal interrupts at once.
+
+    It also keeps the loop's clock, which stands still while the process is stopped (SIGSTOP,
+    Ctrl-Z): that time is not training, neither in the wall time a checkpoint records (and the
+    model card reports) nor in throughput. SIGCONT tells when a stop ended; it is taken to have
+    begun at the loop's latest mark, so the clock is right to within one step.
+    """
 
     def __init__(self, say):
         self.requested = False
         self.say = say
         self.previous: dict[int, Any] = {}
-        self.t0 = time.perf_counter()  # start of the current timing span (for "elapsed")
+        self.paused = 0.0  # seconds spent stopped, summed at each SIGCONT
+        self.last_mark = time.perf_counter()
+        self.t0 = self.clock()  # start of the current timing span (for "elapsed")
+
+    def clock(self) -> float:
+        """Seconds on a clock that stands still while the process is stopped."""
+        return time.perf_counter() - self.paused
+
+    def mark(self) -> None:
+        """The loop finished a piece of work: a stop seen later began after this."""
+        self.last_mark = time.perf_counter()
+
+    def _continued(self, signum, frame):
+        now = time.perf_counter()
+        self.paused += now - self.last_mark
+        self.last_mark = now
 
     def _handle(self, signum, frame):
         if self.requested:
@@ -321,10 +345,13 @@ class _StopRequest:
         self.say(f"\n{signal.Signals(signum).name}: finishing this step and saving a checkpoint (again to abort)")
 
     def install(self):
-        self.t0 = time.perf_counter()
+        self.mark()
+        self.t0 = self.clock()
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self.previous[sig] = signal.signal(sig, self._handle)
+            if hasattr(signal, "SIGCONT"):  # not on Windows
+                self.previous[signal.SIGCONT] = signal.signal(signal.SIGCONT, self._continued)
 
     def uninstall(self):
         for sig, handler in self.previous.items():
@@ -375,9 +402,8 @@ def _full(t: torch.Tensor) -> torch.Tensor:
     return t.full_tensor() if hasattr(t, "full_tensor") else t
 
 
-def _flush_window(w: dict, step: int, lr: float, t_start: float, d, writer, bar, run: Path) -> float:
-    """Average the window's numbers (loss over all ranks), write them, return the loss."""
-    seconds = max(time.perf_counter() - t_start, 1e-9)
+def _flush_window(w: dict, step: int, lr: float, seconds: float, d, writer, bar, run: Path) -> float:
+    """Average the window's numbers (loss over all ranks) over its ``seconds``, write them, return the loss."""
     loss = distributed.all_mean(float(w["loss"]) / max(w["micro"], 1), d)
     items = distributed.all_mean(w["items"], d) * d.world_size
     tokens = distributed.all_mean(w["tokens"], d) * d.world_size
