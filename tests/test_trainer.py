@@ -112,7 +112,6 @@ class ToyStop6(ToyTask):
     stop_at = 6
 
 
-
 class ToyPause(ToyTask):
     """Stops its own process for 2 s (SIGSTOP, then SIGCONT from a helper) before step 4's batch."""
 
@@ -122,6 +121,7 @@ class ToyPause(ToyTask):
                 pid = os.getpid()  # the shell returns once the STOP is sent; the kernel stops us before we run on
                 subprocess.run(["sh", "-c", f"(sleep 2; kill -CONT {pid}) & kill -STOP {pid}"], check=True)
             yield batch
+
 
 @dataclass
 class ToyOptions:
