@@ -176,6 +176,31 @@ def test_bucketed_batches_are_deterministic_split_by_rank_and_resumable(tmp_path
     assert err.value.param == "train.batch_size"
 
 
+class SceneItems(Items):
+    """Items whose facts list 1, 2 or 3 objects (i % 3 + 1), as reel-world items do."""
+
+    def __getitem__(self, i):
+        item = super().__getitem__(i)
+        item["facts"] = {"objects": [{"shape": "ball"}] * (1 + i % 3)}
+        return item
+
+
+def test_repeat_multi_oversamples_multi_object_items(tmp_path):
+    _build(tmp_path, SceneItems(12), 12)
+    plain = LatentCache(tmp_path)
+    assert sorted(int(i) for b in plain.epoch(1, 3, 0) for i in b) == list(range(12))
+    twice = LatentCache(tmp_path, repeat_multi=2)
+    drawn = [int(i) for b in twice.epoch(1, 3, 0) for i in b]
+    counts = {i: drawn.count(i) for i in range(12)}
+    assert counts == {i: 1 if i % 3 == 0 else 2 for i in range(12)}  # one object: once; two or three: twice
+    again = next(LatentCache(tmp_path, repeat_multi=2).batches(2, seed=3, start_step=5))  # still resumable
+    assert again["captions"] == [twice[int(i)]["caption"] for i in twice.epoch(2, 3, 0)[5]]
+    for bad in (0, 17, 1.5, True):
+        with pytest.raises(UserError) as err:
+            LatentCache(tmp_path, repeat_multi=bad)
+        assert err.value.param == "task.repeat_multi"
+
+
 def test_not_a_cache_is_a_clear_error(tmp_path):
     with pytest.raises(UserError) as err:
         LatentCache(tmp_path)

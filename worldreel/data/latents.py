@@ -242,8 +242,11 @@ class LatentCache(torch.utils.data.Dataset):
     """A cache folder as a dataset: ``cache[i] = {"latents": (C, f, h, w), "text": (L_i, D),
     "caption": str, "index": i}`` (float32), plus deterministic bucketed ``batches()``."""
 
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, *, repeat_multi: int = 1):
         self.folder = Path(folder)
+        if isinstance(repeat_multi, bool) or not isinstance(repeat_multi, int) or not 1 <= repeat_multi <= 16:
+            raise UserError(f"repeat_multi must be a whole number from 1 to 16, got {repeat_multi!r}",
+                            param="task.repeat_multi")
         if not (self.folder / "cache.json").exists():
             raise UserError(f"{self.folder} is not a latent cache (no cache.json); build one with worldreel train cache",
                             param="data")
@@ -260,9 +263,14 @@ class LatentCache(torch.utils.data.Dataset):
                     self.entries += json.loads(f.metadata()["items"])
         if not self.entries:
             raise UserError(f"the latent cache {self.folder} is empty", param="data")
+        # An epoch draws each item once, and an item whose facts list two or more objects
+        # ``repeat_multi`` times (oversampling multi-object scenes; items without facts count as one).
+        self.repeat_multi = repeat_multi
         self.buckets: dict[tuple, list[int]] = {}
         for i, e in enumerate(self.entries):
-            self.buckets.setdefault(tuple(e["shape"]), []).append(i)
+            objects = (e.get("facts") or {}).get("objects") or []
+            repeats = repeat_multi if len(objects) >= 2 else 1
+            self.buckets.setdefault(tuple(e["shape"]), []).extend([i] * repeats)
         self._handles: dict[str, Any] = {}
         self._null: torch.Tensor | None = None
         self._epochs: dict[tuple, list[np.ndarray]] = {}

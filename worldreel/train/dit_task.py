@@ -66,6 +66,9 @@ class DiTTaskConfig:
     # models/dit.py ``grow_depth``): its blocks spread evenly through the deeper stack and
     # the new ones start as the identity, so training starts from init's predictions.
     grow: bool = False
+    # Latent-cache training: items whose caption facts list two or more objects are drawn this
+    # many times per epoch (1 = once, like every other item); other data sources ignore it.
+    repeat_multi: int = 1
 
     def mode_probs(self) -> list[float]:
         given = [self.p_first, self.p_last, self.p_prefix, self.p_suffix, self.p_ends]
@@ -217,7 +220,7 @@ class DiTTask:
             from worldreel.data.latents import LatentCache
         except ImportError:
             raise UserError("this installation has no latent cache reader (worldreel.data.latents)", param="train.data") from None
-        cache = LatentCache(folder)
+        cache = LatentCache(folder, repeat_multi=self.cfg.repeat_multi)
         yield from cache.batches(batch_size=self.train_cfg.batch_size, seed=seed, rank=rank, world_size=world_size,
                                  start_step=start_step)
 
