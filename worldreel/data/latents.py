@@ -265,7 +265,6 @@ class LatentCache(torch.utils.data.Dataset):
             raise UserError(f"the latent cache {self.folder} is empty", param="data")
         # An epoch draws each item once, and an item whose facts list two or more objects
         # ``repeat_multi`` times (oversampling multi-object scenes; items without facts count as one).
-        self.repeat_multi = repeat_multi
         self.buckets: dict[tuple, list[int]] = {}
         for i, e in enumerate(self.entries):
             objects = (e.get("facts") or {}).get("objects") or []
