@@ -300,6 +300,36 @@ def test_task_reads_a_latent_cache(tmp_path):
     assert world.data_facts() == {}
 
 
+def test_eval_batch_is_the_same_whatever_repeat_multi(tmp_path):
+    """task.repeat_multi changes what a run trains on, not the fixed batch its validation losses
+    are measured on, so runs on one cache compare (it did differ before: stage 26's log)."""
+    from worldreel.data.latents import build_cache
+    from worldreel.presets import get_preset
+    from worldreel.train.dit_task import DiTTask, DiTTaskConfig
+
+    g = torch.Generator().manual_seed(0)
+    items = [{"video": torch.zeros(3, 5, 16, 16), "caption": f"caption {i}",
+              "facts": {"objects": [{"shape": "ball"}] * (1 + i % 3)}} for i in range(12)]
+    build_cache(
+        tmp_path / "cache", items, count=12, progress=False,
+        encode_video=lambda v: torch.randn(v.shape[0], 16, 2, 2, 2, generator=g),
+        encode_text=lambda p: (torch.randn(len(p), 3, 384, generator=g), torch.ones(len(p), 3, dtype=torch.bool)),
+    )
+    preset = get_preset("world-tiny")
+    model_cfg = dataclasses.replace(preset.model, dit=dataclasses.replace(TINY, text_dim=384, in_channels=16))
+    train_cfg = dataclasses.replace(preset.train_dit, data=str(tmp_path / "cache"), batch_size=2)
+    plain, twice = (DiTTask(model_cfg, train_cfg, DiTTaskConfig(repeat_multi=k, eval_items=2)) for k in (1, 2))
+    train_captions = {}
+    for task in (plain, twice):
+        it = task.batches(seed=10_007, rank=0, world_size=1, start_step=0)
+        train_captions[task] = [next(it)["captions"] for _ in range(6)]
+    assert train_captions[plain] != train_captions[twice]  # the option does change the training draws
+    model = plain.build_model().eval()
+    losses = [task._validation_losses(model) for task in (plain, twice)]
+    assert plain._eval_batch["captions"] == twice._eval_batch["captions"] == train_captions[plain][0]
+    assert losses[0] == losses[1]
+
+
 def test_evaluate_writes_scored_sample_videos(tmp_path):
     """The evaluation hook samples prompts of world-bench's suite with the model being trained,
     writes them as MP4 with their captions, and logs their mean world-bench score."""

@@ -175,14 +175,17 @@ class DiTTask:
             self._vae = vae.to(device).eval().requires_grad_(False)
         return self._vae
 
-    def batches(self, *, seed: int, rank: int, world_size: int, start_step: int) -> Iterator[dict[str, Any]]:
+    def batches(self, *, seed: int, rank: int, world_size: int, start_step: int,
+                repeat_multi: int | None = None) -> Iterator[dict[str, Any]]:
         """Endless batches ``{"latents": (B, C, f, h, w), "captions": [str] * B}`` (or with cached
-        ``"text"`` (B, L, D) / ``"text_mask"`` (B, L) instead of captions)."""
+        ``"text"`` (B, L, D) / ``"text_mask"`` (B, L) instead of captions). A cache's multi-object
+        items are drawn ``repeat_multi`` times per epoch (default: the task's ``repeat_multi``)."""
         data = self.train_cfg.data
         if data == "world":
             return self._world_batches(seed, rank, world_size, start_step)
         if Path(data).is_dir():
-            return self._cache_batches(Path(data), seed, rank, world_size, start_step)
+            repeat_multi = self.cfg.repeat_multi if repeat_multi is None else repeat_multi
+            return self._cache_batches(Path(data), seed, rank, world_size, start_step, repeat_multi)
         raise UserError(f"train.data must be 'world' or a latent cache folder, got {data!r}", param="train.data")
 
     def data_facts(self) -> dict[str, Any]:
@@ -215,12 +218,12 @@ class DiTTask:
             yield {"latents": latents, "captions": [item["caption"] for item in items]}
             step += 1
 
-    def _cache_batches(self, folder: Path, seed, rank, world_size, start_step):
+    def _cache_batches(self, folder: Path, seed, rank, world_size, start_step, repeat_multi):
         try:
             from worldreel.data.latents import LatentCache
         except ImportError:
             raise UserError("this installation has no latent cache reader (worldreel.data.latents)", param="train.data") from None
-        cache = LatentCache(folder, repeat_multi=self.cfg.repeat_multi)
+        cache = LatentCache(folder, repeat_multi=repeat_multi)
         yield from cache.batches(batch_size=self.train_cfg.batch_size, seed=seed, rank=rank, world_size=world_size,
                                  start_step=start_step)
 
@@ -318,7 +321,9 @@ class DiTTask:
     def _validation_losses(self, model: nn.Module) -> dict[str, float]:
         device = next(model.parameters()).device
         if self._eval_batch is None:
-            batches = self.batches(seed=10_007, rank=0, world_size=1, start_step=0)
+            # The cache drawn plainly whatever the run's repeat_multi, so that runs on one cache
+            # score the same clips and their losses compare across runs.
+            batches = self.batches(seed=10_007, rank=0, world_size=1, start_step=0, repeat_multi=1)
             self._eval_batch = next(batches)
         batch = self._eval_batch
         x0 = batch["latents"][: self.cfg.eval_items].to(device).float()  # (B, C, f, h, w)
