@@ -1,5 +1,6 @@
 """Shared test setup: small, deterministic, CPU-only, and quick on 2 cores."""
 import os
+from pathlib import Path
 
 import pytest
 
@@ -16,3 +17,22 @@ def _deterministic_torch():
         return
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> str:
+    """A randomly initialised ``world-micro`` model folder, shared by every test (never write to it)."""
+    from worldreel.model_folder import save_random_model
+
+    return str(save_random_model(tmp_path_factory.mktemp("model") / "tiny", "world-micro"))
+
+
+@pytest.fixture
+def tiny_folder(tmp_path):
+    """``tiny_folder(name, seed=0, overrides=())``: a fresh random ``world-micro`` model folder of this test's own."""
+    from worldreel.model_folder import save_random_model
+
+    def make(name: str = "tiny", seed: int = 0, overrides: tuple[str, ...] = ()) -> Path:
+        return save_random_model(tmp_path / name, "world-micro", list(overrides), seed=seed)
+
+    return make

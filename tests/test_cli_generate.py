@@ -5,14 +5,10 @@ import numpy as np
 import pytest
 
 from worldreel.cli import main
-from worldreel.pipelines.loading import save_random_model
-
-TINY = ["dit.width=32", "dit.depth=2", "dit.heads=2", "vae.base_channels=8"]
-
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return str(save_random_model(tmp_path_factory.mktemp("model") / "tiny", overrides=TINY))
+def model(tiny_model):
+    return tiny_model
 
 
 def _fast(model, seed="3"):

@@ -14,8 +14,8 @@ from worldreel.data.datasets import (
     motion_score,
     nearest_size,
     split_scene,
-    to_tensor,
 )
+from worldreel.data.video_io import to_tensor
 from worldreel.errors import UserError
 
 SRC_FPS, W, H = 16, 80, 48  # the source videos: 16 fps, 80x48 (aspect 5:3)

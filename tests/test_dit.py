@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from worldreel.errors import UserError
+from worldreel.model_folder import load_dit
 from worldreel.models.dit import DiT, DiTConfig, Rope3D, apply_rope, count_params, grow_depth, grown_positions
 
 TINY = DiTConfig(in_channels=4, width=32, depth=2, heads=4, text_dim=24)
@@ -151,7 +152,7 @@ def test_world_tiny_size():
 
 
 def test_task_loss_trains_and_export_loads(tmp_path):
-    """The training task: a finite loss with gradients, a fall after a few steps, fp16 export that DiT.load reads."""
+    """The training task: a finite loss with gradients, a fall after a few steps, fp16 export that model_folder.load_dit reads."""
     from worldreel.presets import get_preset
     from worldreel.train.dit_task import DiTTask, DiTTaskConfig
 
@@ -179,7 +180,7 @@ def test_task_loss_trains_and_export_loads(tmp_path):
     assert logs["tokens"] == 4 * 3 * 2 * 2 and torch.isfinite(torch.tensor(losses)).all()
     assert losses[-1] < 0.9 * losses[0]
     task.export(model, str(tmp_path))
-    loaded = DiT.load(tmp_path)
+    loaded = load_dit(tmp_path)
     x, t = batch["latents"][:1], torch.rand(1, 3)
     with torch.no_grad():
         expect = model.eval()(x, t, batch["text"][:1], batch["text_mask"][:1])
@@ -236,7 +237,7 @@ def test_task_grows_a_shallower_init_only_when_asked(tmp_path):
     model_cfg = dataclasses.replace(preset.model, dit=dataclasses.replace(TINY, text_dim=384, in_channels=16))
     task = DiTTask(model_cfg, preset.train_dit, DiTTaskConfig(vae=str(tmp_path / "no-vae")))
     task.export(_trained_like(task.build_model()), str(tmp_path))
-    shallow = DiT.load(tmp_path)
+    shallow = load_dit(tmp_path)
     deeper = dataclasses.replace(model_cfg, dit=dataclasses.replace(model_cfg.dit, depth=3))
     with pytest.raises(UserError, match="task.grow=true") as err:
         DiTTask(deeper, preset.train_dit, DiTTaskConfig(init=str(tmp_path))).build_model()
@@ -280,6 +281,7 @@ def test_task_reads_a_latent_cache(tmp_path):
         tmp_path / "cache", items, count=8, progress=False,
         encode_video=lambda v: torch.randn(v.shape[0], 16, 1 + (v.shape[2] - 1) // 4, 2, 2, generator=g),
         encode_text=lambda p: (torch.randn(len(p), 3, 384, generator=g), torch.ones(len(p), 3, dtype=torch.bool)),
+        meta={"command": "worldreel train cache --count 8"},
     )
     preset = get_preset("world-tiny")
     model_cfg = dataclasses.replace(preset.model, dit=dataclasses.replace(TINY, text_dim=384, in_channels=16))
@@ -295,7 +297,9 @@ def test_task_reads_a_latent_cache(tmp_path):
     assert task._text is None  # the cache's states were used: no text encoder loaded
     loss, logs = task.loss(task.build_model(), batch, torch.Generator().manual_seed(0))
     assert torch.isfinite(loss) and logs["items"] == 2
-    assert task.data_facts() == {"cache_items": 8}  # recorded in run.json: the cache may grow later
+    # recorded in run.json and the stage record: the cache may grow later
+    assert task.data_facts() == {"cache_items": 8, "cache_command": "worldreel train cache --count 8"}
+    assert task.stage_facts() == {"data": str(tmp_path / "cache"), "data_command": "worldreel train cache --count 8"}
     world = DiTTask(model_cfg, dataclasses.replace(train_cfg, data="world"), DiTTaskConfig())
     assert world.data_facts() == {}
 
@@ -314,6 +318,7 @@ def test_eval_batch_is_the_same_whatever_repeat_multi(tmp_path):
         tmp_path / "cache", items, count=12, progress=False,
         encode_video=lambda v: torch.randn(v.shape[0], 16, 2, 2, 2, generator=g),
         encode_text=lambda p: (torch.randn(len(p), 3, 384, generator=g), torch.ones(len(p), 3, dtype=torch.bool)),
+        meta={"command": "worldreel train cache --count 8"},
     )
     preset = get_preset("world-tiny")
     model_cfg = dataclasses.replace(preset.model, dit=dataclasses.replace(TINY, text_dim=384, in_channels=16))
@@ -336,7 +341,7 @@ def test_evaluate_writes_scored_sample_videos(tmp_path):
     import json
 
     from worldreel.data.video_io import read_video
-    from worldreel.pipelines.loading import read_config, save_random_model
+    from worldreel.model_folder import read_config, save_random_model
     from worldreel.train.config import TrainConfig
     from worldreel.train.dit_task import DiTTask, DiTTaskConfig
 

@@ -6,16 +6,14 @@ import torch
 from worldreel.errors import UserError
 from worldreel.pipelines import conditioning as C
 from worldreel.pipelines.generate import Generator, SamplingConfig, parse_seconds, parse_size, supported_sizes
-from worldreel.pipelines.loading import load_model, save_random_model
+from worldreel.model_folder import load_model, save_random_model
 
-TINY = ["dit.width=32", "dit.depth=2", "dit.heads=2", "vae.base_channels=8"]
 FAST = dict(steps=2, size="32x32")
 
 
 @pytest.fixture(scope="module")
-def gen(tmp_path_factory):
-    folder = save_random_model(tmp_path_factory.mktemp("model") / "tiny", overrides=TINY)
-    return Generator.load(str(folder))
+def gen(tiny_model):
+    return Generator.load(tiny_model)
 
 
 class _Spy(torch.nn.Module):
@@ -201,7 +199,7 @@ def test_the_models_own_sampler_settings_apply_unless_the_call_gives_others(tmp_
     """config.json "sampling" sets the defaults; a call's steps/shift and a SamplingConfig's fields win."""
     from worldreel.diffusion.flow import shift_for_tokens, timesteps
 
-    folder = save_random_model(tmp_path / "m", overrides=TINY + ["sampling.steps=3", "sampling.shift=3.0",
+    folder = save_random_model(tmp_path / "m", "world-micro", ["sampling.steps=3", "sampling.shift=3.0",
                                                                  "sampling.guidance=2.5"])
     tuned = Generator.load(str(folder))
     assert (tuned.sampling.steps, tuned.sampling.shift, tuned.sampling.guidance) == (3, 3.0, 2.5)
@@ -240,7 +238,7 @@ def test_size_and_seconds_parsing_lists_what_is_supported(gen):
 
 
 def test_model_folder_round_trip(tmp_path):
-    folder = save_random_model(tmp_path / "m", overrides=TINY, seed=3)
+    folder = save_random_model(tmp_path / "m", "world-micro", seed=3)
     assert {p.name for p in folder.iterdir()} >= {"config.json", "vae.safetensors", "dit.safetensors", "README.md"}
     loaded = load_model(str(folder))
     assert loaded.config.dit.width == 32 and loaded.config.vae.base_channels == 8
@@ -253,11 +251,11 @@ def test_model_folder_round_trip(tmp_path):
     with pytest.raises(UserError) as err:
         load_model(str(tmp_path / "missing"))
     assert err.value.param == "model"
-    from worldreel.pipelines.loading import weights_digest
+    from worldreel.model_folder import weights_digest
 
     digest = weights_digest(str(folder))
     assert set(digest) == {"vae", "dit"} and all(len(d) == 12 and int(d, 16) >= 0 for d in digest.values())
-    assert weights_digest(str(save_random_model(tmp_path / "same", overrides=TINY, seed=3))) == digest
+    assert weights_digest(str(save_random_model(tmp_path / "same", "world-micro", seed=3))) == digest
     (folder / "dit.safetensors").write_bytes(b"garbage")
     assert weights_digest(str(folder))["dit"] != digest["dit"] and weights_digest(str(folder))["vae"] == digest["vae"]
     with pytest.raises(UserError):

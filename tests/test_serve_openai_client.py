@@ -25,16 +25,15 @@ from worldreel.serve.worker import Worker  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]  # "Sora API ... shut down"
 KEY, OTHER_KEY = "test-key-aaaaaaaaaaaaaaaa", "test-key-bbbbbbbbbbbbbbbb"
-TINY = ["dit.width=32", "dit.depth=2", "vae.base_channels=8"]
 
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
     from worldreel.pipelines.generate import Generator, SamplingConfig
-    from worldreel.pipelines.loading import save_random_model
+    from worldreel.model_folder import save_random_model
 
     root = tmp_path_factory.mktemp("openai")
-    folder = save_random_model(root / "world-tiny", "world-tiny", TINY)
+    folder = save_random_model(root / "world-tiny", "world-micro")
     served = resolve_models([str(folder)])
     cfg = fast_cfg(poll_after_ms=100)
     app = create_app(root / "data", served, keys=KeyRing([KEY, OTHER_KEY]), cfg=cfg)

@@ -14,7 +14,7 @@ from safetensors import safe_open
 
 from worldreel.data.captions import parse_caption
 from worldreel.eval.worldbench import score_video
-from worldreel.presets import WEIGHTS_DIR, model_dir
+from worldreel.model_folder import WEIGHTS_DIR, find as model_dir
 
 FOLDER = WEIGHTS_DIR / "world-tiny"
 

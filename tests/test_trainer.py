@@ -269,22 +269,26 @@ def test_cli_set_keys_map_to_the_preset_and_the_task():
     assert err.value.param == "set"
 
 
-def test_a_run_records_the_packed_model_it_started_from_as_it_was(tmp_path):
-    """task.init naming a packed model (one that can be replaced under its name) is recorded
-    with that model's stages when the run starts; resuming after the model changed keeps it."""
+def test_a_run_records_its_stage_after_the_stages_of_the_model_it_started_from(tmp_path):
+    """The export writes model/training.json: the stages of the model task.init named, as they
+    were when the run started (the model may be replaced under its name), then the run's own."""
+    from worldreel.model_folder import StageRecord, read_stages, write_stages
+
     packed = tmp_path / "packed"
     packed.mkdir()
     (packed / "config.json").write_text("{}")
-    stages = {"format": 1, "dit": [{"run": "runs/old-stage", "task_options": []}]}
-    (packed / "training.json").write_text(json.dumps(stages))
+    write_stages(packed, [StageRecord(part="toy", run="runs/old-stage", steps=7)])
     run = tmp_path / "run"
     cfg = _cfg(run, task="test_trainer:ToyTaskInit", steps=2, eval_every=0)
     cfg.task_options = [f"init={packed}"]
     main(cfg)
-    record = json.loads((run / "origins.json").read_text())
-    assert record["init"]["model"] == str(packed) and record["init"]["training"] == stages
-    (packed / "training.json").write_text(json.dumps({"format": 1, "dit": [{"run": "runs/new-stage"}]}))
+    stages = read_stages(run / "model")
+    assert [s.run for s in stages] == ["runs/old-stage", str(run)] and stages[0].steps == 7
+    own = stages[-1]
+    assert own.part == "toy" and own.steps == 2 and own.batch_size == cfg.train.batch_size and own.finished
+    assert own.command == f"worldreel train toy --preset {cfg.model.name} --steps 2 --set task.init={packed} --out {run}"
+    write_stages(packed, [StageRecord(part="toy", run="runs/new-stage")])
     cfg = _cfg(run, task="test_trainer:ToyTaskInit", steps=3, eval_every=0, resume=True)
     cfg.task_options = [f"init={packed}"]
     main(cfg)
-    assert json.loads((run / "origins.json").read_text())["init"]["training"] == stages
+    assert [(s.run, s.steps) for s in read_stages(run / "model")] == [("runs/old-stage", 7), (str(run), 3)]

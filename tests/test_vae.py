@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from worldreel.errors import UserError
-from worldreel.models.vae import VAEConfig, VideoVAE, load_vae, save_vae, vae_presets
+from worldreel.model_folder import load_vae, write_weights
+from worldreel.models.vae import VAEConfig, VideoVAE, vae_presets
 from worldreel.models.vae2d import frame_vae_config, FrameVAE
 
 
@@ -101,7 +102,7 @@ def test_save_load_round_trip_fp16(vae, tmp_path):
     from worldreel.config import to_dict
 
     (tmp_path / "config.json").write_text(json.dumps({"vae": to_dict(vae.cfg)}))
-    save_vae(vae, tmp_path / "vae.safetensors")
+    write_weights(tmp_path, "vae", vae)
     loaded = load_vae(tmp_path)
     assert loaded.cfg == vae.cfg
     x = clip(5)
@@ -176,11 +177,12 @@ def test_frame_baseline_is_per_frame():
 
 # ----------------------------------------------------------------------------- the training task
 
-from worldreel.train.vae_task import VAETask, VAETaskConfig, VAEWithCritic  # noqa: E402
+from worldreel.train.vae_critic import VAEWithCritic  # noqa: E402
+from worldreel.train.vae_task import VAETask, VAETaskConfig  # noqa: E402
 
 
 def tiny_task(**kw) -> VAETask:
-    opts = dict(data="synthetic", pool_clips=4, clip_frames=9, clip_size=(32, 32), crop=(5, 16, 16), image_prob=0.3,
+    opts = dict(pool_clips=4, clip_frames=9, clip_size=(32, 32), crop=(5, 16, 16), image_prob=0.3,
                 stats_clips=2)
     opts.update(kw)
     return VAETask.for_vae(tiny_cfg(), batch_size=2, cfg=VAETaskConfig(**opts))
@@ -218,9 +220,9 @@ def test_task_loss_trains_and_export_measures_latent_stats(tmp_path):
     assert data["dit"] == {"depth": 2} and data["name"] == "x"  # other sections untouched
     assert data["vae"]["latent_shift"] != [0.0] * 4 and data["vae"]["latent_scale"] != [1.0] * 4
     loaded = load_vae(tmp_path)
-    from worldreel.train.vae_task import sample_videos
+    from worldreel.data.clips import world_videos
 
-    clips = sample_videos("synthetic", task.cfg.stats_seed, 2, frames=9, size=(32, 32))
+    clips = world_videos(task.cfg.stats_seed, 2, frames=9, size=(32, 32))
     with torch.no_grad():
         z = loaded.encode(clips).transpose(0, 1).flatten(1)  # (C, N)
     assert z.mean(1).abs().max() < 0.1 and (z.std(1) - 1).abs().max() < 0.1  # normalised by the measured stats
@@ -289,7 +291,7 @@ def _with_denoiser(tmp_path, task):
     from dataclasses import replace
 
     from worldreel.models.dit import DiT
-    from worldreel.pipelines.loading import read_config, save_model
+    from worldreel.model_folder import read_config, save_model
 
     start = task.build_model()
     task.export(start, str(tmp_path / "start"))

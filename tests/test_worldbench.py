@@ -418,7 +418,7 @@ def _fake_generator(monkeypatch, calls: list):
             return Video(frames=frames, fps=8, prompt=prompt, model_prompt=prompt, seed=seed, sampling=used)
 
     monkeypatch.setattr(generate_module, "Generator", Fake)
-    import worldreel.pipelines.loading as loading_module
+    import worldreel.model_folder as loading_module
     from worldreel.cli.bench import bench_world
 
     monkeypatch.setattr(loading_module, "weights_digest", lambda model: {"dit": f"digest of {model}"})
@@ -513,7 +513,7 @@ def test_truth_through_an_autoencoder_measures_its_ceiling(tmp_path, capsys):
     autoencoder wrecks it, and the rows say what the videos are."""
     from worldreel.cli import main
     from worldreel.data.video_io import read_video
-    from worldreel.pipelines.loading import save_random_model
+    from worldreel.model_folder import save_random_model
 
     folder = save_random_model(tmp_path / "m", overrides=["dit.width=32", "dit.depth=2", "dit.heads=2",
                                                           "vae.base_channels=8"])

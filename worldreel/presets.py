@@ -3,13 +3,11 @@
 A preset is a small function returning a ``Preset`` (model architecture + training
 recipes), registered in ``PRESETS`` (as DiT registers ``DiT_models['DiT-XL/2']``).
 A trained model on disk is a folder holding ``config.json`` (a ``ModelConfig``), the
-weights as safetensors and a ``README.md`` model card; ``model_dir(name)`` finds the ones
-shipped inside the package.
+weights as safetensors and a ``README.md`` model card (``worldreel/model_folder.py``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 from worldreel.errors import UserError
@@ -17,8 +15,6 @@ from worldreel.models.dit import DiTConfig
 from worldreel.models.text import TextConfig
 from worldreel.models.vae import VAEConfig
 from worldreel.train.config import TrainConfig
-
-WEIGHTS_DIR = Path(__file__).parent / "weights"  # models shipped inside the package
 
 
 @dataclass
@@ -87,9 +83,24 @@ def world_base() -> Preset:
     )
 
 
+def world_micro() -> Preset:
+    """world-tiny's shape at a few hundred thousand parameters: for tests and smoke runs (seconds on a CPU)."""
+    model = ModelConfig(
+        name="world-micro",
+        vae=VAEConfig(latent_channels=16, time_factor=4, space_factor=8, base_channels=8),
+        dit=DiTConfig(width=32, depth=2, heads=2, mlp_ratio=3.0, patch=(1, 2, 2)),
+    )
+    return Preset(
+        model=model,
+        train_vae=TrainConfig(steps=20, batch_size=2, lr=1e-3, warmup=2),
+        train_dit=TrainConfig(steps=20, batch_size=4, lr=1e-3, warmup=2),
+    )
+
+
 PRESETS: dict[str, Callable[[], Preset]] = {
     "world-tiny": world_tiny,
     "world-base": world_base,
+    "world-micro": world_micro,
 }
 
 
@@ -98,19 +109,3 @@ def get_preset(name: str) -> Preset:
         raise UserError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}", param="preset")
     return PRESETS[name]()
 
-
-def model_dir(name_or_path: str) -> Path:
-    """The folder of a model: a path to a model folder, or the name of one shipped in the package."""
-    path = Path(name_or_path)
-    if path.is_dir():
-        if not (path / "config.json").exists():
-            raise UserError(f"{path} is not a model folder (no config.json)", param="model")
-        return path
-    shipped = WEIGHTS_DIR / name_or_path
-    if (shipped / "config.json").exists():
-        return shipped
-    available = sorted(p.name for p in WEIGHTS_DIR.iterdir() if (p / "config.json").exists()) if WEIGHTS_DIR.exists() else []
-    raise UserError(
-        f"no model named {name_or_path!r}: not a folder, and the package ships {available or 'no models yet'}",
-        param="model",
-    )

@@ -102,7 +102,7 @@ def make_videos(out: Path, prompts: list[str], seeds: int, *, model: Optional[st
         secs = check_seconds(4.0 if seconds is None else seconds)
         vae = None
         if autoencoder is not None:
-            from worldreel.models.vae import load_vae
+            from worldreel.model_folder import load_vae
 
             vae = load_vae(autoencoder, device=device)
     else:
@@ -153,7 +153,7 @@ def _settings(model: Optional[str], autoencoder: Optional[str], **options) -> di
     """What makes a (prompt, seed) video what it is, besides the two: the model and the
     digest of its weights (or the truth, and the autoencoder it went through) and every option
     as asked (None: the model's default). Recorded in each captions.jsonl row for --add."""
-    from worldreel.pipelines.loading import weights_digest
+    from worldreel.model_folder import weights_digest
 
     made_by = {"model": model, "weights": weights_digest(model)} if model is not None else {
         "truth": True, "autoencoder": autoencoder, "weights": weights_digest(autoencoder) if autoencoder else None}
@@ -183,14 +183,12 @@ def _kept_rows(out: Path, settings: dict) -> list[dict]:
 
 def _through(vae, frames):
     """uint8 (F, H, W, 3) -> encoded and decoded by ``vae`` -> uint8 (F, H, W, 3)."""
-    import torch
-
+    from worldreel.data.video_io import to_frames, to_tensor
     from worldreel.eval.vae_bench import reconstruct
 
     device = next(vae.parameters()).device
-    video = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float().to(device) / 127.5 - 1.0  # (1, 3, F, H, W)
-    recon = reconstruct(vae, video)[0]  # (3, F, H, W) in [-1, 1]
-    return ((recon.permute(1, 2, 3, 0) + 1.0) * 127.5).round().clamp(0, 255).byte().cpu().numpy()  # (F, H, W, 3)
+    video = to_tensor(frames)[None].to(device)  # (1, 3, F, H, W)
+    return to_frames(reconstruct(vae, video)[0])  # (3, F, H, W) in [-1, 1] -> (F, H, W, 3)
 
 
 def print_table(result: dict, console=None) -> None:

@@ -26,10 +26,7 @@ def speed(
     device: str = typer.Option("cpu", help="cpu or cuda"),
 ) -> None:
     """Denoiser step time side by side with diffusers' Wan transformer, FLOP/s vs matmul peak, generation speed."""
-    import json
-    import os
     import sys
-    from pathlib import Path
 
     from rich.console import Console
     from rich.table import Table
@@ -74,9 +71,7 @@ def speed(
         else:
             out.print(f"generation: {gen['status']}")
     if json_out:
-        path = Path(json_out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        os.replace(tmp, path)
+        from worldreel.atomic import write_json
+
+        path = write_json(json_out, result)
         print(f"wrote {path}", file=sys.stderr)

@@ -52,6 +52,7 @@ def _train(task: str, preset: str, steps: Optional[int], out: Optional[str], res
 
     from worldreel.config import apply_overrides
     from worldreel.presets import get_preset
+    from worldreel.train.records import cli_command
     from worldreel.train.trainer import RunConfig, main
 
     # 1. The preset, overridden: --steps and --data are shortcuts for train.steps / train.data.
@@ -65,7 +66,8 @@ def _train(task: str, preset: str, steps: Optional[int], out: Optional[str], res
     if data is not None:
         recipe = dataclasses.replace(recipe, data=data)
     # 2. Train (every torchrun process runs this same command).
-    result = main(RunConfig(task=task, model=p.model, train=recipe, run_dir=out or "", resume=resume, task_options=options))
+    result = main(RunConfig(task=task, model=p.model, train=recipe, run_dir=out or "", resume=resume, task_options=options,
+                            command=cli_command(task)))
     if result["stopped"] and result["rank"] == 0:
         argv = [a for a in sys.argv[1:] if a != "--resume"]
         print(f"resume with: worldreel {shlex.join(argv)} --resume" if sys.argv[0].endswith("worldreel")
@@ -155,7 +157,7 @@ def register(groups) -> None:
 def _pack(vae: str, dit: str, out: str, bench: Optional[str], holdout_bench: Optional[str],
           ceiling_bench: Optional[str], previous_bench: Optional[str], previous_holdout_bench: Optional[str],
           sampling: list[str]) -> None:
-    from worldreel.pipelines.packing import pack_model
+    from worldreel.train.pack import pack_model
 
     folder = pack_model(vae, dit, out, bench=bench, holdout_bench=holdout_bench, ceiling_bench=ceiling_bench,
                         previous_bench=previous_bench, previous_holdout_bench=previous_holdout_bench, sampling=sampling)
@@ -164,19 +166,16 @@ def _pack(vae: str, dit: str, out: str, bench: Optional[str], holdout_bench: Opt
 
 
 def _cache(model, out, count, sizes, seconds, videos, seed, min_motion, shard_size, batch_size, device) -> None:
-    import json
-
     import torch
 
-    from worldreel.config import from_dict, to_dict
+    from worldreel.config import to_dict
     from worldreel.data.latents import WorldItems, build_cache
+    from worldreel.model_folder import find, load_vae, read_config
     from worldreel.models.text import TextEncoder
-    from worldreel.models.vae import load_vae
-    from worldreel.presets import ModelConfig, model_dir
 
     # 1. The model's autoencoder and text encoder.
-    folder = model_dir(model)
-    cfg = from_dict(ModelConfig, json.loads((folder / "config.json").read_text()))
+    folder = find(model)
+    cfg = read_config(folder)
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
     size_list, second_list = _parse_sizes(sizes), _parse_seconds(seconds)
     tf = cfg.vae.time_factor
@@ -199,6 +198,8 @@ def _cache(model, out, count, sizes, seconds, videos, seed, min_motion, shard_si
         items = WorldItems(count or 4000, sizes=size_list, seconds=second_list, seed=seed)
         meta.update(source="world", seed=seed)
         count = count or 4000
+        meta["command"] = (f"worldreel train cache --model {model} --out {out} --count {count} --sizes {sizes} "
+                           f"--seconds {seconds} --seed {seed}")
     else:
         from worldreel.data.datasets import DataReport, VideoDataConfig, iter_clips
 
@@ -209,6 +210,8 @@ def _cache(model, out, count, sizes, seconds, videos, seed, min_motion, shard_si
         items = iter_clips(videos, VideoDataConfig(sizes=size_list, frames=lengths, fps=cfg.fps, min_motion=min_motion),
                            report)
         meta.update(source=str(videos), min_motion=min_motion)
+        meta["command"] = (f"worldreel train cache --model {model} --out {out} --videos {videos} --sizes {sizes} "
+                           f"--seconds {seconds} --min-motion {min_motion:g}" + (f" --count {count}" if count else ""))
 
     # 3. Encode, resumably.
     def encode_video(video):  # (B, 3, F, H, W) -> (B, C, f, h, w)

@@ -19,15 +19,14 @@ def bench_vae(
                                     "from scratch for N steps each, identically, and compare them at an equal latent budget."),
     preset: str = typer.Option("4x8x8x16", "--preset", help="Autoencoder layout for --train-steps: 4x8x8x16, 4x16x16x64, 8x8x8x32."),
     batch_size: int = typer.Option(8, "--batch-size", help="Training batch for --train-steps."),
-    data: str = typer.Option("auto", "--data", help="world, synthetic, or auto (world when data/world.py is installed)."),
+    data: str = typer.Option("world", "--data", help="The clips: world (the reel world; 'auto' means the same)."),
     memory: bool = typer.Option(True, "--memory/--no-memory", help="Measure chunked decode memory for 4 s vs 60 s."),
     seed: int = typer.Option(0, "--seed", help="Training seed."),
 ) -> None:
     """Autoencoder PSNR/SSIM, compression, CPU speed and memory; spacetime vs per-frame."""
-    import json
-    import os
     from pathlib import Path
 
+    from worldreel.atomic import write_json
     from worldreel.errors import UserError
     from worldreel.eval.vae_bench import VAEBenchConfig, run_bench
 
@@ -38,12 +37,12 @@ def bench_vae(
     out = Path(json_out)
     if not out.parent.exists():
         raise UserError(f"folder {out.parent} does not exist", param="json")
+    if data not in ("world", "auto"):
+        raise UserError(f"the autoencoder bench measures reel-world clips: give world, not {data!r}", param="data")
     cfg = VAEBenchConfig(clips=clips, train_steps=train_steps, preset=preset, batch_size=batch_size,
-                         data=data, memory=memory, train_seed=seed)
+                         memory=memory, train_seed=seed)
     report = run_bench(cfg, model)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, out)
+    write_json(out, report)
     rows = [(k, v) for k, v in report.items() if k in ("model",)] + list(report.get("comparison", {}).items())
     for name, row in rows:
         if isinstance(row, dict):

@@ -266,10 +266,3 @@ def iter_clips(source: str | Path, cfg: VideoDataConfig | None = None, report: D
                 yield {"video": clip, "caption": caption, "source": str(path), "start": (offset + start) / cfg.fps,
                        "motion": motion, "size": list(size)}
             offset += len(frames)
-
-
-def to_tensor(frames: np.ndarray):
-    """uint8 (F, H, W, 3) -> float32 tensor (3, F, H, W) in [-1, 1] (the reel world's layout)."""
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float() / 127.5 - 1.0  # (F,H,W,3) -> (3,F,H,W)

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from worldreel.atomic import atomic_path, write_json, write_text
+from worldreel.data.video_io import to_tensor
 from worldreel.errors import UserError
 
 FORMAT = 1
@@ -39,7 +40,7 @@ def _as_video(video: Any) -> torch.Tensor:
     if isinstance(video, np.ndarray):
         if video.dtype != np.uint8 or video.ndim != 4 or video.shape[-1] != 3:
             raise ValueError(f"numpy clips must be uint8 (F, H, W, 3), got {video.dtype} {video.shape}")
-        return torch.from_numpy(np.ascontiguousarray(video)).permute(3, 0, 1, 2).float() / 127.5 - 1.0  # (F,H,W,3) -> (3,F,H,W)
+        return to_tensor(video)  # (F, H, W, 3) -> (3, F, H, W)
     if isinstance(video, torch.Tensor) and video.dim() == 4 and video.shape[0] == 3:
         return video.float()
     raise ValueError(f"a clip must be uint8 (F, H, W, 3) frames or a (3, F, H, W) tensor, got {type(video)}")
@@ -96,7 +97,8 @@ def build_cache(
     if info_path.exists():
         old = json.loads(info_path.read_text())
         old_meta = old.get("meta") or {}
-        differ = sorted(k for k in set(old_meta) | set(meta) if old_meta.get(k) != meta.get(k))
+        # "command" (the one that made it, for the stage records) changes when a cache grows
+        differ = sorted(k for k in set(old_meta) | set(meta) if old_meta.get(k) != meta.get(k) and k != "command")
         if old.get("shard_size") != shard_size:
             differ.append(f"shard size ({old.get('shard_size')} there)")
         if differ:

@@ -16,6 +16,18 @@ from worldreel.atomic import atomic_path
 from worldreel.errors import UserError
 
 
+def to_tensor(frames: np.ndarray):
+    """uint8 frames (F, H, W, 3) -> float32 tensor (3, F, H, W) in [-1, 1]: the models' layout and scale."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float() / 127.5 - 1.0  # (F,H,W,3) -> (3,F,H,W)
+
+
+def to_frames(video) -> np.ndarray:
+    """A tensor (3, F, H, W) in [-1, 1] (clamped) -> uint8 frames (F, H, W, 3): ``to_tensor``'s inverse."""
+    return ((video.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).cpu().numpy()
+
+
 def _frames(frames, param: str = "frames") -> np.ndarray:
     """Validate (F, H, W, 3) uint8 frames (a single (H, W, 3) frame becomes F = 1)."""
     arr = np.asarray(frames)

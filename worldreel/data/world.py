@@ -23,6 +23,7 @@ from worldreel.data.physics import (  # noqa: F401  (re-exported: the world's pu
     Scene, Trajectory, WorldObject, check_seconds, check_size, num_frames, pan_speed, problems, simulate,
 )
 from worldreel.data.render import render_clip  # noqa: F401  (re-exported)
+from worldreel.data.video_io import to_tensor
 from worldreel.errors import UserError
 
 MAX_ATTEMPTS = 400  # scene samples tried before giving up (a bug, never expected)
@@ -258,9 +259,7 @@ class WorldClips(torch.utils.data.IterableDataset):
             t0 = 0 if image else int(rng.integers(video.shape[0] - f + 1))
             y0, x0 = int(rng.integers(video.shape[1] - h + 1)), int(rng.integers(video.shape[2] - w + 1))
             video = video[t0:t0 + (1 if image else f), y0:y0 + h, x0:x0 + w]
-        tensor = torch.from_numpy(np.ascontiguousarray(video)).permute(3, 0, 1, 2)  # (F, H, W, 3) -> (3, F, H, W)
-        tensor = tensor.float() / 127.5 - 1.0
-        return {"video": tensor, "caption": caption(scene.facts, rng), "facts": facts_to_dict(scene.facts), "seed": seed}
+        return {"video": to_tensor(video), "caption": caption(scene.facts, rng), "facts": facts_to_dict(scene.facts), "seed": seed}
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()

@@ -210,7 +210,7 @@ def bench_local_service(settings: LoadSettings, *, workers: int = 2, model: str 
     with tempfile.TemporaryDirectory(prefix="worldreel-bench-") as tmp:
         root = Path(data) if data is not None else Path(tmp)
         if random_model:
-            from worldreel.pipelines.loading import save_random_model
+            from worldreel.model_folder import save_random_model
 
             model = str(save_random_model(Path(tmp) / "world-tiny", "world-tiny"))
         served = resolve_models([model])

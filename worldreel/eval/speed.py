@@ -178,14 +178,14 @@ def _generation(cfg: SpeedConfig, device: torch.device) -> dict[str, Any]:
     row: dict[str, Any] = {"model": cfg.model, "seconds": cfg.seconds, "size": f"{cfg.size[0]}x{cfg.size[1]}"}
     try:
         from worldreel.pipelines.generate import Generator
-        from worldreel.pipelines.loading import save_random_model
-        from worldreel.presets import PRESETS, model_dir
+        from worldreel.model_folder import find, save_random_model
+        from worldreel.presets import PRESETS
     except ImportError as err:
         return {**row, "status": f"unavailable: the generation pipeline is not installed ({err.name})"}
     with tempfile.TemporaryDirectory() as tmp:
         folder, note = cfg.model, "trained weights"
         try:
-            model_dir(cfg.model)
+            find(cfg.model)
         except UserError:
             if cfg.model not in PRESETS:
                 return {**row, "status": f"unavailable: no model {cfg.model!r}"}

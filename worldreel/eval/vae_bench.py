@@ -16,7 +16,7 @@ What is measured
 * With ``train_steps > 0``: the spacetime autoencoder and the per-frame 2-D baseline
   (``models/vae2d.py``: at least the same number of latent values per clip) are trained
   from scratch in this run on identical batches, steps, loss and optimiser, then measured
-  side by side. The report says which data stood in for the world if it was synthetic.
+  side by side.
 """
 from __future__ import annotations
 
@@ -32,8 +32,9 @@ import torch
 
 from worldreel.models.vae import VAEConfig, VideoVAE, vae_presets
 from worldreel.models.vae2d import FrameVAE, frame_vae_config
-from worldreel.train.vae_losses import psnr
-from worldreel.train.vae_task import VAETask, VAETaskConfig, sample_videos
+from worldreel.data.clips import world_videos
+from worldreel.train.vae_losses import psnr, ssim
+from worldreel.train.vae_task import VAETask, VAETaskConfig
 
 
 @dataclass
@@ -48,7 +49,6 @@ class VAEBenchConfig:
     lr: float = 1e-3  # peak learning rate (linear warmup, cosine decay to 5 %)
     warmup: int = 100  # warmup steps
     train_seed: int = 0  # seed of training data and initialisation
-    data: str = "auto"  # "world", "synthetic" or "auto" (VAETaskConfig.data)
     speed_clips: int = 4  # clips per timed encode/decode call
     memory: bool = True  # measure chunked-decode memory for 4 s vs 60 s
 
@@ -66,19 +66,9 @@ def reconstruct(vae: VideoVAE, videos: torch.Tensor, batch: int = 8) -> torch.Te
     return torch.cat(out)
 
 
-def ssim_per_clip(recon: torch.Tensor, videos: torch.Tensor) -> torch.Tensor:
-    """Mean per-frame SSIM of each clip (N,), on [0, 1] pixels."""
-    from einops import rearrange
-    from pytorch_msssim import ssim
-
-    a = rearrange((recon + 1) / 2, "n c f h w -> (n f) c h w")  # frames as images
-    b = rearrange((videos + 1) / 2, "n c f h w -> (n f) c h w")
-    return ssim(a, b, data_range=1.0, size_average=False).view(len(videos), -1).mean(1)
-
-
 def quality(vae: VideoVAE, videos: torch.Tensor) -> dict[str, Any]:
     recon = reconstruct(vae, videos)
-    p, s = psnr(recon, videos), ssim_per_clip(recon, videos)
+    p, s = psnr(recon, videos), ssim(recon, videos)
     c, f, h, w = vae.latent_shape(*videos.shape[2:])
     pixels = math.prod(videos.shape[1:])
     return {
@@ -246,20 +236,18 @@ def run_bench(cfg: VAEBenchConfig, model: str | None = None) -> dict[str, Any]:
         raise UserError(f"unknown autoencoder preset {cfg.preset!r}; choose one of {sorted(vae_presets())}", param="preset")
     if cfg.clips < 1:
         raise UserError("clips must be at least 1", param="clips")
-    task_cfg = VAETaskConfig(data=cfg.data, clip_size=cfg.size, clip_frames=cfg.frames)
-    source = VAETask.for_vae(VAEConfig(), cfg.batch_size, task_cfg).source
+    task_cfg = VAETaskConfig(clip_size=cfg.size, clip_frames=cfg.frames)
     # 1. held-out clips
-    videos = sample_videos(source, cfg.eval_seed, cfg.clips, frames=cfg.frames, size=cfg.size, holdout="only")
+    videos = world_videos(cfg.eval_seed, cfg.clips, frames=cfg.frames, size=cfg.size, holdout="only")
     report: dict[str, Any] = {
-        "data": source, "clips": cfg.clips, "clip_shape": [cfg.frames, cfg.size[1], cfg.size[0]],
-        "held_out": f"sample_scene(seed, holdout='only'), seeds {cfg.eval_seed}..{cfg.eval_seed + cfg.clips - 1}" if source == "world"
-        else f"synthetic stand-in clips (data/world.py missing), seeds from {cfg.eval_seed}",
+        "data": "world", "clips": cfg.clips, "clip_shape": [cfg.frames, cfg.size[1], cfg.size[0]],
+        "held_out": f"sample_scene(seed, holdout='only'), seeds {cfg.eval_seed}..{cfg.eval_seed + cfg.clips - 1}",
         "threads": torch.get_num_threads(), "machine": platform.machine(), "config": asdict(cfg),
     }
     speed_clips = videos[: cfg.speed_clips]
     # 2. a given model
     if model is not None:
-        from worldreel.models.vae import load_vae
+        from worldreel.model_folder import load_vae
 
         vae = load_vae(model)
         report["model"] = {"path": str(model), **quality(vae, videos), **speed(vae, speed_clips)}

@@ -566,13 +566,6 @@ def score_video(frames: np.ndarray, facts: SceneFacts, *, fps: float = FPS) -> V
     return VideoScore(score=score, checks=checks, observation=obs, assignment=assignment)
 
 
-def score_folder(folder, *, progress: bool = False) -> dict:
-    """Score every video of a folder with captions.jsonl: see ``worldreel.eval.report.score_folder``."""
-    from worldreel.eval.report import score_folder as _score_folder
-
-    return _score_folder(folder, progress=progress)
-
-
 # ---------------------------------------------------------------------------------------------
 # Prompt suites
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -300,22 +299,6 @@ class DiT(nn.Module):
         return rearrange(
             x, "b (f h w) (pf ph pw c) -> b c (f pf) (h ph) (w pw)", f=grid[0], h=grid[1], w=grid[2], pf=pt, ph=ph, pw=pw
         )  # (B, C, f, h, w)
-
-    @classmethod
-    def load(cls, folder: str | Path, device: str | torch.device = "cpu") -> "DiT":
-        """The denoiser of a model folder (config.json's "dit" section + dit.safetensors), fp32, eval mode."""
-        import json
-
-        from safetensors.torch import load_file
-
-        from worldreel.config import from_dict
-
-        folder = Path(folder)
-        cfg = from_dict(DiTConfig, json.loads((folder / "config.json").read_text())["dit"], where="dit.")
-        model = cls(cfg)
-        state = load_file(str(folder / "dit.safetensors"))
-        model.load_state_dict({k: v.float() for k, v in state.items()})
-        return model.to(device).eval()
 
 
 def grown_positions(old_depth: int, new_depth: int) -> list[int]:

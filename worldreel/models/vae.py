@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
@@ -454,41 +453,3 @@ def _ramp(n_lat: int, before: bool, after: bool, overlap_px: int, sf: int, like:
             w[-overlap_px:] = torch.minimum(w[-overlap_px:], ramp.flip(0))
     return w
 
-
-# ----------------------------------------------------------------------------- files
-
-
-def save_vae(vae: VideoVAE, path: str | Path) -> None:
-    """Write the weights as half-precision safetensors, atomically (temp file + os.replace)."""
-    import os
-
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    state = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in vae.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp))
-    os.replace(tmp, path)
-
-
-def load_vae(model_dir: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> VideoVAE:
-    """A VideoVAE from a model folder (config.json "vae" section + vae.safetensors), or a
-    shipped model name; weights are cast to ``dtype`` (fp32 on CPU by default)."""
-    import json
-
-    from safetensors.torch import load_file
-
-    from worldreel.config import from_dict
-    from worldreel.presets import model_dir as find_model
-
-    folder = find_model(str(model_dir))
-    data = json.loads((folder / "config.json").read_text())
-    if "vae" not in data:
-        raise UserError(f"{folder / 'config.json'} has no 'vae' section", param="model")
-    weights = folder / "vae.safetensors"
-    if not weights.exists():
-        raise UserError(f"{folder} has no vae.safetensors", param="model")
-    vae = VideoVAE(from_dict(VAEConfig, data["vae"], where="vae."))
-    state = {k: v.to(dtype) for k, v in load_file(str(weights)).items()}
-    vae.load_state_dict(state)
-    return vae.to(device=device, dtype=dtype).eval()

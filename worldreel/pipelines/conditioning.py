@@ -36,6 +36,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from worldreel.data.video_io import to_tensor
 from worldreel.errors import UserError
 
 
@@ -233,7 +234,7 @@ def encode_given(
             head = pixels[anchor : anchor + 1] if given[anchor] else body[:1]
             segment = np.concatenate([head, body])  # (1 + T*(k1-k0+1), H, W, 3)
             drop = 1
-        video = torch.from_numpy(segment).permute(3, 0, 1, 2).float() / 127.5 - 1.0  # (3, F, H, W) in [-1, 1]
+        video = to_tensor(segment)  # (3, F, H, W) in [-1, 1]
         z = encode(video[None])[0, :, drop:]  # (C, k1 - k0 + 1, h, w)
         if z.shape[1] != k1 - k0 + 1:
             raise RuntimeError(f"VAE gave {z.shape[1]} latents for {k1 - k0 + 1}; time factor mismatch")

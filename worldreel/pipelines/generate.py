@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from worldreel.data.video_io import to_frames
 from worldreel.errors import UserError
 from worldreel.pipelines import conditioning as cond_lib
 from worldreel.pipelines.conditioning import Condition
@@ -221,7 +222,7 @@ class Generator:
     def load(cls, model: str = "world-tiny", device: str = "cpu", *, sampling: SamplingConfig | None = None,
              rewriter=None) -> "Generator":
         """Load a model folder (or a model shipped in the package, by name)."""
-        from worldreel.pipelines.loading import load_model
+        from worldreel.model_folder import load_model
 
         loaded = load_model(model, device=device)
         return cls(loaded.config, loaded.vae, loaded.dit, loaded.text_encoder, device=device,
@@ -351,7 +352,7 @@ class Generator:
         chunked = stream(out[None], chunk_latents=sc.decode_chunk_latents) if stream else \
             [self.vae.decode_chunked(out[None], chunk_latents=sc.decode_chunk_latents)]
         for video in chunked:  # (1, 3, F_chunk, H, W) in about [-1, 1]
-            pieces.append(((video[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0).cpu().numpy())
+            pieces.append(to_frames(video[0]))  # (F_chunk, H, W, 3) uint8
             tick(units=DECODE_COST * (chunks if stream is None else 1))
         frames = np.concatenate(pieces)[:num_frames]  # (F, H, W, 3)
 

@@ -21,12 +21,11 @@ class ServedModel:
 
 def resolve_models(specs: list[str]) -> dict[str, ServedModel]:
     """Served models from names or folders (``worldreel serve --model``), checked to exist."""
-    from worldreel.pipelines.loading import read_config
-    from worldreel.presets import model_dir
+    from worldreel.model_folder import find, read_config
 
     served: dict[str, ServedModel] = {}
     for spec in specs:
-        folder = model_dir(spec)
+        folder = find(spec)
         name = folder.name
         if name in served:
             raise UserError(f"two served models are named {name!r}", param="model")

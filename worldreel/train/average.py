@@ -5,55 +5,39 @@ earlier stage drew well; the weighted mean of the two sets of weights often keep
 both (Wortsman et al. 2022, "Model soups"; Wortsman et al. 2022, "Robust fine-tuning of
 zero-shot models", which interpolates a fine-tuned model with the one it started from).
 That works when the runs share a trajectory, so this averages only runs of one lineage:
-every run before the last must be a stage the last one started from (``task.init``, followed
-back through the run folders), and the model card can then list how each was trained. A stage
-the last was grown from (``task.grow``: fewer blocks, the same layout otherwise) is first put in
-the deeper layout with its new blocks the identity, so the mean scales what they add.
+every run before the last must be a stage the last one's stage records list (it started
+from it, through ``task.init``). A stage the last was grown from (``task.grow``: fewer blocks,
+the same layout otherwise) is first put in the deeper layout with its new blocks the
+identity, so the mean scales what they add.
 
 The result is a run folder like a training run's: ``model/`` (config.json + dit.safetensors,
-in the dtype of the inputs), ``run.json`` (``"average"``: the runs and weights; ``task.init``
-pointing at the last run, so ``train pack`` follows the lineage) and ``summary.json``.
+in the dtype of the inputs; training.json: the last run's stages plus this average's), so
+``train pack`` and later stages (``task.init=OUT/model``) carry it in the lineage.
 """
 from __future__ import annotations
 
-import json
 import math
+import shlex
 import time
 from pathlib import Path
 
-from worldreel.atomic import atomic_path
 from worldreel.errors import UserError
-from worldreel.pipelines.loading import CONFIG_FILE, DIT_FILE, VAE_FILE
-from worldreel.pipelines.packing import _read_json, _run_folder, init_chain
+from worldreel.model_folder import (DIT_FILE, StageRecord, find_part, read_config_data, read_stages, write_config,
+                                    write_stages, write_state)
 
 
-def _model_folder(path: Path) -> Path:
+def _dit_folder(path: str | Path) -> Path:
     """A run folder's ``model/``, a model folder itself, or a shipped model's name, holding a denoiser."""
-    from worldreel.presets import WEIGHTS_DIR
-
-    for folder in (path / "model", path, WEIGHTS_DIR / str(path)):
-        if (folder / DIT_FILE).is_file() and (folder / CONFIG_FILE).is_file():
-            return folder
-    if (path / VAE_FILE).is_file() or (path / "model" / VAE_FILE).is_file():
-        raise UserError(f"{path} is an autoencoder: averaging autoencoders would change their latents, "
-                        "and every denoiser trained on them; only denoiser runs can be averaged", param="run")
-    raise UserError(f"{path}: neither it nor {path / 'model'} holds config.json and {DIT_FILE}", param="run")
-
-
-def _run_json(folder: Path) -> dict:
-    data = _read_json(_run_folder(folder) / "run.json")
-    return data if isinstance(data, dict) else {}
-
-
-def _lineage(folder: Path) -> list[Path]:
-    """The model folders ``folder`` descends from through ``task.init`` (itself first), resolved."""
-    def parent(path: Path) -> Path | None:
+    try:
+        return find_part(path, "dit", "run")
+    except UserError:
         try:
-            return _model_folder(path)
+            find_part(path, "vae", "run")
         except UserError:
-            return None  # the ancestor is gone: the chain ends here
-
-    return [f.resolve() for f in init_chain(folder, parent)]
+            raise UserError(f"{path}: neither it nor {Path(path) / 'model'} holds config.json and {DIT_FILE}",
+                            param="run") from None
+        raise UserError(f"{path} is an autoencoder: averaging autoencoders would change their latents, "
+                        "and every denoiser trained on them; only denoiser runs can be averaged", param="run") from None
 
 
 def _grown(state: dict, dit: dict, deep_state: dict, deep: dict) -> dict:
@@ -91,24 +75,25 @@ def parse_weights(text: str, count: int) -> list[float]:
 
 def average_runs(runs: list[str | Path], weights: list[float], out: str | Path) -> Path:
     """Write the weighted mean of the runs' denoiser weights as a run folder at ``out``; returns it."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     from worldreel.models.dit import deeper_only
 
     start = time.perf_counter()
     if len(runs) < 2:
         raise UserError("give at least two --run folders to average", param="run")
-    folders = [_model_folder(Path(r)) for r in runs]
+    folders = [_dit_folder(r) for r in runs]
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} exists and is not empty; give a new --out folder", param="out")
     # 1. One lineage, one architecture, latents of one autoencoder.
-    lineage = _lineage(folders[-1])
-    for run, folder in zip(runs[:-1], folders[:-1]):
-        if folder.resolve() not in lineage:
+    stages = [read_stages(f, "dit") for f in folders]
+    lineage = {s.run for s in stages[-1]}
+    for run, own in zip(runs[:-1], stages[:-1]):
+        if not own or own[-1].run not in lineage:
             raise UserError(f"{run} is not a stage that {runs[-1]} started from (task.init); average runs of one "
                             "training lineage, the last --run being the latest stage", param="run")
-    configs = [json.loads((f / CONFIG_FILE).read_text()) for f in folders]
+    configs = [read_config_data(f) for f in folders]
     deep = configs[-1].get("dit") or {}
     for run, cfg in zip(runs, configs):
         dit = cfg.get("dit") or {}
@@ -124,18 +109,13 @@ def average_runs(runs: list[str | Path], weights: list[float], out: str | Path) 
         if state.keys() != states[-1].keys() or any(state[k].shape != states[-1][k].shape for k in state):
             raise UserError(f"{run}: its weights do not match {runs[-1]}'s tensor for tensor", param="run")
     mean = {k: sum(w * s[k].float() for w, s in zip(weights, states)).to(states[-1][k].dtype) for k in states[-1]}
-    # 3. A run folder that train pack can follow back (task.init -> the last run).
-    last = _run_json(folders[-1])
+    # 3. A run folder whose model carries the last run's stage records plus this one.
     model = out / "model"
-    model.mkdir(parents=True, exist_ok=True)
-    (model / CONFIG_FILE).write_text(json.dumps(configs[-1], indent=2) + "\n")
-    with atomic_path(model / DIT_FILE) as tmp:
-        save_file({k: v.contiguous() for k, v in mean.items()}, str(tmp))
-    options = [o for o in last.get("task_options", []) if not o.startswith("init=")] + [f"init={folders[-1]}"]
-    record = {"task": "dit", "average": {"runs": [str(f) for f in folders], "weights": weights},
-              "task_options": options, "train": last.get("train", {}), "model": last.get("model", {})}
-    (out / "run.json").write_text(json.dumps(record, indent=2) + "\n")
-    summary = {"task": "dit", "steps": 0, "train_seconds": round(time.perf_counter() - start, 1), "processes": 1,
-               "device": "cpu", "loss": None, "average": record["average"]}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_state(model, "dit", mean)
+    write_config(model, configs[-1])
+    command = ("worldreel train average" + "".join(f" --run {shlex.quote(str(f))}" for f in folders)
+               + f" --weights {','.join(f'{w:g}' for w in weights)} --out {shlex.quote(str(out))}")
+    record = StageRecord(part="dit", run=str(out), command=command, kind="weight average",
+                         train_seconds=round(time.perf_counter() - start, 1), finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    write_stages(model, stages[-1] + [record])
     return out

