@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from worldreel.data.video_io import fit_frames
 from worldreel.errors import UserError
 from worldreel.pipelines import conditioning as C
 from worldreel.pipelines.generate import plan_windows
@@ -120,6 +121,6 @@ def test_windows_cover_everything_and_overlap_what_came_before():
 def test_fit_frames_crops_to_aspect_then_resizes():
     frames = np.zeros((1, 20, 40, 3), np.uint8)
     frames[:, :, 10:30] = 255  # the centre square is white, the sides black
-    out = C.fit_frames(frames, (16, 16))
+    out = fit_frames(frames, (16, 16))
     assert out.shape == (1, 16, 16, 3) and out.min() == 255
     assert C.resample_fps(_clip(31), 30.0, 8.0).shape[0] == 9

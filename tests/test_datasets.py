@@ -9,13 +9,12 @@ import pytest
 from worldreel.data.datasets import (
     DataReport,
     VideoDataConfig,
-    cover_crop,
     iter_clips,
     motion_score,
     nearest_size,
     split_scene,
 )
-from worldreel.data.video_io import to_tensor
+from worldreel.data.video_io import fit_frames, to_tensor
 from worldreel.errors import UserError
 
 SRC_FPS, W, H = 16, 80, 48  # the source videos: 16 fps, 80x48 (aspect 5:3)
@@ -124,7 +123,7 @@ def test_buckets_and_crops():
     assert nearest_size(720, 1280, [(64, 64), (112, 64), (64, 112)]) == (64, 112)
     frame = np.zeros((48, 80, 3), np.uint8)
     frame[:, 40:] = 255  # right half white: the centre crop keeps the boundary in the middle
-    out = cover_crop(frame, (64, 64))
+    out = fit_frames(frame[None], (64, 64))[0]
     assert out.shape == (64, 64, 3) and out[:, :28].max() == 0 and out[:, 36:].min() == 255
     assert split_scene(16, [5, 9], 8) == [(0, 9), (9, 5)]
     assert split_scene(4, [5, 9], 8) == []

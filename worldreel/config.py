@@ -42,6 +42,15 @@ def from_dict(cls: type[T], data: dict, *, where: str = "") -> T:
     return cls(**kwargs)
 
 
+def parse_wxh(text: str, param: str = "size") -> tuple[int, int]:
+    """'WxH' (or 'W×H') -> (W, H), two positive whole numbers; a UserError naming ``param`` otherwise.
+    The one reader of sizes: callers add their own rules (multiples, limits)."""
+    parts = str(text).lower().replace("×", "x").split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise UserError(f"{param} must look like 64x64 (WxH), got {text!r}", param=param)
+    return int(parts[0]), int(parts[1])
+
+
 def save_json(cfg: Any, path: str | Path) -> None:
     Path(path).write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
 

@@ -75,14 +75,12 @@ def _train(task: str, preset: str, steps: Optional[int], out: Optional[str], res
 
 
 def _parse_sizes(text: str) -> list[tuple[int, int]]:
-    sizes = []
-    for part in text.split(","):
-        try:
-            w, h = (int(v) for v in part.lower().split("x"))
-        except ValueError:
-            raise UserError(f"sizes must look like 64x64,128x64; got {part!r}", param="sizes") from None
-        sizes.append((w, h))
-    return sizes
+    from worldreel.config import parse_wxh
+
+    try:
+        return [parse_wxh(part, "sizes") for part in text.split(",")]
+    except UserError as err:
+        raise UserError(f"sizes must look like 64x64,128x64; {err.message}", param="sizes") from None
 
 
 def _parse_seconds(text: str) -> list[float]:

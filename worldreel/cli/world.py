@@ -33,10 +33,9 @@ def parse_size(text: str) -> tuple[int, int]:
     """'WxH' -> (W, H), checked by the world's size rule."""
     from worldreel.data.world import check_size
 
-    parts = str(text).lower().replace("×", "x").split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        raise UserError(f"size must look like 64x64 (WxH), got {text!r}", param="size")
-    return check_size((int(parts[0]), int(parts[1])))
+    from worldreel.config import parse_wxh
+
+    return check_size(parse_wxh(text))
 
 
 def clip_seed(seed: int, index: int) -> int:

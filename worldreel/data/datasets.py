@@ -31,6 +31,7 @@ from typing import Iterator
 
 import numpy as np
 
+from worldreel.data.video_io import fit_frames
 from worldreel.errors import UserError
 
 VIDEO_EXTS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"}
@@ -126,20 +127,6 @@ def nearest_size(width: int, height: int, sizes: list[tuple[int, int]]) -> tuple
     return min(sizes, key=lambda s: (round(abs(math.log(s[0] / s[1]) - aspect), 6), -s[0] * s[1]))
 
 
-def cover_crop(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize (H, W, 3) to cover ``size`` = (W, H), keeping the aspect, then centre-crop to it."""
-    import cv2
-
-    w, h = size
-    fh, fw = frame.shape[:2]
-    scale = max(w / fw, h / fh)
-    rw, rh = max(w, round(fw * scale)), max(h, round(fh * scale))
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    resized = cv2.resize(frame, (rw, rh), interpolation=interp)  # (rh, rw, 3)
-    y0, x0 = (rh - h) // 2, (rw - w) // 2
-    return np.ascontiguousarray(resized[y0:y0 + h, x0:x0 + w])  # (h, w, 3)
-
-
 def motion_score(frames: np.ndarray, max_pairs: int = 8) -> float:
     """Motion of a clip uint8 (F, H, W, 3), in pixels per frame on a copy ANALYSIS_HEIGHT high.
 
@@ -210,7 +197,7 @@ def _decode_scenes(path: Path, cfg: VideoDataConfig) -> tuple[list[np.ndarray], 
             t = frame.time if frame.time is not None else index / src_fps
             t0 = t if t0 is None else t0
             if t - t0 + 1e-6 >= next_t:
-                scenes[-1].append(cover_crop(rgb, size))
+                scenes[-1].append(fit_frames(rgb[None], size)[0])
                 next_t += 1.0 / cfg.fps
         if size is None:
             raise ValueError("no video frames")
@@ -242,7 +229,7 @@ def iter_clips(source: str | Path, cfg: VideoDataConfig | None = None, report: D
                 continue
             size = nearest_size(rgb.shape[1], rgb.shape[0], cfg.sizes)
             report.clips += 1
-            yield {"video": cover_crop(rgb, size)[None], "caption": caption, "source": str(path), "start": 0.0,
+            yield {"video": fit_frames(rgb[None], size), "caption": caption, "source": str(path), "start": 0.0,
                    "motion": 0.0, "size": list(size)}
             continue
         try:

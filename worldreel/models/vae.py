@@ -21,7 +21,7 @@ decoder -> ``video (B, 3, 1 + time_factor * (f - 1), H, W)``.
   statistics over time or space), so a model trained on 33x32x32 crops applies unchanged to
   full frames, time chunks and spatial tiles. Crops must span enough time, though: a model
   trained on 9-frame crops never saw its temporal receptive field filled with real past
-  frames, and decoded frames deep in a long clip markedly worse (docs/training.md).
+  frames, and decoded frames deep in a long clip markedly worse (docs/training.md, "Recipe notes").
 * **Cheap at full resolution.** A 2x2 space-to-depth patchify before the first conv (and a
   depth-to-space after the last) keeps the widest layers at half resolution; this is what
   lets the default train on 2 CPU cores.

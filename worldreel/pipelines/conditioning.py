@@ -36,7 +36,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from worldreel.data.video_io import to_tensor
+from worldreel.data.video_io import fit_frames, to_tensor
 from worldreel.errors import UserError
 
 
@@ -104,29 +104,6 @@ def frames_of_latent(latent: int, time_factor: int) -> range:
 # ---------------------------------------------------------------------------------------
 # Placing conditions on the output timeline
 # ---------------------------------------------------------------------------------------
-
-
-def fit_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Centre-crop to the aspect of ``size`` = (W, H), then resize (area filter); (n, H, W, 3) uint8."""
-    import cv2
-
-    width, height = size
-    n, h, w, _ = frames.shape
-    if (w, h) == (width, height):
-        return frames
-    # Crop the larger relative side so the aspect matches, keeping the centre.
-    if w * height > h * width:
-        crop_w = max(1, round(h * width / height))
-        x0 = (w - crop_w) // 2
-        frames = frames[:, :, x0 : x0 + crop_w]
-    elif w * height < h * width:
-        crop_h = max(1, round(w * height / width))
-        y0 = (h - crop_h) // 2
-        frames = frames[:, y0 : y0 + crop_h]
-    shrink = frames.shape[2] >= width
-    interp = cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
-    out = [cv2.resize(np.ascontiguousarray(f), (width, height), interpolation=interp) for f in frames]
-    return np.stack(out).astype(np.uint8)  # (n, height, width, 3)
 
 
 def resample_fps(frames: np.ndarray, fps_in: float, fps_out: float) -> np.ndarray:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from worldreel.data.video_io import to_frames
+from worldreel.config import parse_wxh
 from worldreel.errors import UserError
 from worldreel.pipelines import conditioning as cond_lib
 from worldreel.pipelines.conditioning import Condition
@@ -100,14 +101,8 @@ def parse_size(value, cfg: ModelConfig) -> tuple[int, int]:
     if value is None:
         return tuple(cfg.default_size)
     try:
-        if isinstance(value, str):
-            parts = value.lower().replace("×", "x").replace(",", "x").split("x")
-            if len(parts) != 2:
-                raise ValueError
-            w, h = (int(p.strip()) for p in parts)
-        else:
-            w, h = (int(v) for v in value)
-    except (TypeError, ValueError):
+        w, h = parse_wxh(value.replace(",", "x")) if isinstance(value, str) else (int(v) for v in value)
+    except (TypeError, ValueError, UserError):
         raise UserError(f"cannot read size {value!r}; {_size_help(cfg)}", param="size") from None
     if not (SIZE_MULTIPLE <= w <= cfg.max_side and SIZE_MULTIPLE <= h <= cfg.max_side) or w % SIZE_MULTIPLE or h % SIZE_MULTIPLE:
         raise UserError(f"unsupported size {w}x{h}; {_size_help(cfg)}", param="size")

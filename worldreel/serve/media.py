@@ -19,23 +19,9 @@ SPRITE_COLUMNS = 4
 
 def fit_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Centre-crop ``frame`` (H, W, 3) uint8 to the aspect of ``size`` = (W, H), then resize to it."""
-    from PIL import Image
+    from worldreel.data.video_io import fit_frames
 
-    width, height = size
-    h, w = frame.shape[:2]
-    if (w, h) == (width, height):
-        return frame
-    # Crop the larger relative side so the picture is not stretched.
-    if w * height > h * width:
-        crop_w = max(1, round(h * width / height))
-        x0 = (w - crop_w) // 2
-        frame = frame[:, x0:x0 + crop_w]
-    else:
-        crop_h = max(1, round(w * height / width))
-        y0 = (h - crop_h) // 2
-        frame = frame[y0:y0 + crop_h]
-    image = Image.fromarray(np.ascontiguousarray(frame)).resize((width, height), Image.Resampling.LANCZOS)
-    return np.asarray(image, dtype=np.uint8)
+    return fit_frames(frame[None], size)[0]
 
 
 def encode_image(frame: np.ndarray, fmt: str = "JPEG") -> bytes:

@@ -1,4 +1,4 @@
-"""Training recipe config (issue 5): one ``TrainConfig`` for every task.
+"""Training recipe config: one ``TrainConfig`` for every task.
 
 A preset holds one recipe per task (``Preset.train_vae``, ``Preset.train_dit``); the CLI
 overrides single keys with ``--set train.lr=1e-3``. The trainer (``train/trainer.py``)

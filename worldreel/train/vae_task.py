@@ -42,7 +42,7 @@ class VAETaskConfig:
     # trained on 9-frame crops decoded frames deep in a 33-frame clip ~6 dB worse than the
     # same frames encoded as a short clip (its temporal receptive field never saw that much
     # real past); trained on 33-frame crops, a frame's quality no longer depends on how much
-    # of the clip came before it (docs/training.md "The shipped autoencoder").
+    # of the clip came before it (CHANGELOG.md, stages 1 to 3).
     crop: tuple[int, int, int] = (33, 32, 32)
     image_prob: float = 0.25  # fraction of batches that are whole 1-frame images instead of crops
     clip_size: tuple[int, int] = (64, 64)  # (width, height) of the clips crops are taken from
@@ -63,13 +63,13 @@ class VAETaskConfig:
     # Extra weight of moving pixels (clips only): pixels whose colour changes by more than
     # detail_threshold from the frame before or to the frame after, and their 1-px ring, so
     # what moves (a pan's 1-px floor ticks, a falling ball) is not outvoted by what stays.
-    # 0 weighs them alike. (docs/training.md: on world-tiny's decoder it did not, in 400
+    # 0 weighs them alike. (CHANGELOG.md: on world-tiny's decoder it did not, in 400
     # steps, teach the decoder to move the ticks of a pan.)
     motion_weight: float = 0.0
     # Weight of the spectral amplitude loss: L1 between |FFT| of each frame of the
     # reconstruction and of the input (``spectral_loss``). Pixel losses are minimised by
     # the average of the places a detail could be, i.e. by fading it; this term is not
-    # (a pattern's amplitude spectrum does not depend on where it sits). 0 = off. (docs/training.md:
+    # (a pattern's amplitude spectrum does not depend on where it sits). 0 = off. (CHANGELOG.md:
     # at 2 on world-tiny's decoder, pan ticks stayed readable in 33 % of frame pairs against 24 %
     # without it, but a pan's camera check still failed.)
     spectral_weight: float = 0.0
