@@ -52,6 +52,7 @@ def test_average_is_the_weighted_mean_and_pack_follows_it(tmp_path, tiny_folder)
     assert commands[5] == (f"worldreel train average --run {first / 'model'} --run {third / 'model'} "
                            f"--weights 0.25,0.75 --out {out}")
     assert f"stage 4 is a weight average, no training: `{commands[5]}`" in card
+    assert f"latent cache `{tmp_path / 'cache'}`" in card  # the data of the stages averaged
 
 
 def test_average_takes_the_stage_a_deeper_one_was_grown_from(tmp_path, tiny_folder):

@@ -122,30 +122,28 @@ def load_weights(module, path: Path, param: str = "model") -> None:
                         f"unexpected {sorted(unexpected)[:5]})", param=param)
 
 
+def _load_part(name_or_path: str | Path, part: str, module_cls, config_cls, device: str, param: str):
+    folder = find(name_or_path, param)
+    data = read_config_data(folder)
+    if part not in data:
+        raise UserError(f"{folder / CONFIG_FILE} has no '{part}' section", param=param)
+    module = module_cls(from_dict(config_cls, data[part], where=f"{part}."))
+    load_weights(module, folder / WEIGHTS[part], param)
+    return module.to(device).eval()
+
+
 def load_vae(name_or_path: str | Path, device: str = "cpu", param: str = "model"):
     """The ``VideoVAE`` of a model folder or shipped model, fp32, eval mode."""
     from worldreel.models.vae import VAEConfig, VideoVAE
 
-    folder = find(name_or_path, param)
-    data = read_config_data(folder)
-    if "vae" not in data:
-        raise UserError(f"{folder / CONFIG_FILE} has no 'vae' section", param=param)
-    vae = VideoVAE(from_dict(VAEConfig, data["vae"], where="vae."))
-    load_weights(vae, folder / VAE_FILE, param)
-    return vae.to(device).eval()
+    return _load_part(name_or_path, "vae", VideoVAE, VAEConfig, device, param)
 
 
 def load_dit(name_or_path: str | Path, device: str = "cpu", param: str = "model"):
     """The ``DiT`` of a model folder or shipped model, fp32, eval mode."""
     from worldreel.models.dit import DiT, DiTConfig
 
-    folder = find(name_or_path, param)
-    data = read_config_data(folder)
-    if "dit" not in data:
-        raise UserError(f"{folder / CONFIG_FILE} has no 'dit' section", param=param)
-    dit = DiT(from_dict(DiTConfig, data["dit"], where="dit."))
-    load_weights(dit, folder / DIT_FILE, param)
-    return dit.to(device).eval()
+    return _load_part(name_or_path, "dit", DiT, DiTConfig, device, param)
 
 
 def half_state(module) -> dict:

@@ -94,7 +94,8 @@ def pack_model(vae_run: str | Path, dit_run: str | Path, out: str | Path, *, ben
         raise UserError(f"the denoiser takes {config.dit.in_channels} latent channels but the autoencoder makes "
                         f"{config.vae.latent_channels}", param="vae")
     vae_stages, dit_stages = _stages(vae_folder, "vae", vae_run), _stages(dit_folder, "dit", dit_run)
-    cache = _check_cache_matches(dit_stages[-1], to_dict(config.vae))
+    trained = next((s for s in reversed(dit_stages) if s.data), dit_stages[-1])  # an average has no data of its own
+    cache = _check_cache_matches(trained, to_dict(config.vae))
     results = []  # the five world-bench results, in this order (None where not given)
     for path, param in ((bench, "bench"), (holdout_bench, "holdout_bench"), (ceiling_bench, "ceiling_bench"),
                         (previous_bench, "previous_bench"), (previous_holdout_bench, "previous_holdout_bench")):
