@@ -35,9 +35,9 @@ for _name, _group in GROUPS.items():
 
 
 def _register_all() -> None:
-    from worldreel.cli import bench, generate, serve, speed, train, vae, world
+    from worldreel.cli import bench, generate, predict, serve, speed, train, vae, world
 
-    for module in (world, bench, vae, speed, generate, train, serve):
+    for module in (world, bench, predict, vae, speed, generate, train, serve):
         module.register(GROUPS)
 
 
