@@ -26,7 +26,7 @@ app = typer.Typer(
 GROUPS: dict[str, typer.Typer] = {
     "": app,
     "world": typer.Typer(help="The reel world: render clips with exact captions.", no_args_is_help=True),
-    "bench": typer.Typer(help="Benchmarks: world-bench, autoencoder, speed.", no_args_is_help=True),
+    "bench": typer.Typer(help="Benchmarks: world-bench, prediction, autoencoder, speed.", no_args_is_help=True),
     "train": typer.Typer(help="Train the autoencoder and the denoiser; build latent caches.", no_args_is_help=True),
 }
 for _name, _group in GROUPS.items():

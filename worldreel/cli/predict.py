@@ -5,7 +5,8 @@
     worldreel bench predict --baselines-only --out DIR                # the baselines alone (no model)
 
 Writes DIR/rows.jsonl (one line per clip, rewritten after each, with the settings it was
-made with), DIR/predict.json (the summary) and DIR/predict.png (error against horizon).
+made with), DIR/predict.json (the summary), DIR/predict.png (error against horizon) and,
+with a model, DIR/videos/SUITE-SEED.npz (the truth and the model's continuations).
 ``--add`` keeps the clips DIR already holds when made the same way (model, weights digest,
 sampling options) and makes only the missing ones. See docs/predict.md.
 """
@@ -95,7 +96,8 @@ def bench_predict(out: Path, model: Optional[str] = "world-tiny", baselines_only
         write_text(rows_path, "".join(json.dumps(r) + "\n" for r in rows))
 
     start = time.perf_counter()
-    run_predict(cfg, generator, keep=kept, on_row=save, progress=lambda done, total: bar.update(1))
+    run_predict(cfg, generator, keep=kept, on_row=save, progress=lambda done, total: bar.update(1),
+                videos_dir=out / "videos" if generator is not None else None)
     bar.close()
     made = len(rows) - len(kept)
     seconds = time.perf_counter() - start

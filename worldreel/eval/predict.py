@@ -23,6 +23,7 @@ truth: a clip is a pure function of its seed, so the simulator's own continuatio
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -148,9 +149,11 @@ def constant_velocity(frames: np.ndarray, given: int) -> np.ndarray:
     last two given frames (nearest same-colour blob). The floor's ticks and the pillar move
     at the pan speed read from the ticks. No gravity, no floor, no walls: constant velocity.
     """
+    import cv2
+
     from worldreel.eval.tracking import (
-        COLORS, LINK_GATE, PILLAR_ID, TICK_MIN_STRENGTH, _LUMA, detect_objects, floor_row, floor_shifts, label_pixels,
-        pillar_columns,
+        BG, COLORS, LINK_GATE, PILLAR_ID, TICK_MIN_STRENGTH, UNKNOWN, _LUMA, detect_objects, floor_row, floor_shifts,
+        label_pixels, pillar_columns,
     )
 
     F, H, W, _ = frames.shape
@@ -177,16 +180,17 @@ def constant_velocity(frames: np.ndarray, given: int) -> np.ndarray:
         pillar[r0:top, lo:hi] = np.where(is_pillar[r0:], 1.0, grey[r0:top, lo:hi] * inside)
     sprites = []  # (coverage (H, W), rgb, vx, vy)
     objects = np.isin(labels[-1], np.arange(len(COLORS)))
-    import cv2
-
-    near_object = cv2.dilate(objects.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-    comps, comp = cv2.connectedComponents(near_object.astype(np.uint8), connectivity=8)
+    near_object = cv2.dilate(objects.astype(np.uint8), np.ones((3, 3), np.uint8))  # objects and their edge ring
+    _, comp = cv2.connectedComponents(near_object, connectivity=8)
     for d in dets[-1]:
         k = comp[int(round(np.clip(d.y, 0, H - 1))), int(round(np.clip(d.x, 0, W - 1)))]
-        region = comp == k if k > 0 else np.zeros((H, W), bool)
+        mine = labels[-1] == COLORS.index(d.color)
+        # its blob and edge ring, never a pixel that is another object, the pillar or the floor
+        region = (comp == k) & (mine | (labels[-1] == BG) | (labels[-1] == UNKNOWN)) if k > 0 else mine
+        region[top:] = False
         rgb = np.array(PALETTE[d.color], np.float32)
-        cover = np.clip(luma / max(float(np.dot(rgb - sky, _LUMA)), 1.0), 0, 1) * region
-        cover[labels[-1] == COLORS.index(d.color)] = 1.0
+        cover = np.clip(luma / max(float(np.dot(rgb - sky, _LUMA)), 1.0), 0, 1)
+        cover[mine] = 1.0
         cover = (cover * region).astype(np.float32)
         before = [p for p in dets[0] if p.color == d.color]
         prev = min(before, key=lambda p: np.hypot(p.x - d.x, p.y - d.y), default=None)
@@ -213,9 +217,14 @@ def constant_velocity(frames: np.ndarray, given: int) -> np.ndarray:
 
 def through_autoencoder(vae, frames: np.ndarray, given: int) -> np.ndarray:
     """The truth encoded and decoded by ``vae``, the given frames pasted back (as the generator does)."""
-    from worldreel.cli.bench import _through
+    import torch
 
-    out = _through(vae, frames)
+    from worldreel.eval.vae_bench import reconstruct
+
+    device = next(vae.parameters()).device
+    video = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float().to(device) / 127.5 - 1.0  # (1, 3, F, H, W)
+    recon = reconstruct(vae, video)[0]  # (3, F, H, W) in [-1, 1]
+    out = ((recon.permute(1, 2, 3, 0) + 1.0) * 127.5).round().clamp(0, 255).byte().cpu().numpy()  # (F, H, W, 3)
     out[:given] = frames[:given]
     return out
 
@@ -276,16 +285,19 @@ def score_row(case: Case, continuations: dict[str, np.ndarray], given: int = GIV
 
 def run_predict(cfg: PredictConfig, generator=None, *, keep: list[dict] | None = None,
                 on_row: Callable[[dict], None] | None = None, progress: Callable[[int, int], None] | None = None,
-                size: tuple[int, int] = (64, 64)) -> list[dict]:
+                size: tuple[int, int] = (64, 64), videos_dir: Path | None = None) -> list[dict]:
     """Every clip of ``cfg``, continued by every method; returns the rows (``keep``'s first).
 
     generator None runs the baselines only. ``keep``: rows already made the same way (resume):
     their clips are skipped. ``on_row(row)`` after each clip (to save it); ``progress(done, total)``.
+    ``videos_dir``: a folder for each clip's truth and model continuations (SUITE-SEED.npz, uint8
+    arrays named by method), to look at or to score again without generating.
     """
     cfg = check_config(cfg)
     rows = list(keep or [])
     have = {(r["suite"], r["seed"]) for r in rows}
-    jobs = [(s, cfg.seed_base + k) for s in cfg.suites for k in range(cfg.clips) if (s, cfg.seed_base + k) not in have]
+    # suites interleaved, so an interrupted run has clips of each
+    jobs = [(s, cfg.seed_base + k) for k in range(cfg.clips) for s in cfg.suites if (s, cfg.seed_base + k) not in have]
     blind = caption_blind(generator) if generator is not None else None
     if generator is not None:
         size = tuple(generator.config.default_size)
@@ -307,6 +319,10 @@ def run_predict(cfg: PredictConfig, generator=None, *, keep: list[dict] | None =
         for name, video in videos.items():
             if video.shape != case.frames.shape:
                 raise RuntimeError(f"{name} made {video.shape[0]} frames for {case.frames.shape[0]} (a bug)")
+        if videos_dir is not None:
+            videos_dir.mkdir(parents=True, exist_ok=True)
+            kept = {k: v for k, v in videos.items() if k in MODEL_METHODS or k == "truth"}
+            np.savez_compressed(videos_dir / f"{suite}-{seed}.npz", **kept)
         row = score_row(case, videos)
         rows.append(row)
         if on_row is not None:
