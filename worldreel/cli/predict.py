@@ -58,7 +58,9 @@ def bench_predict(out: Path, model: Optional[str] = "world-tiny", baselines_only
     from tqdm import tqdm
 
     from worldreel.atomic import write_json, write_text
-    from worldreel.eval.predict import SEED_BASE, PredictConfig, check_config, run_predict, summarize
+    from worldreel.eval.predict import (
+        GIVEN_FRAMES, HORIZON_SECONDS, SEED_BASE, PredictConfig, check_config, run_predict, summarize,
+    )
     from worldreel.eval.predict_report import print_tables, write_plot
     from worldreel.pipelines.generate import check_sampling
 
@@ -104,8 +106,8 @@ def bench_predict(out: Path, model: Optional[str] = "world-tiny", baselines_only
     # 3. Summary, table, figure.
     summary = summarize(rows)
     summary.update(benchmark="bench predict", version=1, settings=settings, config={
-        "clips": cfg.clips, "suites": list(cfg.suites), "seed_base": cfg.seed_base, "given_frames": 9,
-        "horizon_seconds": 3}, timing={"seconds_per_clip": round(seconds / made, 2) if made else None})
+        "clips": cfg.clips, "suites": list(cfg.suites), "seed_base": cfg.seed_base, "given_frames": GIVEN_FRAMES,
+        "horizon_seconds": HORIZON_SECONDS}, timing={"seconds_per_clip": round(seconds / made, 2) if made else None})
     write_json(out / "predict.json", summary)
     write_plot(summary, out / "predict.png")
     print_tables(summary)
