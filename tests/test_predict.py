@@ -14,7 +14,6 @@ from worldreel.eval.predict_score import score_continuation
 from worldreel.eval.tracking import detect_objects
 
 G = P.GIVEN_FRAMES
-TINY = ["dit.width=32", "dit.depth=2", "dit.heads=2", "vae.base_channels=8"]
 
 
 @pytest.fixture(scope="module")
@@ -186,11 +185,10 @@ def test_cli_baselines_resume_and_refuse(tmp_path, capsys):
     assert "steps" in capsys.readouterr().err
 
 
-def test_model_methods_run_on_a_tiny_model(tmp_path):
+def test_model_methods_run_on_a_tiny_model(tiny_model):
     from worldreel.pipelines.generate import Generator
-    from worldreel.pipelines.loading import save_random_model
 
-    gen = Generator.load(str(save_random_model(tmp_path / "tiny", overrides=TINY)))
+    gen = Generator.load(tiny_model)
     rows = P.run_predict(P.PredictConfig(clips=1, suites=("holdout",), steps=1), gen)
     (row,) = rows
     assert list(row["methods"]) == ["model", "no_caption", "copy_last", "constant_velocity", "truth", "autoencoder"]

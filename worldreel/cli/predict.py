@@ -26,7 +26,7 @@ from worldreel.errors import UserError
 
 def _settings(model: Optional[str], cfg) -> dict:
     """What makes a clip's row what it is besides (suite, seed): recorded in each row for --add."""
-    from worldreel.pipelines.loading import weights_digest
+    from worldreel.model_folder import weights_digest
 
     made_by = {"model": model, "weights": weights_digest(model)} if model is not None else {"model": None}
     return {**made_by, "seed": cfg.seed, "steps": cfg.steps, "guidance": cfg.guidance, "shift": cfg.shift}
