@@ -52,10 +52,12 @@ def register(groups) -> None:
         threshold: Annotated[Optional[float], typer.Option("--threshold", help="Classifier threshold (default: FitConfig's).")] = None,
         seed: Annotated[int, typer.Option("--seed", help="Fold assignment seed.")] = 0,
         json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the report here (JSON).")] = None,
+        holdout: Annotated[Optional[Path], typer.Option("--holdout", help="Instead: train on the whole set and measure "
+                                                        "on this JSONL (e.g. worldreel/safety/data/prompts_fresh.jsonl).")] = None,
     ) -> None:
         """Grouped k-fold cross-validation of the whole policy: recall per kind, false refusals, confusion."""
         from worldreel.atomic import write_json
-        from worldreel.safety.fit import FitConfig, cross_validate, report_table
+        from worldreel.safety.fit import FitConfig, cross_validate, held_out, report_table
         from worldreel.safety.policy import Embedder
 
         cfg = FitConfig(folds=folds, seed=seed)
@@ -65,7 +67,10 @@ def register(groups) -> None:
             cfg.threshold = threshold
         if json_out is not None and (json_out.suffix.lower() != ".json" or not json_out.parent.exists()):
             raise UserError(f"cannot write {json_out}: give a .json file in an existing folder", param="json")
-        report = cross_validate(_rows(data), Embedder(), cfg)
+        if holdout is not None:
+            report = held_out(_rows(data), _rows(holdout, param="holdout"), Embedder(), cfg)
+        else:
+            report = cross_validate(_rows(data), Embedder(), cfg)
         print(report_table(report))
         if json_out is not None:
             write_json(json_out, report)
@@ -114,18 +119,18 @@ def register(groups) -> None:
               file=sys.stderr)
 
 
-def _rows(data: Path | None) -> list[dict]:
+def _rows(data: Path | None, param: str = "data") -> list[dict]:
     from worldreel.safety import prompt_set
     from worldreel.safety.policy import PROMPTS_FILE
 
     path = data or PROMPTS_FILE
     if not Path(path).is_file():
-        raise UserError(f"cannot read {path}: no such file", param="data")
+        raise UserError(f"cannot read {path}: no such file", param=param)
     try:
         rows = prompt_set.read(path)
     except (ValueError, json.JSONDecodeError) as err:
-        raise UserError(f"cannot read {path}: {err}", param="data") from None
+        raise UserError(f"cannot read {path}: {err}", param=param) from None
     labels = {r["label"] for r in rows}
     if "safe" not in labels or len(labels) < 2:
-        raise UserError(f"{path} needs safe prompts and unsafe ones", param="data")
+        raise UserError(f"{path} needs safe prompts and unsafe ones", param=param)
     return rows

@@ -100,6 +100,18 @@ def cross_validate(rows: list[dict], embedder: Embedder, cfg: FitConfig, progres
     return summarize(rows, decided, cfg)
 
 
+def held_out(rows: list[dict], held: list[dict], embedder: Embedder, cfg: FitConfig) -> dict:
+    """Fit on all of ``rows``, measure the whole policy on ``held`` (a set written apart from the patterns)."""
+    head = fit_head(embed_rows(rows, embedder), targets(rows), cfg)
+    policy = PromptPolicy(head=head, embedder=embedder)
+    decided = [{"decision": "allowed" if v.allowed else v.category, "source": v.source, "matched": v.matched,
+                "top": max(v.scores.items(), key=lambda kv: kv[1]) if v.scores else None}
+               for v in policy.check_many([r["text"] for r in held])]
+    report = summarize(held, decided, cfg)
+    report["folds"] = 0  # no folds: trained on the whole labelled set
+    return report
+
+
 def summarize(rows: list[dict], decided: list[dict], cfg: FitConfig) -> dict:
     labels = ("safe",) + CATEGORIES
     decisions = ("allowed",) + CATEGORIES
@@ -116,6 +128,8 @@ def summarize(rows: list[dict], decided: list[dict], cfg: FitConfig) -> dict:
     hard = [(r, d) for r, d in zip(rows, decided) if r["label"] != "safe" and r["kind"] in ("paraphrase", "obfuscated")]
     by_kind["paraphrase+obfuscated"] = {"count": len(hard),
                                         "recall": sum(d["decision"] != "allowed" for _, d in hard) / max(1, len(hard))}
+    unsafe = [d for r, d in zip(rows, decided) if r["label"] != "safe"]
+    by_kind["all unsafe"] = {"count": len(unsafe), "recall": sum(d["decision"] != "allowed" for d in unsafe) / max(1, len(unsafe))}
     safe = [(r, d) for r, d in zip(rows, decided) if r["label"] == "safe"]
     false = [{"text": r["text"], **d} for r, d in safe if d["decision"] != "allowed"]
     missed = [{"text": r["text"], "label": r["label"], "kind": r["kind"], **d}
@@ -138,12 +152,16 @@ def summarize(rows: list[dict], decided: list[dict], cfg: FitConfig) -> dict:
 
 def report_table(report: dict) -> str:
     """The report as text: recall per kind, false refusals, the confusion matrix."""
-    lines = [f"prompt policy, {report['folds']}-fold grouped cross-validation on {report['rows']} prompts "
-             f"({report['unsafe']} unsafe, {report['safe']} safe), threshold {report['threshold']:g}"]
+    how = (f"{report['folds']}-fold grouped cross-validation" if report["folds"] else
+           "trained on the whole labelled set, measured on a held-out set")
+    lines = [f"prompt policy, {how}: {report['rows']} prompts ({report['unsafe']} unsafe, {report['safe']} safe), "
+             f"threshold {report['threshold']:g}"]
     t = report["targets"]
     for kind, goal in (("explicit", t["explicit"]), ("paraphrase", None), ("obfuscated", None),
-                       ("paraphrase+obfuscated", t["paraphrase+obfuscated"])):
+                       ("paraphrase+obfuscated", t["paraphrase+obfuscated"]), ("all unsafe", None)):
         r = report["recall"][kind]
+        if not r["count"]:
+            continue
         mark = "" if goal is None else ("  ok" if r["recall"] >= goal else f"  BELOW {goal}")
         lines.append(f"  recall {kind:22s} {r['recall']:.3f}  ({r['count']} prompts){mark}")
     fr = report["false_refusals"]
