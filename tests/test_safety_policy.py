@@ -242,3 +242,14 @@ def test_openai_client_raises_bad_request_with_moderation_code(tmp_path):
             api.videos.create(prompt="Taylor Swift giving a speech she never gave")
     assert blocked.value.code == "moderation_blocked" and blocked.value.param == "prompt"
     assert TestClient(app).get("/v1/videos").json()["data"] == []
+
+
+def test_safety_commands_name_bad_input(tmp_path, capsys):
+    assert main(["safety", "eval", "--data", str(tmp_path / "missing.jsonl")]) == 2
+    assert "data" in capsys.readouterr().err
+    assert main(["safety", "eval", "--threshold", "2"]) == 2
+    bad = tmp_path / "set.jsonl"
+    bad.write_text('{"text": "a red ball", "label": "safe"}\n')
+    assert main(["safety", "train", "--data", str(bad)]) == 2
+    assert "needs text, label, kind and group" in capsys.readouterr().err
+    assert main(["safety", "train", "--out", str(tmp_path / "head.npz")]) == 2
