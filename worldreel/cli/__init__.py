@@ -28,6 +28,7 @@ GROUPS: dict[str, typer.Typer] = {
     "world": typer.Typer(help="The reel world: render clips with exact captions.", no_args_is_help=True),
     "bench": typer.Typer(help="Benchmarks: world-bench, prediction, autoencoder, speed.", no_args_is_help=True),
     "train": typer.Typer(help="Train the autoencoder and the denoiser; build latent caches.", no_args_is_help=True),
+    "safety": typer.Typer(help="The prompt policy: check a prompt, measure it, retrain its classifier.", no_args_is_help=True),
 }
 for _name, _group in GROUPS.items():
     if _name:
@@ -35,9 +36,9 @@ for _name, _group in GROUPS.items():
 
 
 def _register_all() -> None:
-    from worldreel.cli import bench, generate, predict, serve, speed, train, vae, world
+    from worldreel.cli import bench, generate, predict, safety, serve, speed, train, vae, world
 
-    for module in (world, bench, predict, vae, speed, generate, train, serve):
+    for module in (world, bench, predict, vae, speed, generate, train, serve, safety):
         module.register(GROUPS)
 
 

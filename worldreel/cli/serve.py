@@ -45,6 +45,10 @@ def register(groups) -> None:
         served = resolve_models(model)
         cfg = ServeConfig(max_pending_per_key=max_pending, job_timeout_seconds=job_timeout)
         app = create_app(data, served, keys=ring, cfg=cfg)
+        import threading
+
+        # Load the prompt policy's text encoder off the request path, so the first request is not slow.
+        threading.Thread(target=app.state.policy.warm, daemon=True, name="policy-warm").start()
         access = f"{len(ring)} API key(s)" if not ring.is_open else "no API keys: open to this machine only"
         print(f"worldreel: serving {', '.join(served)} on http://{host}:{port} (studio /, API /v1) with "
               f"{workers} worker(s); {access}; data in {data.resolve()}", file=sys.stderr, flush=True)

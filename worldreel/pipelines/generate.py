@@ -192,8 +192,9 @@ class Generator:
     """A loaded model (VAE, DiT, text encoder) plus the one denoising loop and its mode builders."""
 
     def __init__(self, config: ModelConfig, vae, dit, text_encoder, *, device: str = "cpu",
-                 sampling: SamplingConfig | None = None, rewriter=None):
+                 sampling: SamplingConfig | None = None, rewriter=None, policy=None):
         from worldreel.pipelines.prompts import PromptRewriter
+        from worldreel.safety.policy import PromptPolicy
 
         self.config = config
         self.vae = vae.eval()
@@ -202,6 +203,9 @@ class Generator:
         self.device = torch.device(device)
         self.sampling = sampling or SamplingConfig()
         self.rewriter = rewriter or PromptRewriter()
+        # The prompt policy (safety/policy.py) is always on: the prompt as given and the rewritten
+        # one are both checked. It shares the generator's text encoder when that is MiniLM-L6.
+        self.policy = policy or PromptPolicy.load(share=text_encoder)
 
     @property
     def sampling(self) -> SamplingConfig:
@@ -253,11 +257,14 @@ class Generator:
         width, height = parse_size(size, cfg)
         num_frames = self._num_frames(seconds, frames, conditions, strength)
 
-        # 2. Rewrite the prompt into the caption style the model was trained on.
+        # 2. Rewrite the prompt into the caption style the model was trained on; the policy
+        # checks the prompt before (the rewriter may refuse free text) and after (it may add some).
+        self.policy.enforce(prompt)
         model_prompt, notes = prompt.strip(), []
         if rewrite:
             rewritten = self.rewriter.rewrite(prompt, seed=seed)
             model_prompt, notes = rewritten.text, rewritten.notes
+            self.policy.enforce(model_prompt)
         negative_prompt = (negative_prompt or "").strip()
 
         video = self._sample(model_prompt, negative_prompt, conditions, strength, num_frames, (width, height),
@@ -422,7 +429,8 @@ class Generator:
         gap = self._gap_latents(seconds)
         if not isinstance(prompt, str) or not prompt.strip():
             raise UserError("the prompt is empty; describe the video, e.g. 'a red ball rolls right'", param="prompt")
-        # Rewrite once, so both phases see the same model prompt.
+        # Rewrite once, so both phases see the same model prompt (each phase checks it again).
+        self.policy.enforce(prompt)
         model_prompt, notes = prompt.strip(), []
         if rewrite:
             rewritten = self.rewriter.rewrite(prompt, seed=seed)

@@ -11,12 +11,17 @@ Routes follow what the installed ``openai`` client sends (``openai/resources/vid
     POST   /v1/videos/edits                multipart: prompt, video (a file) or video[id]
     GET    /v1/models                      the served models with their sizes and lengths
 Every error is OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``; bad
-input is a 4xx naming the parameter, never a 5xx. The app never generates: it queues jobs
+input is a 4xx naming the parameter, never a 5xx. A prompt the prompt policy refuses
+(``safety/policy.py``; as given, or as the workers' rule rewriter will rewrite it) is a 400
+with code ``moderation_blocked`` and OpenAI's exact message, before anything is stored or
+queued; the server logs its category (logger ``worldreel.serve``), never the prompt. The app never generates: it queues jobs
 in ``<data>/jobs.db`` for worker processes (``worker.py``), so it stays responsive while
 they are busy, and a restart loses nothing.
 """
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import secrets
 import shutil
@@ -32,6 +37,7 @@ from pydantic import Field, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from worldreel.atomic import write_bytes
+from worldreel.errors import UserError
 from worldreel.serve import media
 from worldreel.serve.auth import KeyRing, check_prompt, check_upload_size, decode_data_url, decode_image, probe_video
 from worldreel.serve.config import ServeConfig
@@ -42,6 +48,8 @@ from worldreel.serve.schemas import (ERROR_RESPONSES, APIError, Video, VideoDele
 from worldreel.serve.worker import data_paths
 
 STATIC_DIR = Path(__file__).parent / "static"
+MODERATION_MESSAGE = "Your request was blocked by our moderation system."  # OpenAI's own wording
+log = logging.getLogger("worldreel.serve")
 CONTENT_TYPES = {"video": ("video.mp4", "video/mp4"), "thumbnail": ("thumbnail.jpg", "image/jpeg"),
                  "spritesheet": ("spritesheet.jpg", "image/jpeg")}
 REMIX_STRENGTH = 0.8  # remix: the source's layout, re-imagined; most of the noise schedule is re-run
@@ -52,9 +60,14 @@ _bearer = HTTPBearer(auto_error=False, description="An API key from the server's
 
 
 def create_app(data: str | Path, models: dict[str, ServedModel], *, keys: KeyRing | None = None,
-               cfg: ServeConfig | None = None) -> FastAPI:
-    """The service for the data folder ``data`` serving ``models``."""
+               cfg: ServeConfig | None = None, policy=None) -> FastAPI:
+    """The service for the data folder ``data`` serving ``models``; ``policy`` defaults to the shipped prompt policy."""
+    from worldreel.safety.policy import default_policy
+
     cfg = cfg or ServeConfig()
+    # One policy per process: its text encoder loads on the first prompt the patterns pass
+    # (`worldreel serve` warms it at start-up) and stays, with its embeddings cached.
+    policy = policy or default_policy()
     keys = keys or KeyRing()
     data = Path(data)
     db_path, videos_dir, uploads_dir = data_paths(data)
@@ -66,6 +79,7 @@ def create_app(data: str | Path, models: dict[str, ServedModel], *, keys: KeyRin
                   description="An OpenAI-compatible Videos API for worldreel models. Point the `openai` "
                               "client at `base_url=http://HOST:PORT/v1`.")
     app.state.queue, app.state.cfg, app.state.models, app.state.keys = queue, cfg, models, keys
+    app.state.policy = policy
     app.add_middleware(BodyLimit, limit=cfg.max_upload_bytes + FORM_OVERHEAD)
 
     # ---- errors in OpenAI's shape ------------------------------------------------------
@@ -136,6 +150,22 @@ def create_app(data: str | Path, models: dict[str, ServedModel], *, keys: KeyRin
     def new_seed(seed: Optional[int]) -> int:
         return int(seed) if seed is not None else secrets.randbelow(2**31)
 
+    def moderate(prompt: str, seed: int, route: str, who: str) -> None:
+        """400 ``moderation_blocked`` when the policy refuses the prompt as given or as a worker will rewrite it."""
+        from worldreel.pipelines.prompts import PromptRewriter
+
+        texts = [prompt]
+        try:  # the workers' generators rewrite with the rules and the job's seed
+            texts.append(PromptRewriter().rewrite(prompt, seed=seed).text)
+        except UserError:
+            pass  # the rules cannot read it: the job will fail in the worker, nothing new reaches the model
+        for verdict in policy.check_many(texts):
+            if not verdict.allowed:
+                digest = hashlib.sha256(prompt.encode()).hexdigest()[:12]
+                log.warning("moderation: refused %s for %s: category %s (%s), prompt sha256 %s", route, who,
+                            verdict.category, verdict.source, digest)
+                raise APIError(400, MODERATION_MESSAGE, param="prompt", code="moderation_blocked")
+
     def save_upload_video(upload: UploadFile, job_id: str, model: ServedModel) -> tuple[str, tuple[int, int], float]:
         """Store an uploaded source video; (path, size, seconds) after checking its header."""
         payload = upload.file.read(cfg.max_upload_bytes + 1)
@@ -176,6 +206,8 @@ def create_app(data: str | Path, models: dict[str, ServedModel], *, keys: KeyRin
                      input_reference_file: Optional[str] = Form(None, alias="input_reference[file_id]"),
                      who: str = Depends(owner)) -> Video:
         check_prompt(prompt, cfg)
+        seed = new_seed(seed)
+        moderate(prompt, seed, "create", who)
         chosen = pick_model(model, models)
         width, height = parse_size(size, chosen)
         length = parse_seconds(seconds, chosen)
@@ -193,7 +225,7 @@ def create_app(data: str | Path, models: dict[str, ServedModel], *, keys: KeyRin
             input_path = f"uploads/{job_id}.png"
             media.write_png(data / input_path, media.fit_frame(image, (width, height)))
         return submit(who, job_id=job_id, model=chosen.name, prompt=prompt, seconds=format_seconds(length),
-                      size=format_size((width, height)), seed=new_seed(seed), input_path=input_path)
+                      size=format_size((width, height)), seed=seed, input_path=input_path)
 
     @app.get("/v1/videos", response_model=VideoList, responses=ERROR_RESPONSES, tags=["videos"])
     def list_videos(after: Optional[str] = Query(None, description="The last id of the previous page."),
@@ -247,6 +279,7 @@ def create_app(data: str | Path, models: dict[str, ServedModel], *, keys: KeyRin
     def remix_video(video_id: str, body, who: str = Depends(owner)) -> Video:
         check_prompt(body.prompt, cfg)
         source = completed_source(video_id, who, "video_id")
+        moderate(body.prompt, source.seed, "remix", who)
         job_id = new_id()
         return submit(who, job_id=job_id, kind="remix", model=source.model, prompt=body.prompt, seconds=source.seconds,
                       size=source.size, seed=source.seed, source_id=source.id, input_path=link_source(source, job_id),
@@ -292,6 +325,8 @@ def create_app(data: str | Path, models: dict[str, ServedModel], *, keys: KeyRin
                      seed: Optional[int] = Form(None, ge=0, lt=2**31),
                      who: str = Depends(owner)) -> Video:
         check_prompt(prompt, cfg)
+        seed = new_seed(seed)
+        moderate(prompt, seed, "extensions", who)  # before the upload is stored
         job_id = new_id()
         chosen, rel, size, source_seconds, source = video_source(video, video_id, who, job_id, model)
         try:
@@ -306,7 +341,7 @@ def create_app(data: str | Path, models: dict[str, ServedModel], *, keys: KeyRin
             raise
         fps = int(getattr(chosen.config, "fps", 8))
         return submit(who, job_id=job_id, kind="extend", model=chosen.name, prompt=prompt, seconds=format_seconds(total),
-                      size=format_size(size), seed=new_seed(seed), source_id=source.id if source else None,
+                      size=format_size(size), seed=seed, source_id=source.id if source else None,
                       input_path=rel, params={"source_frames": 1 + round(source_seconds * fps)})
 
     @app.post("/v1/videos/edits", response_model=Video,
@@ -319,6 +354,10 @@ def create_app(data: str | Path, models: dict[str, ServedModel], *, keys: KeyRin
                    seed: Optional[int] = Form(None, ge=0, lt=2**31),
                    who: str = Depends(owner)) -> Video:
         check_prompt(prompt, cfg)
+        # Before the upload is stored. The job's seed may come from its source, known only after:
+        # the rewrite is checked with seed 0 here (seeds only pick colours and motions from the
+        # world's vocabulary) and the worker's generator checks it again with the job's seed.
+        moderate(prompt, seed if seed is not None else 0, "edits", who)
         job_id = new_id()
         chosen, rel, size, source_seconds, source = video_source(video, video_id, who, job_id, model)
         return submit(who, job_id=job_id, kind="edit", model=chosen.name, prompt=prompt,
