@@ -26,7 +26,7 @@ app = typer.Typer(
 GROUPS: dict[str, typer.Typer] = {
     "": app,
     "world": typer.Typer(help="The reel world: render clips with exact captions.", no_args_is_help=True),
-    "bench": typer.Typer(help="Benchmarks: world-bench, autoencoder, speed.", no_args_is_help=True),
+    "bench": typer.Typer(help="Benchmarks: world-bench, autoencoder, speed, watermark.", no_args_is_help=True),
     "train": typer.Typer(help="Train the autoencoder and the denoiser; build latent caches.", no_args_is_help=True),
 }
 for _name, _group in GROUPS.items():
@@ -35,9 +35,9 @@ for _name, _group in GROUPS.items():
 
 
 def _register_all() -> None:
-    from worldreel.cli import bench, generate, serve, speed, train, vae, world
+    from worldreel.cli import bench, generate, marks, serve, speed, train, vae, world
 
-    for module in (world, bench, vae, speed, generate, train, serve):
+    for module in (world, bench, vae, speed, generate, train, serve, marks):
         module.register(GROUPS)
 
 
@@ -47,7 +47,9 @@ _register_all()
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: run the app, turning bad input into a one-line error."""
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
+        if isinstance(code, int) and not isinstance(code, bool):  # click returns a typer.Exit's code here
+            return code
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
