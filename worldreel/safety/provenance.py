@@ -176,11 +176,13 @@ def verify(path: str | Path, *, folder: str | Path | None = None, trust: str | P
             active = reader.get_active_manifest() or {}
     except c2pa.C2paError as err:  # a damaged manifest store, or bytes that are no MP4
         return Verification("invalid", [str(err)])
-    failures = [f"{f.get('code')}: {f.get('explanation', '')}"
-                for f in (results.get("activeManifest") or {}).get("failure", [])]
+    failed = (results.get("activeManifest") or {}).get("failure", [])
+    failures = [f"{f.get('code')}: {f.get('explanation', '')}" for f in failed]
+    # An unknown root is a fact about the signer, not damage: such a file is "valid", not "invalid".
+    damage = [f for f in failed if f.get("code") != "signingCredential.untrusted"]
     assertions = {a.get("label"): a.get("data") for a in active.get("assertions", [])}
     actions = (assertions.get("c2pa.actions.v2") or {}).get("actions") or [{}]  # (opened,) edited or created
-    verdict = "trusted" if state == "trusted" else "valid" if state == "valid" and not failures else "invalid"
+    verdict = "trusted" if state == "trusted" else "valid" if state in ("valid", "invalid") and not damage else "invalid"
     return Verification(verdict, failures, actions[-1].get("action"), assertions.get(ASSERTION),
                         (active.get("signature_info") or {}).get("issuer"))
 
