@@ -26,7 +26,7 @@ app = typer.Typer(
 GROUPS: dict[str, typer.Typer] = {
     "": app,
     "world": typer.Typer(help="The reel world: render clips with exact captions.", no_args_is_help=True),
-    "bench": typer.Typer(help="Benchmarks: world-bench, prediction, autoencoder, speed.", no_args_is_help=True),
+    "bench": typer.Typer(help="Benchmarks: world-bench, prediction, autoencoder, speed, watermark.", no_args_is_help=True),
     "train": typer.Typer(help="Train the autoencoder and the denoiser; build latent caches.", no_args_is_help=True),
     "safety": typer.Typer(help="The prompt policy: check a prompt, measure it, retrain its classifier.", no_args_is_help=True),
 }
@@ -36,9 +36,9 @@ for _name, _group in GROUPS.items():
 
 
 def _register_all() -> None:
-    from worldreel.cli import bench, generate, predict, safety, serve, speed, train, vae, world
+    from worldreel.cli import bench, generate, marks, predict, safety, serve, speed, train, vae, world
 
-    for module in (world, bench, predict, vae, speed, generate, train, serve, safety):
+    for module in (world, bench, predict, vae, speed, generate, train, serve, safety, marks):
         module.register(GROUPS)
 
 
@@ -48,7 +48,9 @@ _register_all()
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: run the app, turning bad input into a one-line error."""
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
+        if isinstance(code, int) and not isinstance(code, bool):  # click returns a typer.Exit's code here
+            return code
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

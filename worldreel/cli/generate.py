@@ -36,14 +36,17 @@ Device = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, mps ..
 RewriteURL = Annotated[Optional[str], typer.Option("--rewrite-endpoint", help="Base URL of an OpenAI-compatible chat API for prompt rewriting (optional).")]
 RewriteModel = Annotated[str, typer.Option("--rewrite-model", help="Chat model name for --rewrite-endpoint.")]
 RewriteKey = Annotated[Optional[Path], typer.Option("--rewrite-key-file", help="File holding the API key for --rewrite-endpoint.")]
+NoWatermark = Annotated[bool, typer.Option("--no-watermark", help="Research only: leave out the invisible watermark (docs/safety.md).")]
+NoSign = Annotated[bool, typer.Option("--no-sign", help="Research only: leave out the C2PA provenance manifest (docs/safety.md).")]
 
 
 def _options(seconds, size, steps, guidance, shift, seed, negative_prompt, model, out, show_prompt, no_rewrite, device,
-             rewrite_endpoint, rewrite_model, rewrite_key_file) -> dict:
+             rewrite_endpoint, rewrite_model, rewrite_key_file, no_watermark=False, no_sign=False) -> dict:
     return dict(seconds=seconds, size=size, steps=steps, guidance=guidance, shift=shift, seed=seed,
                 negative_prompt=negative_prompt,
                 model=model, out=out, show_prompt=show_prompt, no_rewrite=no_rewrite, device=device,
-                rewrite_endpoint=rewrite_endpoint, rewrite_model=rewrite_model, rewrite_key_file=rewrite_key_file)
+                rewrite_endpoint=rewrite_endpoint, rewrite_model=rewrite_model, rewrite_key_file=rewrite_key_file,
+                no_watermark=no_watermark, no_sign=no_sign)
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -78,25 +81,29 @@ def _check_out(out: Path | None, mode: str, seed: int, still: bool) -> Path:
     return out
 
 
-def _write(out: Path, video) -> None:
-    from worldreel.data import video_io
+def _write(out: Path, video, mode: str, opts: dict, gen, parent: Path | None) -> None:
+    """The final output step (safety/output.py): watermark, write, sign an MP4; say what was left out."""
+    from worldreel.safety.output import OutputOptions, prompt_hash, weights_digest, write_output
 
-    ext = out.suffix.lower()
-    if ext == ".png":
-        if len(video.frames) != 1:
-            raise UserError(f"a .png holds one frame and this video has {len(video.frames)}; use .mp4 or .gif", param="out")
-        video_io.write_image(out, video.frames[0])
-    elif ext == ".gif":
-        video_io.write_gif(out, video.frames, video.fps)
-    else:
-        video_io.write_video(out, video.frames, video.fps)
+    if opts["no_watermark"]:
+        print("warning: --no-watermark: this output carries no invisible watermark", file=sys.stderr)
+    if opts["no_sign"]:
+        print("warning: --no-sign: this output carries no C2PA provenance manifest", file=sys.stderr)
+    generation = {"mode": mode, "model": str(opts["model"]), "weights_digest": weights_digest(gen), "seed": video.seed,
+                  "sampling": video.sampling, "prompt_sha256": prompt_hash(video.prompt),
+                  "model_prompt_sha256": prompt_hash(video.model_prompt)}
+    record = write_output(out, video.frames, video.fps, generation, parent=parent,
+                          options=OutputOptions(watermark=not opts["no_watermark"], sign=not opts["no_sign"]))
+    if record.payload is not None:
+        print(f"watermark payload: {record.payload}", file=sys.stderr)
 
 
-def _run(mode: str, prompt: str, opts: dict, call, *, read=None, still: bool = False) -> None:
+def _run(mode: str, prompt: str, opts: dict, call, *, read=None, still: bool = False, parent: Path | None = None) -> None:
     """Shared body of every mode: check options, load, read inputs, generate with a progress bar, write.
 
     read(gen) -> inputs reads the input files (before the bar starts);
-    call(gen, inputs, common_kwargs, progress) -> Video runs the mode.
+    call(gen, inputs, common_kwargs, progress) -> Video runs the mode;
+    parent: the source video of an extension or edit (its manifest's parent ingredient).
     """
     import secrets
 
@@ -145,8 +152,8 @@ def _run(mode: str, prompt: str, opts: dict, call, *, read=None, still: bool = F
     if opts["show_prompt"]:
         print(f"model prompt: {video.model_prompt}")
 
-    # 4. Write (atomically: a failure leaves no file behind).
-    _write(out, video)
+    # 4. Watermark, write (atomically: a failure leaves no file behind), sign.
+    _write(out, video, mode, opts, gen, parent)
     print(f"wrote {out} ({len(video.frames)} frame{'s' if len(video.frames) != 1 else ''}, "
           f"{video.size[0]}x{video.size[1]}, {video.seconds:g} s, seed {video.seed})")
 
@@ -180,6 +187,7 @@ def register(groups) -> None:
         negative_prompt: Negative = "", model: Model = "world-tiny", out: Out = None, show_prompt: ShowPrompt = False,
         no_rewrite: NoRewrite = False, device: Device = "cpu", rewrite_endpoint: RewriteURL = None,
         rewrite_model: RewriteModel = "default", rewrite_key_file: RewriteKey = None,
+        no_watermark: NoWatermark = False, no_sign: NoSign = False,
     ) -> None:
         """Text to video (or a still image with --seconds 0 or --out FILE.png)."""
         opts = _options(**{k: v for k, v in locals().items() if k != "prompt"})
@@ -199,6 +207,7 @@ def register(groups) -> None:
         negative_prompt: Negative = "", model: Model = "world-tiny", out: Out = None, show_prompt: ShowPrompt = False,
         no_rewrite: NoRewrite = False, device: Device = "cpu", rewrite_endpoint: RewriteURL = None,
         rewrite_model: RewriteModel = "default", rewrite_key_file: RewriteKey = None,
+        no_watermark: NoWatermark = False, no_sign: NoSign = False,
     ) -> None:
         """Image to video: the image is the first frame, unchanged."""
         opts = _options(**{k: v for k, v in locals().items() if k not in ("image", "prompt")})
@@ -218,6 +227,7 @@ def register(groups) -> None:
         negative_prompt: Negative = "", model: Model = "world-tiny", out: Out = None, show_prompt: ShowPrompt = False,
         no_rewrite: NoRewrite = False, device: Device = "cpu", rewrite_endpoint: RewriteURL = None,
         rewrite_model: RewriteModel = "default", rewrite_key_file: RewriteKey = None,
+        no_watermark: NoWatermark = False, no_sign: NoSign = False,
     ) -> None:
         """Continue a clip by --seconds (or make what came before it); the clip comes out unchanged."""
         opts = _options(**{k: v for k, v in locals().items() if k not in ("video", "prompt", "backward")})
@@ -225,7 +235,7 @@ def register(groups) -> None:
         def call(gen, frames, kw, progress):
             return gen.extend(frames, prompt, seconds=seconds, backward=backward, progress=progress, **kw)
 
-        _run("extend", prompt, opts, call, read=lambda gen: read_frames(video, "video", gen.config.fps))
+        _run("extend", prompt, opts, call, read=lambda gen: read_frames(video, "video", gen.config.fps), parent=video)
 
     @app.command("interpolate")
     def interpolate(
@@ -237,6 +247,7 @@ def register(groups) -> None:
         negative_prompt: Negative = "", model: Model = "world-tiny", out: Out = None, show_prompt: ShowPrompt = False,
         no_rewrite: NoRewrite = False, device: Device = "cpu", rewrite_endpoint: RewriteURL = None,
         rewrite_model: RewriteModel = "default", rewrite_key_file: RewriteKey = None,
+        no_watermark: NoWatermark = False, no_sign: NoSign = False,
     ) -> None:
         """Fill the frames between two keyframes, or join two clips with a transition."""
         opts = _options(**{k: v for k, v in locals().items() if k not in ("first", "last", "prompt")})
@@ -257,6 +268,7 @@ def register(groups) -> None:
         negative_prompt: Negative = "", model: Model = "world-tiny", out: Out = None, show_prompt: ShowPrompt = False,
         no_rewrite: NoRewrite = False, device: Device = "cpu", rewrite_endpoint: RewriteURL = None,
         rewrite_model: RewriteModel = "default", rewrite_key_file: RewriteKey = None,
+        no_watermark: NoWatermark = False, no_sign: NoSign = False,
     ) -> None:
         """A seamless loop: the last frame flows back into the first."""
         opts = _options(**{k: v for k, v in locals().items() if k != "prompt"})
@@ -272,6 +284,7 @@ def register(groups) -> None:
         negative_prompt: Negative = "", model: Model = "world-tiny", out: Out = None, show_prompt: ShowPrompt = False,
         no_rewrite: NoRewrite = False, device: Device = "cpu", rewrite_endpoint: RewriteURL = None,
         rewrite_model: RewriteModel = "default", rewrite_key_file: RewriteKey = None,
+        no_watermark: NoWatermark = False, no_sign: NoSign = False,
     ) -> None:
         """Re-imagine a clip with a new prompt (--strength S from 0 to 1)."""
         opts = _options(**{k: v for k, v in locals().items() if k not in ("video", "prompt", "strength")})
@@ -290,7 +303,7 @@ def register(groups) -> None:
         def call(gen, frames, kw, progress):
             return gen.edit(frames, prompt, strength=strength, progress=progress, **kw)
 
-        _run("edit", prompt, opts, call, read=read)
+        _run("edit", prompt, opts, call, read=read, parent=video)
 
     @bench.command("drift")
     def drift(

@@ -32,6 +32,9 @@ def register(groups) -> None:
         max_pending: int = typer.Option(8, min=1, help="Unfinished jobs allowed per key (more answer 429)."),
         job_timeout: float = typer.Option(900.0, min=1.0, help="Seconds before a running generation fails."),
         steps: Optional[int] = typer.Option(None, min=1, help="Sampler steps per video (default: the model's)."),
+        no_watermark: bool = typer.Option(False, "--no-watermark", help="Research only: outputs carry no invisible watermark (logged)."),
+        no_sign: bool = typer.Option(False, "--no-sign", help="Research only: outputs carry no C2PA manifest (logged)."),
+        keys_dir: Optional[Path] = typer.Option(None, "--keys-dir", help="Watermark and signing keys (default: $XDG_DATA_HOME/worldreel)."),
     ) -> None:
         """Serve the OpenAI-compatible Videos API and the web studio, with worker processes."""
         from worldreel.serve.app import create_app
@@ -43,7 +46,11 @@ def register(groups) -> None:
         ring = KeyRing.load(keys, api_key)
         check_bind(host, ring)
         served = resolve_models(model)
-        cfg = ServeConfig(max_pending_per_key=max_pending, job_timeout_seconds=job_timeout)
+        cfg = ServeConfig(max_pending_per_key=max_pending, job_timeout_seconds=job_timeout, watermark=not no_watermark,
+                          sign=not no_sign, keys_dir=str(keys_dir) if keys_dir else None)
+        marks = ["--no-watermark"] * no_watermark + ["--no-sign"] * no_sign + (["--keys-dir", str(keys_dir)] if keys_dir else [])
+        if no_watermark or no_sign:
+            print(f"worldreel: WARNING: research mode, {' '.join(marks)}: outputs are not fully marked", file=sys.stderr)
         app = create_app(data, served, keys=ring, cfg=cfg)
         import threading
 
@@ -53,7 +60,7 @@ def register(groups) -> None:
         print(f"worldreel: serving {', '.join(served)} on http://{host}:{port} (studio /, API /v1) with "
               f"{workers} worker(s); {access}; data in {data.resolve()}", file=sys.stderr, flush=True)
         pool = WorkerPool(data, workers, models=[m.source for m in served.values()], device=device,
-                          job_timeout=job_timeout, steps=steps).start() if workers else None
+                          job_timeout=job_timeout, steps=steps, extra_args=marks).start() if workers else None
         import uvicorn
 
         try:
@@ -71,6 +78,9 @@ def register(groups) -> None:
         job_timeout: float = typer.Option(900.0, min=1.0, help="Seconds before a running generation fails."),
         steps: Optional[int] = typer.Option(None, min=1, help="Sampler steps per video (default: the model's)."),
         threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for torch (default: torch's choice)."),
+        no_watermark: bool = typer.Option(False, "--no-watermark", help="Research only: outputs carry no invisible watermark (logged)."),
+        no_sign: bool = typer.Option(False, "--no-sign", help="Research only: outputs carry no C2PA manifest (logged)."),
+        keys_dir: Optional[Path] = typer.Option(None, "--keys-dir", help="Watermark and signing keys (default: $XDG_DATA_HOME/worldreel)."),
         exit_with_parent: bool = typer.Option(False, hidden=True, help="Stop when the starting process is gone."),
     ) -> None:
         """Run generation jobs from a service's queue until stopped (SIGTERM returns the running job)."""
@@ -90,7 +100,8 @@ def register(groups) -> None:
 
             raise UserError(f"{data} has no jobs.db: start `worldreel serve --data {data}` first", param="data")
         models = {name: m.source for name, m in resolve_models(model).items()} if model else None
-        cfg = ServeConfig(lease_seconds=lease, heartbeat_seconds=min(5.0, lease / 4), job_timeout_seconds=job_timeout)
+        cfg = ServeConfig(lease_seconds=lease, heartbeat_seconds=min(5.0, lease / 4), job_timeout_seconds=job_timeout,
+                          watermark=not no_watermark, sign=not no_sign, keys_dir=str(keys_dir) if keys_dir else None)
         run_worker(data, models=models, factory=partial(load_generator, device=device, steps=steps), cfg=cfg,
                    exit_with_parent=exit_with_parent)
 

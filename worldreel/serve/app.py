@@ -365,6 +365,14 @@ def create_app(data: str | Path, models: dict[str, ServedModel], *, keys: KeyRin
                       seed=new_seed(seed if seed is not None else (source.seed if source else None)),
                       source_id=source.id if source else None, input_path=rel, params={"strength": EDIT_STRENGTH})
 
+    @app.post("/v1/videos/detect", responses={**ERROR_RESPONSES, 413: ERROR_RESPONSES[400]}, tags=["videos"])
+    def detect_video(video: UploadFile = File(..., description="A video (MP4) or image to check."),
+                     who: str = Depends(owner)) -> dict:
+        """Is this ours? Watermark score, p-value and payload, the C2PA state, and the caller's job it came from."""
+        from worldreel.serve.detect import detect_upload
+
+        return detect_upload(video, who, queue, cfg)
+
     @app.get("/v1/models", tags=["models"], responses=ERROR_RESPONSES)
     def list_models(who: str = Depends(owner)) -> dict:
         return {"object": "list", "data": [model_card(m) for m in models.values()]}

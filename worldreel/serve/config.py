@@ -28,3 +28,8 @@ class ServeConfig:
     job_timeout_seconds: float = 900.0  # a generation running longer than this fails with code "timeout"
     timeout_grace_seconds: float = 15.0  # after a timeout, how long a worker waits for the generator before exiting
     poll_seconds: float = 0.5  # idle worker's wait between looks at the queue
+
+    # Marks on every output (docs/safety.md); switching either off is for research and is logged.
+    watermark: bool = True  # embed the invisible watermark (payload derived from the job id)
+    sign: bool = True  # sign video.mp4 with a C2PA manifest
+    keys_dir: str | None = None  # folder with the watermark and signing keys (None: $XDG_DATA_HOME/worldreel)

@@ -137,7 +137,7 @@ class Worker:
             video = self._generate(job, state)
             # Files first, the completion mark last: "completed" implies every file is whole.
             out.mkdir(parents=True, exist_ok=True)
-            _write_outputs(out, video.frames, video.fps)
+            _write_outputs(out, video, job, self.cfg, self.generator(job.model), self.data)
             state.done.set()
             keeper.join()
             if state.abort is None and self.queue.complete(job.id, self.name, output_dir=out_rel,
@@ -232,13 +232,32 @@ class Worker:
             self.queue.worker_seen(self.name, "busy")
 
 
-def _write_outputs(out: Path, frames, fps: float) -> None:
-    """video.mp4, thumbnail.jpg and spritesheet.jpg, each written whole or not at all."""
-    from worldreel.data.video_io import write_video
+def _write_outputs(out: Path, video, job: Job, cfg: ServeConfig, generator, data: Path) -> None:
+    """video.mp4 (watermarked and signed by safety/output.py), thumbnail.jpg and spritesheet.jpg,
+    each written whole or not at all. The thumbnails come from the watermarked frames' file."""
+    from worldreel.safety.output import OutputOptions, job_payload, prompt_hash, write_output
 
-    write_video(out / "video.mp4", frames, fps=int(round(fps)))
-    write_bytes(out / "thumbnail.jpg", media.encode_image(media.thumbnail(frames)), durable=True)
-    write_bytes(out / "spritesheet.jpg", media.encode_image(media.spritesheet(frames)), durable=True)
+    generation = {"mode": job.kind, "model": job.model, "weights_digest": _digest(generator), "seed": job.seed,
+                  "sampling": getattr(video, "sampling", {}) or {}, "prompt_sha256": prompt_hash(job.prompt),
+                  "job_id": job.id}
+    parent = data / job.input_path if job.input_path and job.kind != "create" else None
+    options = OutputOptions(watermark=cfg.watermark, sign=cfg.sign, data_dir=cfg.keys_dir)
+    write_output(out / "video.mp4", video.frames, video.fps, generation, options=options,
+                 payload=job_payload(job.id), parent=parent)
+    write_bytes(out / "thumbnail.jpg", media.encode_image(media.thumbnail(video.frames)), durable=True)
+    write_bytes(out / "spritesheet.jpg", media.encode_image(media.spritesheet(video.frames)), durable=True)
+
+
+_DIGESTS: dict[int, str | None] = {}
+
+
+def _digest(generator) -> str | None:
+    """The weights digest of a loaded generator, computed once per generator."""
+    from worldreel.safety.output import weights_digest
+
+    if id(generator) not in _DIGESTS:
+        _DIGESTS[id(generator)] = weights_digest(generator)
+    return _DIGESTS[id(generator)]
 
 
 def run_worker(data: str | Path, *, models: dict[str, str] | None = None, factory: GeneratorFactory = load_generator,
@@ -252,4 +271,7 @@ def run_worker(data: str | Path, *, models: dict[str, str] | None = None, factor
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: worker.stop.set())
     worker.log(f"started on {Path(data).resolve()}")
+    if not worker.cfg.watermark or not worker.cfg.sign:  # research runs: say so in the log, every start
+        worker.log("WARNING: outputs carry " + " and ".join(
+            w for w, on in (("no watermark", not worker.cfg.watermark), ("no C2PA manifest", not worker.cfg.sign)) if on))
     return worker.run(**run_kwargs)
