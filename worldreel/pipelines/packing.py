@@ -293,6 +293,13 @@ def _count(module) -> float:
     return sum(p.numel() for p in module.parameters()) / 1e6
 
 
+def _device(summary: dict) -> str:
+    """A stage's device and compute precision, as its summary.json recorded them ("cpu, bf16");
+    runs from before precision was recorded show the device alone."""
+    precision = summary.get("precision")
+    return f"{summary.get('device', '?')}{', ' + precision if precision else ''}"
+
+
 def _minutes(seconds: Any) -> str:
     return f"{float(seconds) / 60:.0f} min" if isinstance(seconds, (int, float)) else "unknown"
 
@@ -459,7 +466,7 @@ def model_card(config: ModelConfig, vae, dit, vae_stages: list[tuple[Path, dict]
         "Data: reel-world clips rendered by `worldreel.data.world` (pymunk physics, exact captions), the "
         "compositional hold-out excluded" + (f"; the denoiser trained from the latent cache `{cache}`." if cache else "."),
         "",
-        "| part | steps | batch | wall time | processes, device | final loss |",
+        "| part | steps | batch | wall time | processes, device, precision | final loss |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     averages = []
@@ -477,7 +484,7 @@ def model_card(config: ModelConfig, vae, dit, vae_stages: list[tuple[Path, dict]
                 continue
             lines.append(f"| {_stage_name(part, i, len(stages), facts)} | {st.get('steps', '?')} | "
                          f"{facts['train'].get('batch_size', '?')} | {_minutes(st.get('train_seconds'))} | "
-                         f"{st.get('processes', '?')}, {st.get('device', '?')} | {'?' if loss is None else f'{loss:.4f}'} |")
+                         f"{st.get('processes', '?')}, {_device(st)} | {'?' if loss is None else f'{loss:.4f}'} |")
     if len(vae_stages) > 1 or len(dit_stages) > 1:
         lines += ["", "Each later stage starts from the weights the one before it exported (`task.init`); a decoder-only "
                       "stage keeps the encoder, so latents (and a denoiser trained on them) keep their meaning.",
