@@ -30,18 +30,43 @@ def is_plain_bert(folder: Path) -> bool:
             and (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file())
 
 
+def _empty(*shape: int) -> nn.Parameter:
+    """A frozen parameter left uninitialised: every one is read from the checkpoint. (Random
+    init would cost ~0.1 s on the 12M-number embedding, and building on the meta device
+    instead imports torch._dynamo, ~1 s.)"""
+    return nn.Parameter(torch.empty(*shape), requires_grad=False)
+
+
+class Linear(nn.Module):
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.weight, self.bias = _empty(cout, cin), _empty(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+
+class LayerNorm(nn.Module):
+    def __init__(self, width: int, eps: float):
+        super().__init__()
+        self.weight, self.bias, self.eps = _empty(width), _empty(width), eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
+
+
 class BertLayer(nn.Module):
     """Post-norm transformer block: x = LN(x + attn(x)); x = LN(x + mlp(x))."""
 
     def __init__(self, width: int, heads: int, hidden: int, eps: float):
         super().__init__()
         self.heads = heads
-        self.qkv = nn.Linear(width, 3 * width)  # query, key, value stacked (the checkpoint's three matrices)
-        self.attn_out = nn.Linear(width, width)
-        self.attn_norm = nn.LayerNorm(width, eps=eps)
-        self.mlp_in = nn.Linear(width, hidden)
-        self.mlp_out = nn.Linear(hidden, width)
-        self.mlp_norm = nn.LayerNorm(width, eps=eps)
+        self.qkv = Linear(width, 3 * width)  # query, key, value stacked (the checkpoint's three matrices)
+        self.attn_out = Linear(width, width)
+        self.attn_norm = LayerNorm(width, eps)
+        self.mlp_in = Linear(width, hidden)
+        self.mlp_out = Linear(hidden, width)
+        self.mlp_norm = LayerNorm(width, eps)
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """x (B, L, D); bias (B, 1, 1, L): 0 for real tokens, a large negative number for padding."""
@@ -59,10 +84,10 @@ class BertEncoder(nn.Module):
         super().__init__()
         d, eps = cfg["hidden_size"], cfg.get("layer_norm_eps", 1e-12)
         self.width = d
-        self.words = nn.Embedding(cfg["vocab_size"], d)
-        self.positions = nn.Embedding(cfg["max_position_embeddings"], d)
-        self.types = nn.Embedding(cfg.get("type_vocab_size", 2), d)
-        self.norm = nn.LayerNorm(d, eps=eps)
+        self.words = _empty(cfg["vocab_size"], d)  # (vocab, D)
+        self.positions = _empty(cfg["max_position_embeddings"], d)  # (max length, D)
+        self.types = _empty(cfg.get("type_vocab_size", 2), d)  # (segment types, D)
+        self.norm = LayerNorm(d, eps)
         self.layers = nn.ModuleList(
             BertLayer(d, cfg["num_attention_heads"], cfg["intermediate_size"], eps) for _ in range(cfg["num_hidden_layers"])
         )
@@ -70,7 +95,7 @@ class BertEncoder(nn.Module):
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """ids (B, L) token ids, mask (B, L) 1 for real tokens -> (B, L, D); one segment (type 0)."""
         L = ids.shape[1]
-        x = self.words(ids) + self.positions.weight[:L] + self.types.weight[0]  # (B, L, D)
+        x = F.embedding(ids, self.words) + self.positions[:L] + self.types[0]  # (B, L, D)
         x = self.norm(x)
         # Padding keys get the most negative float added to their scores, as transformers does.
         bias = (1.0 - mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min  # (B, 1, 1, L)
@@ -84,8 +109,7 @@ class BertEncoder(nn.Module):
         from safetensors import safe_open
 
         folder = Path(folder)
-        with torch.device("meta"):  # no random init of weights about to be overwritten (the embedding is 12M numbers)
-            model = cls(json.loads((folder / "config.json").read_text()))
+        model = cls(json.loads((folder / "config.json").read_text()))
         state = {}
         with safe_open(str(folder / "model.safetensors"), "pt") as f:
             keys = set(f.keys())
@@ -94,9 +118,9 @@ class BertEncoder(nn.Module):
             def get(name: str) -> torch.Tensor:
                 return f.get_tensor(prefix + name).float()
 
-            state["words.weight"] = get("embeddings.word_embeddings.weight")
-            state["positions.weight"] = get("embeddings.position_embeddings.weight")
-            state["types.weight"] = get("embeddings.token_type_embeddings.weight")
+            state["words"] = get("embeddings.word_embeddings.weight")
+            state["positions"] = get("embeddings.position_embeddings.weight")
+            state["types"] = get("embeddings.token_type_embeddings.weight")
             state["norm.weight"], state["norm.bias"] = get("embeddings.LayerNorm.weight"), get("embeddings.LayerNorm.bias")
             for i in range(len(model.layers)):
                 src, dst = f"encoder.layer.{i}.", f"layers.{i}."
@@ -107,8 +131,8 @@ class BertEncoder(nn.Module):
                     state[dst + f"mlp_in.{kind}"] = get(src + f"intermediate.dense.{kind}")
                     state[dst + f"mlp_out.{kind}"] = get(src + f"output.dense.{kind}")
                     state[dst + f"mlp_norm.{kind}"] = get(src + f"output.LayerNorm.{kind}")
-        model.load_state_dict(state, assign=True)
-        return model.eval().requires_grad_(False)
+        model.load_state_dict(state, assign=True)  # every parameter is in ``state``: strict
+        return model.eval()
 
 
 class BertTokenizer:
