@@ -86,9 +86,10 @@ class RMSNorm(nn.RMSNorm):
 # Largest query x key count (per head) at which bf16 attention on a CPU runs as explicit
 # matmuls and a softmax. PyTorch's CPU flash kernel is fast in fp32 but its bf16 backward
 # is slow at short lengths (issue 31: 394 ms against 108 ms in fp32 at world-tiny's 144
-# tokens, batch 32), while bf16 matmuls run on AMX. Measured with ``worldreel bench speed
-# --train`` (forward + backward, 2 cores, bf16): explicit wins at 144 and 576 tokens, the
-# flash kernel at 2304, whose N x N score matrix no longer fits in cache.
+# tokens, batch 32), while bf16 matmuls run on AMX. Forward + backward, bf16, 2 shared
+# (loaded) cores, 4 heads of 64: explicit 148 ms against SDPA 188 ms at 144 tokens x batch
+# 32, 209 against 294 at 576 x 8, but 1149 against 653 at 2304 x 2, where the N x N score
+# matrix no longer fits in cache.
 EXPLICIT_ATTENTION_MAX = 576 * 576
 
 
