@@ -152,7 +152,7 @@ def main(cfg: RunConfig) -> dict:
         # On a CPU the fused AdamW kernel: one pass per parameter instead of ~8 elementwise
         # ops (issue 31: the for-loop optimiser was ~15 % of a bf16 step). GPUs keep the default.
         optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay,
-                                      fused=True if d.device.type == "cpu" and not fsdp else None)
+                                      fused=True if d.device.type == "cpu" and not d.enabled else None)
         ema = EMA(model, tc.ema) if tc.ema > 0 else None
 
         # 3. Per-rank random streams: global torch/numpy/python and the loss generator.
