@@ -31,7 +31,8 @@ def _config(run_dir, task, resume, batch, parallel="ddp"):
     from worldreel.train.trainer import RunConfig
 
     tc = TrainConfig(steps=STEPS, batch_size=batch, accum=ACCUM, lr=1e-2, warmup=2, log_every=1, save_every=100, keep=3,
-                     progress=False, ema=0.9, parallel=parallel)
+                     progress=False, ema=0.9, parallel=parallel,
+                     precision="fp32")  # exactness across process counts: fp32 (auto is bf16 on AMX CPUs)
     return RunConfig(task=task, model=ModelConfig(), train=tc, run_dir=str(run_dir), resume=resume)
 
 

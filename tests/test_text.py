@@ -64,3 +64,35 @@ def test_missing_package_or_folder_is_a_clear_error(monkeypatch, tmp_path):
     assert err.value.param == "text.encoder"
     with pytest.raises(UserError, match="no config.json"):
         encoder_folder(str(tmp_path))
+
+
+def test_own_bert_matches_transformers_token_states(encoder):
+    """MiniLM-L6 runs as worldreel's own torch BERT (models/minilm.py, no transformers import):
+    its token states and padding equal transformers.AutoModel's to 1e-5, prompts over
+    max_tokens included."""
+    from transformers import AutoModel, AutoTokenizer
+
+    assert encoder.own_bert
+    folder = encoder_folder("minilm-l6")
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    model = AutoModel.from_pretrained(str(folder), local_files_only=True).eval()
+    prompts = ["a red ball falls and bounces on the floor", "", "two green boxes slide left and a tiny blue triangle " * 6]
+    states, mask = encoder.encode(prompts)
+    tokens = tokenizer(prompts, padding=True, truncation=True, max_length=TextConfig().max_tokens, return_tensors="pt")
+    with torch.no_grad():
+        reference = model(**tokens).last_hidden_state
+    assert torch.equal(mask, tokens["attention_mask"].bool())
+    torch.testing.assert_close(states[mask], reference[mask], atol=1e-5, rtol=1e-5)
+
+
+def test_generation_start_up_imports_neither_transformers_nor_dynamo():
+    """Loading the text encoder and encoding a prompt imports neither transformers (~1.7 s)
+    nor torch._dynamo (~1 s), in a fresh process."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from worldreel.models.text import TextEncoder, TextConfig; "
+            "TextEncoder(TextConfig()).encode(['a red ball']); "
+            "print(sorted(m for m in ('transformers', 'torch._dynamo') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr

@@ -212,6 +212,7 @@ class StageRecord:
     train_seconds: float = 0.0  # wall time
     processes: int = 1
     device: str = "cpu"
+    precision: str = ""  # compute precision, "fp32" or "bf16" ("" in records older than the field)
     loss: float | None = None  # final training loss (None: no training)
     evals: dict = field(default_factory=dict)  # the last evaluation: {"step": N, "psnr": ..., "ssim": ...}
     data: str = ""  # a latent cache folder, "world", or the user's videos

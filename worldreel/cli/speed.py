@@ -24,14 +24,25 @@ def speed(
     peer: bool = typer.Option(True, "--peer/--no-peer", help="also time diffusers.WanTransformer3DModel"),
     model: str = typer.Option("world-tiny", help="model (name or folder) for the generation row; '' skips it"),
     device: str = typer.Option("cpu", help="cpu or cuda"),
+    train: bool = typer.Option(False, "--train", help="instead: training steps of the denoiser and the autoencoder and "
+                               "generation, per precision (fp32, bf16, bf16+compile), matmul peak per dtype (CPU)"),
+    compile: bool = typer.Option(True, "--compile/--no-compile", help="with --train: also time bf16 + torch.compile "
+                                 "(minutes of compiling on 2 cores)"),
 ) -> None:
-    """Denoiser step time side by side with diffusers' Wan transformer, FLOP/s vs matmul peak, generation speed."""
+    """Denoiser step time side by side with diffusers' Wan transformer, FLOP/s vs matmul peak, generation speed.
+
+    With --train: training step time and latent tokens/s per precision, matmul peaks, and
+    generation of a 4 s clip (sampling alone, and the whole process) per precision.
+    """
+    from worldreel.errors import UserError
+
+    if train:
+        return _train_speed(json_out, preset, repeats, threads, model, compile)
     import sys
 
     from rich.console import Console
     from rich.table import Table
 
-    from worldreel.errors import UserError
     from worldreel.eval.speed import SpeedConfig, run_speed
 
     try:
@@ -71,7 +82,52 @@ def speed(
         else:
             out.print(f"generation: {gen['status']}")
     if json_out:
-        from worldreel.atomic import write_json
+        _write_json(json_out, result)
 
-        path = write_json(json_out, result)
-        print(f"wrote {path}", file=sys.stderr)
+
+def _write_json(json_out: str, result: dict) -> None:
+    import sys
+
+    from worldreel.atomic import write_json
+
+    path = write_json(json_out, result)
+    print(f"wrote {path}", file=sys.stderr)
+
+
+def _train_speed(json_out, preset: str, repeats: int, threads: int, model: str, compile: bool) -> None:
+    """``bench speed --train``: run eval/train_speed.py, print one table per model and the generation lines."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from worldreel.errors import UserError
+    from worldreel.eval.train_speed import MODES, TrainSpeedConfig, run_train_speed
+
+    if repeats < 1 or threads < 0:
+        raise UserError("repeats must be >= 1, threads >= 0", param="repeats")
+    modes = [m for m in MODES if compile or not m.endswith("+compile")]
+    cfg = TrainSpeedConfig(preset=preset, repeats=repeats, threads=threads, model=model, modes=modes)
+    err = Console(stderr=True)
+    r = run_train_speed(cfg, log=lambda msg: err.print(f"[dim]{msg}…[/dim]"))
+    out = Console(width=max(Console().width, 110))
+    table = Table(title=f"training step ({preset}, {r['machine.threads']} threads, best of {repeats}); matmul peak "
+                        f"fp32 {r['matmul.fp32.gflops']:.0f}, bf16 {r['matmul.bf16.gflops']:.0f} GFLOP/s")
+    for col in ("model", "shape", "precision", "step (ms)", "median (ms)", "latent tok/s", "vs fp32", "first step (s)"):
+        table.add_column(col, justify="left" if col in ("model", "precision") else "right")
+    for prefix, label in (("train.dit", "denoiser"), ("train.dit.large", "denoiser"), ("train.vae", "autoencoder"),
+                          ("train.vae.large", "autoencoder")):
+        if f"{prefix}.shape" not in r:
+            continue
+        for mode in modes:
+            step = r[f"{prefix}.{mode}.step_s"]
+            ratio = r.get(f"{prefix}.fp32.step_s", float("nan")) / step
+            table.add_row(label, "x".join(map(str, r[f"{prefix}.shape"])), mode, f"{step * 1e3:.0f}",
+                          f"{r[f'{prefix}.{mode}.step_s_median'] * 1e3:.0f}", f"{r[f'{prefix}.{mode}.latent_tokens_per_s']:.0f}",
+                          f"{ratio:.2f}x", f"{r[f'{prefix}.{mode}.first_step_s']:.1f}")
+    out.print(table)
+    for precision in ("fp32", "bf16"):
+        if f"generate.{precision}.whole_process_s" in r:
+            out.print(f"generate {r['generate.clip']} in {precision}: sampling {r[f'generate.{precision}.sampling_s']:.2f} s, "
+                      f"warm generate {r[f'generate.{precision}.generate_s']:.2f} s, whole process "
+                      f"{r[f'generate.{precision}.whole_process_s']:.2f} s")
+    if json_out:
+        _write_json(json_out, r)

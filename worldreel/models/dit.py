@@ -10,16 +10,23 @@ text token states. Read top to bottom:
   *each latent frame* and is broadcast to that frame's tokens, which is how given frames
   (t = 0, clean latents) sit next to noisy ones in one sequence: every generation mode is
   "which frames are given" (DESIGN.md).
-- Attention: ``F.scaled_dot_product_attention`` with RMS-normalised queries and keys
-  (qk-norm, as in SD3 / Wan) and 3-D rotary embeddings (RoPE, Su et al. 2021) whose head
-  dimension is split across the time, height and width axes; no position table, so any
-  size and length that fits in memory works.
+- Attention (``attention``): RMS-normalised queries and keys (qk-norm, as in SD3 / Wan)
+  and 3-D rotary embeddings (RoPE, Su et al. 2021) whose head dimension is split across
+  the time, height and width axes; no position table, so any size and length that fits in
+  memory works. ``F.scaled_dot_product_attention`` everywhere but bf16 on a CPU at our
+  short lengths, where a plain matmul-softmax-matmul is faster (see ``attention``).
 - ``skips="uvit"``: U-ViT long skip connections (Bao et al. 2023, the design behind Vidu):
   the input of first-half block ``i`` is concatenated to the input of its mirror
   ``depth - 1 - i`` and fused by a linear layer.
 - ``FinalLayer``: adaLN-Zero output head, then ``unpatchify``.
 
 All initialisation is in ``DiT.initialize_weights``; the model outputs exactly zero at init.
+
+Precision: the weights stay fp32; under ``torch.autocast(dtype=torch.bfloat16)`` (the
+trainer's and the generator's bf16 mode) every op after the patch embedding runs in
+bf16: the norms cast their small weights to the activations' dtype, RoPE's angles are
+cast once per forward, and the residual stream stays bf16, so there is no fp32 round
+trip per op (issue 31). Without autocast everything is fp32, as before.
 """
 from __future__ import annotations
 
@@ -54,7 +61,49 @@ class DiTConfig:
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """adaLN: x (B, f, S, D) with shift/scale (B, f, 1, D), one pair per latent frame."""
-    return x * (1 + scale) + shift  # (B, f, S, D)
+    return torch.addcmul(shift, x, 1 + scale)  # (B, f, S, D): x * (1 + scale) + shift in one kernel
+
+
+class LayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` whose affine weights follow the input's dtype: under bf16 autocast
+    the fused bf16 kernel runs instead of an fp32 one on an upcast copy (same state dict)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = None if self.weight is None else self.weight.to(x.dtype)
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return F.layer_norm(x, self.normalized_shape, weight, bias, self.eps)
+
+
+class RMSNorm(nn.RMSNorm):
+    """``nn.RMSNorm`` whose weight follows the input's dtype (see ``LayerNorm``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = None if self.weight is None else self.weight.to(x.dtype)
+        return F.rms_norm(x, self.normalized_shape, weight, self.eps)
+
+
+# Largest query x key count (per head) at which bf16 attention on a CPU runs as explicit
+# matmuls and a softmax. PyTorch's CPU flash kernel is fast in fp32 but its bf16 backward
+# is slow at short lengths (issue 31: 394 ms against 108 ms in fp32 at world-tiny's 144
+# tokens, batch 32), while bf16 matmuls run on AMX. Forward + backward, bf16, 2 shared
+# (loaded) cores, 4 heads of 64: explicit 148 ms against SDPA 188 ms at 144 tokens x batch
+# 32, 209 against 294 at 576 x 8, but 1149 against 653 at 2304 x 2, where the N x N score
+# matrix no longer fits in cache.
+EXPLICIT_ATTENTION_MAX = 576 * 576
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(hd) + mask) v: q (B, H, N, hd), k and v (B, H, L, hd), mask (B, 1, 1, L) bool or None.
+
+    GPU and fp32 use ``F.scaled_dot_product_attention`` (fused kernels); bf16 on a CPU at
+    up to ``EXPLICIT_ATTENTION_MAX`` scores per head spells it out (faster there, see above).
+    """
+    if q.device.type != "cpu" or q.dtype != torch.bfloat16 or q.shape[-2] * k.shape[-2] > EXPLICIT_ATTENTION_MAX:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, N, hd)
+    scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2))  # (B, H, N, L)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))  # padded text tokens get no weight
+    return torch.matmul(torch.softmax(scores, dim=-1), v)  # (B, H, N, hd); softmax accumulates in fp32 internally
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -105,11 +154,27 @@ class Rope3D(nn.Module):
         return torch.cos(ang), torch.sin(ang)
 
 
+def rope_tables(cos: torch.Tensor, sin: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """RoPE angles (N, hd/2) -> per-channel tables (N, hd) in ``dtype`` for ``rotate``: each
+    cosine twice, the sines as (-sin, sin) per pair. Made once per forward, not per layer."""
+    cos2 = cos.repeat_interleave(2, dim=-1)  # (N, hd)
+    sin2 = torch.stack([-sin, sin], dim=-1).flatten(-2)  # (N, hd)
+    return cos2.to(dtype), sin2.to(dtype)
+
+
+def rotate(x: torch.Tensor, cos2: torch.Tensor, sin2: torch.Tensor) -> torch.Tensor:
+    """RoPE with ``rope_tables``: pair (a, b) -> (a cos - b sin, b cos + a sin), in x's dtype.
+
+    x (B, H, N, hd) * cos2 + pair-swapped x * sin2: three kernels and no upcast, so bf16
+    activations stay bf16 (the angles were rounded once, when the tables were made).
+    """
+    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (B, H, N, hd): (a, b) -> (b, a)
+    return torch.addcmul(x * cos2, swapped, sin2)  # (B, H, N, hd)
+
+
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate consecutive channel pairs of x (B, H, N, hd) by the angles (N, hd/2)."""
-    x1, x2 = x.float()[..., 0::2], x.float()[..., 1::2]  # (B, H, N, hd/2) each
-    out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)  # (B, H, N, hd/2, 2)
-    return out.flatten(-2).type_as(x)  # (B, H, N, hd)
+    return rotate(x, *rope_tables(cos, sin, x.dtype))  # (B, H, N, hd)
 
 
 class SelfAttention(nn.Module):
@@ -119,14 +184,15 @@ class SelfAttention(nn.Module):
         super().__init__()
         self.heads = heads
         self.qkv = nn.Linear(width, 3 * width)
-        self.q_norm = nn.RMSNorm(width // heads, eps=1e-6)
-        self.k_norm = nn.RMSNorm(width // heads, eps=1e-6)
+        self.q_norm = RMSNorm(width // heads, eps=1e-6)
+        self.k_norm = RMSNorm(width // heads, eps=1e-6)
         self.proj = nn.Linear(width, width)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """x (B, N, D); rope: ``rope_tables`` (cos2, sin2), each (N, hd)."""
         q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.heads)  # 3 x (B, H, N, hd)
-        q, k = apply_rope(self.q_norm(q), *rope), apply_rope(self.k_norm(k), *rope)  # (B, H, N, hd)
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, H, N, hd)
+        q, k = rotate(self.q_norm(q), *rope), rotate(self.k_norm(k), *rope)  # (B, H, N, hd)
+        out = attention(q, k, v)  # (B, H, N, hd)
         return self.proj(rearrange(out, "b h n d -> b n (h d)"))  # (B, N, D)
 
 
@@ -138,15 +204,15 @@ class CrossAttention(nn.Module):
         self.heads = heads
         self.q = nn.Linear(width, width)
         self.kv = nn.Linear(width, 2 * width)
-        self.q_norm = nn.RMSNorm(width // heads, eps=1e-6)
-        self.k_norm = nn.RMSNorm(width // heads, eps=1e-6)
+        self.q_norm = RMSNorm(width // heads, eps=1e-6)
+        self.k_norm = RMSNorm(width // heads, eps=1e-6)
         self.proj = nn.Linear(width, width)
 
     def forward(self, x: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
         q = rearrange(self.q(x), "b n (h d) -> b h n d", h=self.heads)  # (B, H, N, hd)
         k, v = rearrange(self.kv(text), "b l (two h d) -> two b h l d", two=2, h=self.heads)  # 2 x (B, H, L, hd)
         q, k = self.q_norm(q), self.k_norm(k)  # (B, H, N|L, hd)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=text_mask[:, None, None, :])  # (B, H, N, hd)
+        out = attention(q, k, v, text_mask[:, None, None, :])  # (B, H, N, hd)
         return self.proj(rearrange(out, "b h n d -> b n (h d)"))  # (B, N, D)
 
 
@@ -157,11 +223,11 @@ class DiTBlock(nn.Module):
         super().__init__()
         d = cfg.width
         self.skip = nn.Linear(2 * d, d) if long_skip else None  # U-ViT fusion of [x, skip]
-        self.norm1 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.norm1 = LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.attn = SelfAttention(d, cfg.heads)
-        self.norm_cross = nn.LayerNorm(d, eps=1e-6)  # cross-attention is not modulated (as in PixArt-alpha)
+        self.norm_cross = LayerNorm(d, eps=1e-6)  # cross-attention is not modulated (as in PixArt-alpha)
         self.cross = CrossAttention(d, cfg.heads)
-        self.norm2 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.norm2 = LayerNorm(d, elementwise_affine=False, eps=1e-6)
         hidden = int(d * cfg.mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d))
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))  # per-frame shift/scale/gate x 2
@@ -185,7 +251,7 @@ class FinalLayer(nn.Module):
 
     def __init__(self, width: int, patch_values: int):
         super().__init__()
-        self.norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.norm = LayerNorm(width, elementwise_affine=False, eps=1e-6)
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
         self.linear = nn.Linear(width, patch_values)
 
@@ -219,7 +285,7 @@ class DiT(nn.Module):
         self.patch_embed = nn.Linear(patch_values, d)
         self.t_embed = TimestepEmbedder(d)
         # Text states -> model width once, so every block's cross-attention is D x D.
-        self.text_proj = nn.Sequential(nn.LayerNorm(cfg.text_dim), nn.Linear(cfg.text_dim, d), nn.GELU(), nn.Linear(d, d))
+        self.text_proj = nn.Sequential(LayerNorm(cfg.text_dim), nn.Linear(cfg.text_dim, d), nn.GELU(), nn.Linear(d, d))
         self.pool_proj = nn.Sequential(nn.SiLU(), nn.Linear(d, d)) if cfg.pooled_text else None
         self.rope = Rope3D(head_dim, cfg.rope_theta)
         # U-ViT: block depth-1-i (second half) receives the input of block i (first half);
@@ -282,7 +348,7 @@ class DiT(nn.Module):
             weights = text_mask.to(txt.dtype)[..., None]  # (B, L, 1)
             pooled = (txt * weights).sum(1) / weights.sum(1)  # (B, D)
             c = c + self.pool_proj(pooled)[:, None]  # (B, gf, D)
-        rope = self.rope(grid, x.device)  # 2 x (N, hd/2)
+        rope = rope_tables(*self.rope(grid, x.device), x.dtype)  # 2 x (N, hd), in the compute dtype (bf16 under autocast)
         # 3. Blocks; U-ViT keeps the first-half inputs for the mirrored second half.
         half = len(self.blocks) // 2
         saved = []

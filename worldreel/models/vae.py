@@ -123,6 +123,10 @@ class CausalConv3d(nn.Module):
         self.conv = nn.Conv3d(cin, cout, (kt, ks, ks), stride=(st, ss, ss), padding=(0, ks // 2, ks // 2))
 
     def forward(self, x: torch.Tensor, cache: dict) -> torch.Tensor:
+        if self.conv.weight.is_contiguous(memory_format=torch.channels_last_3d) and self.conv.weight.shape[1] > 1:
+            # channels-last weights (VideoVAE.set_channels_last): give oneDNN its preferred
+            # layout, so the bf16 conv runs without reordering the activations each call.
+            x = x.contiguous(memory_format=torch.channels_last_3d)
         if self.kt == 1 and self.st == 1:  # per-frame conv: no temporal state
             return self.conv(x)
         prev = cache.get(self)
@@ -149,7 +153,7 @@ class ChannelNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x * torch.rsqrt(x.pow(2).mean(1, keepdim=True) + self.eps)
-        return x * self.weight.view(1, -1, 1, 1, 1)
+        return x * self.weight.to(x.dtype).view(1, -1, 1, 1, 1)  # weight in x's dtype: bf16 stays bf16 under autocast
 
 
 class ResBlock(nn.Module):
@@ -250,6 +254,16 @@ class VideoVAE(nn.Module):
         # not persistent: the numbers live in config.json, the weights file holds weights only
         self.register_buffer("latent_shift", shift.view(1, -1, 1, 1, 1), persistent=False)
         self.register_buffer("latent_scale", scale.view(1, -1, 1, 1, 1), persistent=False)
+
+    def set_channels_last(self, enabled: bool = True) -> "VideoVAE":
+        """Store the conv weights channels-last (``torch.channels_last_3d``) and run the convs
+        on channels-last activations: with bf16 on a CPU, oneDNN's fast layout (issue 31).
+        Results are the same up to rounding; the state dict's values do not change."""
+        layout = torch.channels_last_3d if enabled else torch.contiguous_format
+        for module in self.modules():
+            if isinstance(module, nn.Conv3d):
+                module.weight.data = module.weight.data.contiguous(memory_format=layout)
+        return self
 
     # -- shapes and checks
     def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:

@@ -179,33 +179,28 @@ class Embedder:
 
     def __init__(self, encoder: str = "minilm-l6", max_tokens: int = 128, cache_size: int = 4096, share=None):
         self.encoder, self.max_tokens, self.cache_size = encoder, max_tokens, cache_size
-        self._tokenizer, self._model = None, None
+        self._text = None  # a models.text.TextEncoder
         if share is not None and getattr(share, "cfg", None) is not None and share.cfg.encoder == encoder:
-            self._tokenizer, self._model = share.tokenizer, share.model
+            self._text = share
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
     def _load(self) -> None:
         from worldreel.models.text import TextConfig, TextEncoder
 
-        loaded = TextEncoder(TextConfig(encoder=self.encoder, cache_size=1))
-        self._tokenizer, self._model = loaded.tokenizer, loaded.model
+        self._text = TextEncoder(TextConfig(encoder=self.encoder, max_tokens=self.max_tokens, cache_size=1))
 
     def embed(self, texts: list[str]) -> np.ndarray:
         import torch
 
         with self._lock:  # the service calls from several request threads
-            if self._model is None:
+            if self._text is None:
                 self._load()
             missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
             for start in range(0, len(missing), 64):
                 batch = missing[start:start + 64]
-                device = next(self._model.parameters()).device
-                tokens = self._tokenizer(batch, padding=True, truncation=True, max_length=self.max_tokens,
-                                         return_tensors="pt").to(device)
-                with torch.no_grad():
-                    states = self._model(**tokens).last_hidden_state.float()  # (B, L, D)
-                mask = tokens["attention_mask"].unsqueeze(-1).float()  # (B, L, 1)
+                states, mask = self._text.token_states(batch, self.max_tokens)  # (B, L, D), (B, L)
+                mask = mask.unsqueeze(-1).float()  # (B, L, 1)
                 pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # (B, D)
                 pooled = torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()
                 for text, vector in zip(batch, pooled):

@@ -24,6 +24,11 @@ def _count(module) -> float:
     return sum(p.numel() for p in module.parameters()) / 1e6
 
 
+def _device(s) -> str:
+    """A stage's device and compute precision ("cpu, bf16"); records older than the precision field show the device alone."""
+    return f"{s.device}, {s.precision}" if s.precision else s.device
+
+
 def _minutes(seconds: Any) -> str:
     return f"{float(seconds) / 60:.0f} min" if isinstance(seconds, (int, float)) else "unknown"
 
@@ -122,10 +127,10 @@ def _stage_rows(vae_stages: list[StageRecord], dit_stages: list[StageRecord]) ->
             name = _stage_name(s, i, len(stages))
             if s.kind == "weight average":  # no training: the weighted mean of earlier stages' weights
                 averages.append(f"The {PART_NAMES[s.part]}'s stage {i + 1} is a weight average, no training: `{s.command}`.")
-                rows.append(f"| {name} | 0 | - | {_minutes(s.train_seconds)} | {s.processes}, {s.device} | - |")
+                rows.append(f"| {name} | 0 | - | {_minutes(s.train_seconds)} | {s.processes}, {_device(s)} | - |")
                 continue
             loss = "?" if s.loss is None else f"{s.loss:.4f}"
-            rows.append(f"| {name} | {s.steps} | {s.batch_size} | {_minutes(s.train_seconds)} | {s.processes}, {s.device} | {loss} |")
+            rows.append(f"| {name} | {s.steps} | {s.batch_size} | {_minutes(s.train_seconds)} | {s.processes}, {_device(s)} | {loss} |")
     return rows, averages
 
 
@@ -207,7 +212,7 @@ def model_card(config: ModelConfig, vae, dit, vae_stages: list[StageRecord], dit
         "Data: reel-world clips rendered by `worldreel.data.world` (pymunk physics, exact captions), the "
         "compositional hold-out excluded" + (f"; the denoiser trained from the latent cache `{cache}`." if cache else "."),
         "",
-        "| part | steps | batch | wall time | processes, device | final loss |",
+        "| part | steps | batch | wall time | processes, device, precision | final loss |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     rows, averages = _stage_rows(vae_stages, dit_stages)

@@ -27,7 +27,8 @@ class TrainConfig:
 
     # --- precision, memory and parallelism -----------------------------------------------
     device: str = "auto"  # "auto" (CUDA if present, else CPU), "cpu" or "cuda"
-    precision: str = "auto"  # "auto" (bf16 autocast on GPU, fp32 on CPU), "fp32" or "bf16"
+    precision: str = "auto"  # "auto" (bf16 autocast on a GPU or a CPU with AMX / AVX512-BF16, else fp32), "fp32" or "bf16" (worldreel/precision.py)
+    compile: bool = False  # torch.compile the model (minutes of compiling on a 2-core CPU first; see `worldreel bench speed --train`)
     grad_checkpointing: bool = False  # trade compute for memory; passed to model.set_grad_checkpointing
     parallel: str = "ddp"  # under torchrun: "ddp" (replicated weights) or "fsdp" (sharded, large presets)
     find_unused: bool = False  # DDP find_unused_parameters, for tasks that skip parameters on some batches
