@@ -493,7 +493,8 @@ def model_card(config: ModelConfig, vae, dit, vae_stages: list[tuple[Path, dict]
     lines += ["", "Reproduce:", "", "```bash", *commands, "```", "", "## world-bench", "",
               "`worldreel bench world --model MODEL --seeds K --out DIR` (and `--suite holdout`): each prompt generated with "
               "seeds 0..K-1 at the default size and length with the model's own sampler settings "
-              f"({config.sampling.sampler}, {config.sampling.steps} steps, guidance {config.sampling.guidance:g}, "
+              f"({config.sampling.sampler}, {config.sampling.steps} steps, guidance {config.sampling.guidance:g}"
+              f"{'' if config.sampling.guidance_mode == 'cfg' else ' (' + _guidance_mode_text(config.sampling) + ')'}, "
               f"timestep shift {config.sampling.shift:g}: config.json \"sampling\"), then scored by the seven checks of "
               "WORLD.md.", ""]
     lines += _change_line(previous, bench, holdout_previous, holdout)
@@ -555,9 +556,27 @@ def _commands(config: ModelConfig, vae_stages: list[tuple[Path, dict]], dit_stag
         if i == after:
             commands += [vae_command(run, facts) for run, facts in vae_stages[late:]]
     default = to_dict(SamplingDefaults())
-    changed = "".join(f" --sampling {k}={v}" for k, v in to_dict(config.sampling).items() if v != default[k])
+    changed = "".join(f" --sampling {k}={','.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
+                      for k, v in to_dict(config.sampling).items() if v != default[k])
     commands.append(f"worldreel train pack --vae {vae_stages[-1][0]} --dit {dit_stages[-1][0]} --out OUT{changed}")
     return commands
+
+
+def _guidance_mode_text(sampling: SamplingDefaults) -> str:
+    """How a guidance mode other than plain CFG reads on the card, e.g. 'interval 0.2-0.85'."""
+    if sampling.guidance_mode == "interval":
+        return "interval {:g}-{:g}".format(*sampling.guidance_interval)
+    return sampling.guidance_mode
+
+
+def _same_sampling(used: dict, sampling: SamplingDefaults) -> bool:
+    """Whether a result's recorded settings are ``sampling``. A key it lacks was recorded before
+    the setting existed and had its default value; the interval matters only to its mode."""
+    want = json.loads(json.dumps(to_dict(sampling)))  # tuples as the lists JSON holds
+    default = json.loads(json.dumps(to_dict(SamplingDefaults())))
+    if want["guidance_mode"] != "interval":
+        want.pop("guidance_interval")
+    return all(used.get(k, default[k]) == v for k, v in want.items())
 
 
 def _with_sampling(config: ModelConfig, items: list[str]) -> ModelConfig:
@@ -573,7 +592,7 @@ def _with_sampling(config: ModelConfig, items: list[str]) -> ModelConfig:
     config = apply_overrides(config, [f"sampling.{item.strip()}" for item in items])
     sc = config.sampling
     try:  # the bounds a call's own settings get (pipelines/generate.py)
-        check_sampling(sc.steps, sc.guidance, sc.shift, sc.sampler)
+        check_sampling(sc.steps, sc.guidance, sc.shift, sc.sampler, sc.guidance_mode, sc.guidance_interval)
     except UserError as err:
         raise UserError(f"--sampling: {err.message}", param="sampling") from None
     return config
@@ -616,7 +635,7 @@ def pack_model(vae_run: str | Path, dit_run: str | Path, out: str | Path, *, ben
             if not isinstance(data, dict) or "mean_score" not in data:
                 raise UserError(f"{path} is not a world-bench result (worldbench.json)", param=param)
             used = (data.get("source") or {}).get("sampling") if param in ("bench", "holdout_bench") else None
-            if used and any(used.get(k) != v for k, v in to_dict(config.sampling).items()):
+            if used and not _same_sampling(used, config.sampling):
                 raise UserError(f"{path} was sampled with {used}, not with this model's settings "
                                 f"{to_dict(config.sampling)} (set them with --sampling KEY=VALUE)", param=param)
         results.append(data)
