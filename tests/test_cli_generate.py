@@ -128,6 +128,8 @@ def test_animate_extend_interpolate_loop_edit(tmp_path, model, image, clip):
         (["generate", "a red ball falls", "--shift", "0"], "shift"),
         (["loop", "a red ball falls", "--shift", "-2"], "shift"),
         (["animate", "{tmp}/first.png", "a red ball falls", "--guidance", "-1"], "guidance"),
+        (["generate", "a red ball falls", "--guidance-mode", "cfg++"], "guidance_mode"),
+        (["loop", "a red ball falls", "--guidance-mode", "interval", "--guidance-interval", "0.9,0.1"], "guidance_interval"),
         (["generate", "a red ball falls", "--model", "{tmp}/no-such-model"], "model"),
     ],
 )

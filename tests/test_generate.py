@@ -185,6 +185,9 @@ def test_progress_reaches_one(gen):
         (dict(shift=0), "shift"),
         (dict(shift="high"), "shift"),
         (dict(seed=-3), "seed"),
+        (dict(guidance_mode="cfg++"), "guidance_mode"),
+        (dict(guidance_mode="interval", guidance_interval="0.9,0.1"), "guidance_interval"),
+        (dict(guidance_interval="low"), "guidance_interval"),
     ],
 )
 def test_bad_arguments_name_the_parameter(gen, kwargs, param):
@@ -215,8 +218,9 @@ def test_the_models_own_sampler_settings_apply_unless_the_call_gives_others(tmp_
     assert made == pytest.approx(timesteps(3, shift_for_tokens(12, base_shift=3.0))[:-1].tolist())
     assert made[1] > timesteps(3, shift_for_tokens(12))[1].item()  # shifted towards noise
     assert given == pytest.approx(timesteps(2, shift_for_tokens(12))[:-1].tolist())
-    assert own.sampling == {"sampler": "euler", "steps": 3, "guidance": 2.5, "shift": 3.0}  # what made each video
-    assert called.sampling == {"sampler": "euler", "steps": 2, "guidance": 2.5, "shift": 1.0}
+    assert own.sampling == {"sampler": "euler", "steps": 3, "guidance": 2.5, "shift": 3.0,  # what made each video
+                            "guidance_mode": "cfg"}
+    assert called.sampling == {"sampler": "euler", "steps": 2, "guidance": 2.5, "shift": 1.0, "guidance_mode": "cfg"}
     tuned.sampling = SamplingConfig(steps=5)  # set fields win, the rest stay the model's
     assert (tuned.sampling.steps, tuned.sampling.shift, tuned.sampling.sampler) == (5, 3.0, "euler")
 
@@ -260,3 +264,31 @@ def test_model_folder_round_trip(tmp_path):
     assert weights_digest(str(folder))["dit"] != digest["dit"] and weights_digest(str(folder))["vae"] == digest["vae"]
     with pytest.raises(UserError):
         load_model(str(folder))
+
+
+def test_guidance_modes_apply_record_and_follow_the_models_config(tmp_path):
+    """--guidance-mode reaches the loop (interval skips the unconditional pass outside its noise
+    levels), is recorded with the video, and config.json "sampling.guidance_mode" is the default."""
+    folder = save_random_model(tmp_path / "m", "world-micro", ["sampling.guidance_mode=interval",
+                                                               "sampling.guidance_interval=0.2,0.6"])
+    tuned = Generator.load(str(folder))
+    spy, original = _spy(tuned)
+    try:
+        video = tuned.generate("a red ball falls", seconds=0, seed=1, steps=4, size="32x32")
+        batches = [batch for _, _, batch in spy.calls]
+        spy.calls.clear()
+        plain = tuned.generate("a red ball falls", seconds=0, seed=1, steps=4, size="32x32", guidance_mode="cfg")
+        plain_batches = [batch for _, _, batch in spy.calls]
+    finally:
+        tuned.dit = original
+    from worldreel.diffusion.flow import shift_for_tokens, timesteps
+
+    ts = timesteps(4, shift_for_tokens(4))[:-1].tolist()  # 1 latent of 2x2 tokens: 1, 0.33, 0.14, 0.05
+    assert batches == [2 if 0.2 < t <= 0.6 else 1 for t in ts] and 1 in batches and 2 in batches
+    assert plain_batches == [2, 2, 2, 2]
+    assert video.sampling["guidance_mode"] == "interval" and video.sampling["guidance_interval"] == [0.2, 0.6]
+    assert plain.sampling["guidance_mode"] == "cfg" and "guidance_interval" not in plain.sampling
+    assert not np.array_equal(video.frames, plain.frames)
+    made = {mode: tuned.generate("a red ball falls", seconds=1, seed=1, guidance_mode=mode, **FAST).frames
+            for mode in ("cfg", "zero-star", "apg")}
+    assert not np.array_equal(made["cfg"], made["zero-star"]) and not np.array_equal(made["cfg"], made["apg"])

@@ -181,6 +181,37 @@ def test_pack_sets_the_models_sampler_settings_and_checks_the_bench_used_them(tm
     assert not (tmp_path / "other").exists() and not (tmp_path / "bad").exists()
 
 
+def test_pack_sets_a_guidance_mode_and_benches_must_have_used_it(tmp_path, tiny_folder):
+    """guidance_mode (and interval) are sampling settings like the others; a result recorded
+    before they existed counts as plain CFG."""
+    vae_run, dit_run, _ = _runs(tmp_path, tiny_folder)
+    bench = tmp_path / "bench.json"
+    used = {"sampler": "euler", "steps": 20, "guidance": 4.0, "shift": 1.0, "guidance_mode": "interval",
+            "guidance_interval": [0.1, 0.9]}
+    bench.write_text(json.dumps({"n_videos": 1, "mean_score": 0.5, "source": {"sampling": used}}))
+    items = ["guidance_mode=interval", "guidance_interval=0.1,0.9"]
+    out = pack_model(vae_run, dit_run, tmp_path / "model", bench=bench, sampling=items)
+    sampling = load_model(str(out)).config.sampling
+    assert (sampling.guidance_mode, sampling.guidance_interval) == ("interval", (0.1, 0.9))
+    card = (out / "README.md").read_text()
+    assert "guidance 4 (interval 0.1-0.9)," in card
+    assert "--sampling guidance_mode=interval --sampling guidance_interval=0.1,0.9" in card
+    for other in (["guidance_mode=interval"], []):  # another interval; plain CFG (the default)
+        with pytest.raises(UserError) as err:
+            pack_model(vae_run, dit_run, tmp_path / "other", bench=bench, sampling=other)
+        assert err.value.param == "bench" and "guidance" in err.value.message
+    old = {k: v for k, v in used.items() if not k.startswith("guidance_")}  # before the modes existed
+    bench.write_text(json.dumps({"n_videos": 1, "mean_score": 0.5, "source": {"sampling": old}}))
+    pack_model(vae_run, dit_run, tmp_path / "plain", bench=bench)
+    with pytest.raises(UserError) as err:
+        pack_model(vae_run, dit_run, tmp_path / "apg", bench=bench, sampling=["guidance_mode=apg"])
+    assert err.value.param == "bench"
+    for bad in (["guidance_mode=cfg++"], ["guidance_interval=0.9,0.1"]):
+        with pytest.raises(UserError) as err:
+            pack_model(vae_run, dit_run, tmp_path / "bad", sampling=bad)
+        assert err.value.param == "sampling", bad
+
+
 def test_pack_refuses_scores_measured_on_other_weights(tmp_path, tiny_folder):
     """A bench result that recorded its weights digest (bench world --model) must have measured
     the very weights the pack writes: the digest of the packed files, not another model's."""

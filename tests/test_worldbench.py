@@ -471,6 +471,10 @@ def test_add_resumes_a_bench_and_grows_it_to_more_seeds(tmp_path, monkeypatch):
     # Other settings, another model or rows without settings: refused, naming --add, before any video.
     calls.clear()
     assert "steps" in _add_error(bench_world, prompts, out, steps=7).message
+    assert "guidance_mode" in _add_error(bench_world, prompts, out, guidance_mode="apg").message
+    with pytest.raises(UserError) as err:  # a bad mode is named before any video is made
+        bench_world(model="fake-model", prompts=prompts, seeds=4, out=out, no_report=True, guidance_mode="cfg++")
+    assert err.value.param == "guidance_mode"
     assert "model, weights" in _add_error(bench_world, prompts, out, model="other-model").message
     assert not [c for c in calls if c[0] == "generate"]
     (out / "captions.jsonl").write_text("".join(json.dumps({k: v for k, v in r.items() if k != "settings"}) + "\n"

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from worldreel.diffusion.guidance import DEFAULT_INTERVAL
 from worldreel.errors import UserError
 from worldreel.models.dit import DiTConfig
 from worldreel.models.text import TextConfig
@@ -30,6 +31,8 @@ class SamplingDefaults:
     guidance: float = 4.0  # classifier-free guidance scale (1 = off: no unconditional pass)
     sampler: str = "euler"  # "euler" or "heun" (diffusion/samplers.py)
     shift: float = 1.0  # timestep shift at the native clip, scaled with sqrt(tokens) (diffusion/flow.py)
+    guidance_mode: str = "cfg"  # how guidance combines the two passes: cfg, interval, zero-star, apg (diffusion/guidance.py)
+    guidance_interval: tuple[float, float] = DEFAULT_INTERVAL  # noise levels t (1 = noise) where guidance_mode "interval" guides
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """CLI command: ``worldreel bench world``, world-bench on a folder, a model or the truth.
 
     worldreel bench world --videos DIR [--json OUT] [--report PNG]
-    worldreel bench world --model world-tiny [--prompts FILE | --suite holdout] --seeds 3 --out DIR
+    worldreel bench world --model world-tiny [--prompts FILE | --suite holdout] --seeds 3 --out DIR [--guidance-mode apg]
     worldreel bench world --truth [--prompts FILE] --seeds 2 --out DIR      # calibration
     worldreel bench world --truth --autoencoder world-tiny --seeds 2 --out DIR   # the autoencoder's ceiling
     worldreel bench compare OLD_DIR NEW_DIR      # side by side, paired difference (eval/compare.py)
@@ -74,7 +74,8 @@ def _write_captions(out: Path, rows: list[dict]) -> None:
 def make_videos(out: Path, prompts: list[str], seeds: int, *, model: Optional[str], seed_base: int = 0,
                 size: Optional[str] = None, seconds: Optional[float] = None, steps: Optional[int] = None,
                 guidance: Optional[float] = None, shift: Optional[float] = None, device: str = "cpu",
-                rewrite: bool = True, autoencoder: Optional[str] = None, add: bool = False) -> list[dict]:
+                rewrite: bool = True, autoencoder: Optional[str] = None, add: bool = False,
+                guidance_mode: Optional[str] = None, guidance_interval: Optional[str] = None) -> list[dict]:
     """Write one video per (prompt, seed) and captions.jsonl into ``out``.
 
     model None renders the truth (the world's realisation of each prompt), reconstructed by
@@ -93,6 +94,10 @@ def make_videos(out: Path, prompts: list[str], seeds: int, *, model: Optional[st
         raise UserError(f"seeds must be at least 1, got {seeds}", param="seeds")
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} exists and is not a folder", param="out")
+    if model is not None:
+        from worldreel.pipelines.generate import check_sampling
+
+        check_sampling(steps, guidance, shift, guidance_mode=guidance_mode, guidance_interval=guidance_interval)
     if model is None:
         from worldreel.cli.world import parse_size
         from worldreel.data.render import render_clip
@@ -113,6 +118,10 @@ def make_videos(out: Path, prompts: list[str], seeds: int, *, model: Optional[st
         generator = Generator.load(model, device=device)
     settings = _settings(model, autoencoder, size=size, seconds=seconds, steps=steps, guidance=guidance, shift=shift,
                          rewrite=rewrite)
+    # The guidance options are recorded only when given, so folders made before they existed
+    # (with the model's own guidance) can still be added to.
+    settings.update({k: v for k, v in (("guidance_mode", guidance_mode), ("guidance_interval", guidance_interval))
+                     if v is not None})
     rows = _kept_rows(out, settings) if add else []
     out.mkdir(parents=True, exist_ok=True)
     # 2. One video per prompt and seed, captions.jsonl rewritten after each (an interrupted bench resumes with --add).
@@ -138,7 +147,8 @@ def make_videos(out: Path, prompts: list[str], seeds: int, *, model: Optional[st
                 row["notes"] = list(scene.notes)
         else:
             video = generator.generate(prompt, seconds=seconds, size=size, steps=steps, guidance=guidance, shift=shift,
-                                       seed=seed, rewrite=rewrite)
+                                       seed=seed, rewrite=rewrite, guidance_mode=guidance_mode,
+                                       guidance_interval=guidance_interval)
             frames, fps = video.frames, video.fps
             row.update(size=list(video.size), seconds=video.seconds, model=model, model_prompt=video.model_prompt,
                        sampling=video.sampling)
@@ -243,7 +253,8 @@ def bench_world(videos: Optional[Path] = None, model: Optional[str] = None, trut
                 out: Optional[Path] = None, json_out: Optional[Path] = None, report: Optional[Path] = None,
                 no_report: bool = False, size: Optional[str] = None, seconds: Optional[float] = None,
                 steps: Optional[int] = None, guidance: Optional[float] = None, shift: Optional[float] = None,
-                device: str = "cpu", rewrite: bool = True, autoencoder: Optional[str] = None, add: bool = False) -> dict:
+                device: str = "cpu", rewrite: bool = True, autoencoder: Optional[str] = None, add: bool = False,
+                guidance_mode: Optional[str] = None, guidance_interval: Optional[str] = None) -> dict:
     """The whole command; returns the result dict (also written as JSON)."""
     from worldreel.eval.report import score_folder, write_json, write_report
 
@@ -279,7 +290,8 @@ def bench_world(videos: Optional[Path] = None, model: Optional[str] = None, trut
     if videos is None:
         start = time.perf_counter()
         rows = make_videos(out, prompt_list, seeds, model=model, seed_base=seed_base, size=size, seconds=seconds, steps=steps,
-                    guidance=guidance, shift=shift, device=device, rewrite=rewrite, autoencoder=autoencoder, add=add)
+                    guidance=guidance, shift=shift, device=device, rewrite=rewrite, autoencoder=autoencoder, add=add,
+                    guidance_mode=guidance_mode, guidance_interval=guidance_interval)
         made = time.perf_counter() - start
     start = time.perf_counter()
     result = score_folder(folder, progress=True)
@@ -348,6 +360,8 @@ def register(groups) -> None:
         steps: Annotated[Optional[int], typer.Option("--steps", help="Sampler steps (--model).")] = None,
         guidance: Annotated[Optional[float], typer.Option("--guidance", help="Guidance scale (--model).")] = None,
         shift: Annotated[Optional[float], typer.Option("--shift", help="Timestep shift at the native clip (--model; 1 = none).")] = None,
+        guidance_mode: Annotated[Optional[str], typer.Option("--guidance-mode", help="cfg, interval, zero-star or apg (--model; default: the model's).")] = None,
+        guidance_interval: Annotated[Optional[str], typer.Option("--guidance-interval", help="LO,HI noise levels where --guidance-mode interval guides.")] = None,
         device: Annotated[str, typer.Option("--device", help="Device for --model: cpu, cuda, ...")] = "cpu",
         no_rewrite: Annotated[bool, typer.Option("--no-rewrite", help="Give the model the prompt as written.")] = False,
         autoencoder: Annotated[Optional[str], typer.Option("--autoencoder", help="With --truth: pass the truth through this model's autoencoder (its ceiling).")] = None,
@@ -355,4 +369,4 @@ def register(groups) -> None:
     ) -> None:
         """world-bench: does each video follow its prompt and obey the reel world's physics?"""
         bench_world(videos, model, truth, prompts, suite, seeds, seed_base, out, json_out, report, no_report, size,
-                    seconds, steps, guidance, shift, device, not no_rewrite, autoencoder, add)
+                    seconds, steps, guidance, shift, device, not no_rewrite, autoencoder, add, guidance_mode, guidance_interval)

@@ -1,7 +1,8 @@
 """CLI commands: generate, animate, extend, interpolate, loop, edit; and ``bench drift``.
 
-Every mode takes the same options (``--seconds --size --steps --guidance --shift --seed
---negative-prompt --model --out --show-prompt --no-rewrite``) and runs the one loop in
+Every mode takes the same options (``--seconds --size --steps --guidance --shift
+--guidance-mode --guidance-interval --seed --negative-prompt --model --out --show-prompt
+--no-rewrite``) and runs the one loop in
 ``pipelines/generate.py``. The output format follows the extension of ``--out``: .mp4
 (H.264), .gif, or .png (a still image). Bad input is a one-line error naming the
 parameter (exit 2) and nothing is written; files are written atomically by ``video_io``.
@@ -26,6 +27,8 @@ Size = Annotated[Optional[str], typer.Option("--size", help="WxH, each side a mu
 Steps = Annotated[Optional[int], typer.Option("--steps", help="Sampler steps per window.")]
 Guidance = Annotated[Optional[float], typer.Option("--guidance", help="Classifier-free guidance scale (1 = off).")]
 Shift = Annotated[Optional[float], typer.Option("--shift", help="Timestep shift at the native clip (1 = none; more spends the steps nearer noise).")]
+GuidanceMode = Annotated[Optional[str], typer.Option("--guidance-mode", help="How guidance combines the two passes: cfg, interval, zero-star or apg (default: the model's).")]
+GuidanceInterval = Annotated[Optional[str], typer.Option("--guidance-interval", help="LO,HI: the noise levels (1 = noise) where --guidance-mode interval guides.")]
 Seed = Annotated[Optional[int], typer.Option("--seed", help="Seed; the same seed gives the same video (default: random, printed).")]
 Negative = Annotated[str, typer.Option("--negative-prompt", help="What the video should not look like.")]
 Model = Annotated[str, typer.Option("--model", help="A shipped model name or a model folder.")]
@@ -41,9 +44,11 @@ NoWatermark = Annotated[bool, typer.Option("--no-watermark", help="Research only
 NoSign = Annotated[bool, typer.Option("--no-sign", help="Research only: leave out the C2PA provenance manifest (docs/safety.md).")]
 
 
-def _options(seconds, size, steps, guidance, shift, seed, negative_prompt, model, out, show_prompt, no_rewrite, device,
-             rewrite_endpoint, rewrite_model, rewrite_key_file, no_watermark=False, no_sign=False, precision="fp32") -> dict:
-    return dict(seconds=seconds, size=size, steps=steps, guidance=guidance, shift=shift, seed=seed,
+def _options(seconds, size, steps, guidance, shift, guidance_mode, guidance_interval, seed, negative_prompt, model, out,
+             show_prompt, no_rewrite, device, rewrite_endpoint, rewrite_model, rewrite_key_file, no_watermark=False,
+             no_sign=False, precision="fp32") -> dict:
+    return dict(seconds=seconds, size=size, steps=steps, guidance=guidance, shift=shift, guidance_mode=guidance_mode,
+                guidance_interval=guidance_interval, seed=seed,
                 negative_prompt=negative_prompt,
                 model=model, out=out, show_prompt=show_prompt, no_rewrite=no_rewrite, device=device,
                 rewrite_endpoint=rewrite_endpoint, rewrite_model=rewrite_model, rewrite_key_file=rewrite_key_file,
@@ -123,7 +128,8 @@ def _run(mode: str, prompt: str, opts: dict, call, *, read=None, still: bool = F
     out = _check_out(out, mode, seed, still or wants_png)
     from worldreel.pipelines.generate import check_sampling
 
-    check_sampling(opts["steps"], opts["guidance"], opts["shift"])
+    check_sampling(opts["steps"], opts["guidance"], opts["shift"], guidance_mode=opts["guidance_mode"],
+                   guidance_interval=opts["guidance_interval"])
     rewriter = _rewriter(opts)
 
     # 2. Load the model (a UserError names a missing model), check sizes, read the inputs.
@@ -140,6 +146,7 @@ def _run(mode: str, prompt: str, opts: dict, call, *, read=None, still: bool = F
 
     # 3. Generate with a progress bar on stderr.
     common = dict(size=opts["size"], steps=opts["steps"], guidance=opts["guidance"], shift=opts["shift"], seed=seed,
+                  guidance_mode=opts["guidance_mode"], guidance_interval=opts["guidance_interval"],
                   negative_prompt=opts["negative_prompt"], rewrite=not opts["no_rewrite"])
     with tqdm(total=100, desc=mode, unit="%", file=sys.stderr, leave=False,
               bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}") as bar:
@@ -184,7 +191,7 @@ def register(groups) -> None:
     def generate(
         prompt: Annotated[str, typer.Argument(help="What happens, e.g. 'a red ball falls and bounces'.")],
         seconds: Seconds = None, size: Size = None, steps: Steps = None, guidance: Guidance = None, shift: Shift = None,
-        seed: Seed = None,
+        guidance_mode: GuidanceMode = None, guidance_interval: GuidanceInterval = None, seed: Seed = None,
         negative_prompt: Negative = "", model: Model = "world-tiny", out: Out = None, show_prompt: ShowPrompt = False,
         no_rewrite: NoRewrite = False, device: Device = "cpu", rewrite_endpoint: RewriteURL = None,
         rewrite_model: RewriteModel = "default", rewrite_key_file: RewriteKey = None,
@@ -204,7 +211,7 @@ def register(groups) -> None:
         image: Annotated[Path, typer.Argument(help="The first frame (PNG/JPEG; a video's first frame also works).")],
         prompt: Annotated[str, typer.Argument(help="What happens next.")],
         seconds: Seconds = None, size: Size = None, steps: Steps = None, guidance: Guidance = None, shift: Shift = None,
-        seed: Seed = None,
+        guidance_mode: GuidanceMode = None, guidance_interval: GuidanceInterval = None, seed: Seed = None,
         negative_prompt: Negative = "", model: Model = "world-tiny", out: Out = None, show_prompt: ShowPrompt = False,
         no_rewrite: NoRewrite = False, device: Device = "cpu", rewrite_endpoint: RewriteURL = None,
         rewrite_model: RewriteModel = "default", rewrite_key_file: RewriteKey = None,
@@ -224,7 +231,7 @@ def register(groups) -> None:
         prompt: Annotated[str, typer.Argument(help="What happens in the new part.")],
         backward: Annotated[bool, typer.Option("--backward", help="Make what came before the clip instead.")] = False,
         seconds: Seconds = None, size: Size = None, steps: Steps = None, guidance: Guidance = None, shift: Shift = None,
-        seed: Seed = None,
+        guidance_mode: GuidanceMode = None, guidance_interval: GuidanceInterval = None, seed: Seed = None,
         negative_prompt: Negative = "", model: Model = "world-tiny", out: Out = None, show_prompt: ShowPrompt = False,
         no_rewrite: NoRewrite = False, device: Device = "cpu", rewrite_endpoint: RewriteURL = None,
         rewrite_model: RewriteModel = "default", rewrite_key_file: RewriteKey = None,
@@ -244,7 +251,7 @@ def register(groups) -> None:
         last: Annotated[Path, typer.Argument(help="The end: an image or a video.")],
         prompt: Annotated[str, typer.Argument(help="What happens in between.")],
         seconds: Seconds = None, size: Size = None, steps: Steps = None, guidance: Guidance = None, shift: Shift = None,
-        seed: Seed = None,
+        guidance_mode: GuidanceMode = None, guidance_interval: GuidanceInterval = None, seed: Seed = None,
         negative_prompt: Negative = "", model: Model = "world-tiny", out: Out = None, show_prompt: ShowPrompt = False,
         no_rewrite: NoRewrite = False, device: Device = "cpu", rewrite_endpoint: RewriteURL = None,
         rewrite_model: RewriteModel = "default", rewrite_key_file: RewriteKey = None,
@@ -265,7 +272,7 @@ def register(groups) -> None:
     def loop(
         prompt: Annotated[str, typer.Argument(help="What happens; the end flows back into the start.")],
         seconds: Seconds = None, size: Size = None, steps: Steps = None, guidance: Guidance = None, shift: Shift = None,
-        seed: Seed = None,
+        guidance_mode: GuidanceMode = None, guidance_interval: GuidanceInterval = None, seed: Seed = None,
         negative_prompt: Negative = "", model: Model = "world-tiny", out: Out = None, show_prompt: ShowPrompt = False,
         no_rewrite: NoRewrite = False, device: Device = "cpu", rewrite_endpoint: RewriteURL = None,
         rewrite_model: RewriteModel = "default", rewrite_key_file: RewriteKey = None,
@@ -281,7 +288,7 @@ def register(groups) -> None:
         prompt: Annotated[str, typer.Argument(help="The new description.")],
         strength: Annotated[float, typer.Option("--strength", help="0 keeps the clip, 1 ignores it.")] = 0.6,
         seconds: Seconds = None, size: Size = None, steps: Steps = None, guidance: Guidance = None, shift: Shift = None,
-        seed: Seed = None,
+        guidance_mode: GuidanceMode = None, guidance_interval: GuidanceInterval = None, seed: Seed = None,
         negative_prompt: Negative = "", model: Model = "world-tiny", out: Out = None, show_prompt: ShowPrompt = False,
         no_rewrite: NoRewrite = False, device: Device = "cpu", rewrite_endpoint: RewriteURL = None,
         rewrite_model: RewriteModel = "default", rewrite_key_file: RewriteKey = None,

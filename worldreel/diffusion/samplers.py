@@ -5,7 +5,8 @@ Every sampler is a plain function with one signature (after k-diffusion's ``samp
 velocity for x (B, ...) at t (B,), and ``ts`` is a 1-D schedule from 1 to 0
 (``diffusion.flow.timesteps``). The network knows nothing about guidance or given frames:
 those are wrappers that turn one ``model_fn`` into another (``cfg_wrapper``,
-``cfg_batched_wrapper``, ``frame_condition_wrapper``).
+``cfg_batched_wrapper``, ``frame_condition_wrapper``); how guidance combines the two
+passes (plain CFG, an interval, CFG-Zero*, APG) is a rule from ``diffusion/guidance.py``.
 
 ``callback`` (optional) is called after every step with a dict
 ``{"i": step index, "steps": number of steps, "t": t, "t_next": t_next, "x": new x, "v": velocity used}``;
@@ -16,6 +17,8 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+
+from worldreel.diffusion.guidance import DEFAULT_INTERVAL, make_rule
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x (B, ...), t (B,)) -> v (B, ...)
 
@@ -60,18 +63,23 @@ def sample_heun(model_fn: ModelFn, x: torch.Tensor, ts: torch.Tensor, *, callbac
 SAMPLERS: dict[str, Callable] = {"euler": sample_euler, "heun": sample_heun}
 
 
-def cfg_wrapper(cond_fn: ModelFn, uncond_fn: ModelFn, scale: float) -> ModelFn:
-    """Classifier-free guidance (Ho & Salimans 2022): v = v_u + scale * (v_c - v_u).
+def cfg_wrapper(cond_fn: ModelFn, uncond_fn: ModelFn, scale: float, mode: str = "cfg", *,
+                interval: tuple[float, float] = DEFAULT_INTERVAL) -> ModelFn:
+    """Classifier-free guidance (Ho & Salimans 2022): v = v_u + scale * (v_c - v_u), or a variant.
 
-    ``uncond_fn`` is the network on the negative prompt ("" by default); scale 1 is the
-    plain conditional model and skips the second call.
+    ``uncond_fn`` is the network on the negative prompt ("" by default); ``mode`` picks how the
+    two velocities combine (``diffusion/guidance.py``: cfg, interval, zero-star, apg; interval
+    is the noise levels where "interval" guides). Scale 1 is the plain conditional model in
+    every mode and skips the second call.
     """
     if scale == 1.0:
         return cond_fn
+    rule = make_rule(mode, scale, interval)  # fresh per sampling run: APG keeps momentum
 
     def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        v_cond, v_uncond = cond_fn(x, t), uncond_fn(x, t)
-        return v_uncond + scale * (v_cond - v_uncond)
+        v_cond = cond_fn(x, t)
+        v_uncond = uncond_fn(x, t) if rule.needs_uncond(t) else None
+        return rule(v_cond, v_uncond, x, t)
 
     return guided
 
@@ -83,12 +91,17 @@ def cfg_batched_wrapper(
     null_text: torch.Tensor,
     null_mask: torch.Tensor,
     scale: float,
+    mode: str = "cfg",
+    *,
+    interval: tuple[float, float] = DEFAULT_INTERVAL,
 ) -> ModelFn:
     """Guidance with the conditional and unconditional passes in one batch of 2B (same result as ``cfg_wrapper``).
 
     net_fn(x, t, text, text_mask) is the network (e.g. a ``DiT``); text (B, L, D) and
     text_mask (B, L) the prompt, null_text (B or 1, L', D) and null_mask the negative
-    prompt. t may be (B,) or per frame (B, f): it is passed through, doubled.
+    prompt. t may be (B,) or per frame (B, f): it is passed through, doubled. ``mode`` and
+    ``interval`` as in ``cfg_wrapper``; a call where the mode needs no unconditional pass
+    (outside the guidance interval) runs the conditional batch of B alone.
     """
     from worldreel.models.text import pad_text
 
@@ -99,11 +112,14 @@ def cfg_batched_wrapper(
     null_text, null_mask = pad_text(null_text, null_mask, length)  # (B, L, D), (B, L)
     both_text = torch.cat([text, null_text])  # (2B, L, D)
     both_mask = torch.cat([text_mask, null_mask])  # (2B, L)
+    rule = make_rule(mode, scale, interval)  # fresh per sampling run: APG keeps momentum
 
     def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if not rule.needs_uncond(t):
+            return rule(net_fn(x, t, text, text_mask), None, x, t)  # (B, ...)
         v = net_fn(torch.cat([x, x]), torch.cat([t, t]), both_text, both_mask)  # (2B, ...)
         v_cond, v_uncond = v.chunk(2)  # (B, ...) each
-        return v_uncond + scale * (v_cond - v_uncond)
+        return rule(v_cond, v_uncond, x, t)
 
     return guided
 

@@ -40,14 +40,17 @@ MIN_SHIFT, MAX_SHIFT = 0.1, 20.0  # accepted timestep shifts (1 = none; SD3 samp
 class SamplingConfig:
     """Defaults of the denoising loop (used when a call leaves the argument out).
 
-    steps, guidance, sampler and shift left as None take the model's own values (config.json
-    "sampling", ``presets.SamplingDefaults``) when the Generator is built.
+    steps, guidance, sampler, shift, guidance_mode and guidance_interval left as None take the
+    model's own values (config.json "sampling", ``presets.SamplingDefaults``) when the
+    Generator is built.
     """
 
     steps: int | None = None  # sampler steps per window
     guidance: float | None = None  # classifier-free guidance scale (1 = off: no unconditional pass)
     sampler: str | None = None  # "euler" or "heun" (diffusion/samplers.py)
     shift: float | None = None  # timestep shift at the native clip (diffusion/flow.py)
+    guidance_mode: str | None = None  # cfg, interval, zero-star or apg (diffusion/guidance.py)
+    guidance_interval: tuple[float, float] | None = None  # noise levels where guidance_mode "interval" guides
     window_latents: int = 0  # latent frames per window; 0 = the model's native clip (default_seconds)
     overlap_latents: int = 3  # latent frames a window shares with the previous one (given, t = 0)
     max_seconds: float = 120.0  # longest video a call may ask for
@@ -65,7 +68,7 @@ class Video:
     model_prompt: str  # the prompt the model saw (after rewriting)
     seed: int  # the seed that reproduces this video
     notes: list[str] = field(default_factory=list)  # what the prompt rewriter filled in or changed
-    sampling: dict = field(default_factory=dict)  # the sampler settings that made it: sampler, steps, guidance, shift
+    sampling: dict = field(default_factory=dict)  # the sampler settings that made it: sampler, steps, guidance, shift, guidance_mode (+ interval)
 
     @property
     def seconds(self) -> float:
@@ -136,13 +139,20 @@ def _check_number(value, name: str, lo: float, hi: float, kind=float):
     return number
 
 
-def check_sampling(steps=None, guidance=None, shift=None, sampler=None) -> tuple:
+def check_sampling(steps=None, guidance=None, shift=None, sampler=None, guidance_mode=None,
+                   guidance_interval=None) -> tuple:
     """The sampler settings given (to a call, or to a model's config), checked: (steps, guidance,
-    shift); None stays None (the model's default)."""
+    shift); None stays None (the model's default). sampler, guidance_mode and guidance_interval
+    are only checked (``guidance.check_mode``, ``guidance.check_interval`` return them read)."""
+    from worldreel.diffusion.guidance import check_interval, check_mode
     from worldreel.diffusion.samplers import SAMPLERS
 
     if sampler is not None and sampler not in SAMPLERS:
         raise UserError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}", param="sampler")
+    if guidance_mode is not None:
+        check_mode(guidance_mode)
+    if guidance_interval is not None:
+        check_interval(guidance_interval)
     return (None if steps is None else _check_number(steps, "steps", 1, 1000, int),
             None if guidance is None else _check_number(guidance, "guidance", 0.0, 50.0),
             None if shift is None else _check_number(shift, "shift", MIN_SHIFT, MAX_SHIFT))
@@ -241,15 +251,19 @@ class Generator:
     def generate(self, prompt: str, *, seconds=None, size=None, steps=None, guidance=None, shift=None, seed=None,
                  negative_prompt: str = "", conditions: Sequence[Condition] = (), strength=None,
                  rewrite: bool = True, progress: Callable[[float], None] | None = None,
-                 frames: int | None = None) -> Video:
+                 frames: int | None = None, guidance_mode=None, guidance_interval=None) -> Video:
         """Generate a video in which the frames given by ``conditions`` come out unchanged.
 
         seconds: length (0 = a still image); size: "WxH" or (W, H); frames: an exact frame
         count instead of seconds (the mode builders use it). strength: re-imagine the
         conditions' frames (an edit) instead of keeping them: 0 keeps them, 1 ignores them.
         progress(fraction) is called after every sampler step. steps, guidance and shift
-        (the timestep shift at the native clip, diffusion/flow.py) default to the model's own.
+        (the timestep shift at the native clip, diffusion/flow.py) default to the model's own,
+        and so do guidance_mode (cfg, interval, zero-star, apg: diffusion/guidance.py) and
+        guidance_interval ("LO,HI" or a pair: the noise levels where "interval" guides).
         """
+        from worldreel.diffusion.guidance import check_interval, check_mode
+
         cfg, sc = self.config, self.sampling
         # 1. Check the arguments (all before any work, so bad input costs nothing).
         if not isinstance(prompt, str) or not prompt.strip():
@@ -257,6 +271,8 @@ class Generator:
         steps, guidance, shift = check_sampling(steps, guidance, shift)
         steps, guidance, shift = (sc.steps if steps is None else steps, sc.guidance if guidance is None else guidance,
                                   sc.shift if shift is None else shift)
+        mode = check_mode(sc.guidance_mode if guidance_mode is None else guidance_mode)
+        interval = check_interval(sc.guidance_interval if guidance_interval is None else guidance_interval)
         seed = secrets.randbelow(2**31) if seed is None else _check_number(seed, "seed", 0, 2**63 - 1, int)
         if strength is not None:
             strength = _check_number(strength, "strength", 0.0, 1.0)
@@ -277,13 +293,16 @@ class Generator:
         negative_prompt = (negative_prompt or "").strip()
 
         video = self._sample(model_prompt, negative_prompt, conditions, strength, num_frames, (width, height),
-                             steps, guidance, shift, seed, progress)
+                             steps, guidance, shift, seed, progress, (mode, interval))
+        sampling = {"sampler": sc.sampler, "steps": steps, "guidance": guidance, "shift": shift, "guidance_mode": mode}
+        if mode == "interval":  # the interval matters only to its mode
+            sampling["guidance_interval"] = list(interval)
         return Video(frames=video, fps=cfg.fps, prompt=prompt, model_prompt=model_prompt, seed=seed, notes=notes,
-                     sampling={"sampler": sc.sampler, "steps": steps, "guidance": guidance, "shift": shift})
+                     sampling=sampling)
 
     @torch.no_grad()
     def _sample(self, model_prompt, negative_prompt, conditions, strength, num_frames, size, steps, guidance,
-                shift, seed, progress) -> np.ndarray:
+                shift, seed, progress, guidance_mode=("cfg", None)) -> np.ndarray:
         from worldreel import precision as precisions
         from worldreel.diffusion import flow, samplers
 
@@ -349,7 +368,8 @@ class Generator:
             x = noise[:, start:end]
             if editing:
                 x = (1 - strength) * source[:, start:end].to(self.device) + strength * x
-            model_fn = self._model_fn(out[None, :, start:end], win_mask, text_states, text_mask, guidance)
+            model_fn = self._model_fn(out[None, :, start:end], win_mask, text_states, text_mask, guidance,
+                                      guidance_mode)
             keep = win_mask[None, :, None, None]  # (1, f, 1, 1)
             x = torch.where(keep, out[:, start:end], x)  # given frames start in place
             x = sample(model_fn, x[None], ts, callback=tick)[0]  # (C, end - start, h, w)
@@ -380,13 +400,16 @@ class Generator:
         video = video.to(self.device)
         return self.vae.encode_chunked(video, chunk_frames=self.sampling.encode_chunk_frames)
 
-    def _model_fn(self, known, win_mask, text_states, text_mask, guidance):
+    def _model_fn(self, known, win_mask, text_states, text_mask, guidance, guidance_mode=("cfg", None)):
         """The DiT as a sampler ``model_fn(x, t)``: guidance batched, given frames clean at t = 0.
 
         known: (1, C, f, h, w) clean latents (valid where win_mask); win_mask: (f,) bool;
-        text_states/text_mask: the prompt, then the negative prompt when guiding.
+        text_states/text_mask: the prompt, then the negative prompt when guiding;
+        guidance_mode: (mode, interval), diffusion/guidance.py. Made anew per window, so a
+        rule's state (APG's momentum) starts fresh in each.
         """
         from worldreel import precision as precisions
+        from worldreel.diffusion.guidance import DEFAULT_INTERVAL
         from worldreel.diffusion.samplers import cfg_batched_wrapper, frame_condition_wrapper
 
         def net(x, t, states, mask):  # the DiT in the chosen precision; guidance and the sampler stay fp32
@@ -395,7 +418,9 @@ class Generator:
             return v.float()
 
         if text_states.shape[0] == 2:
-            frame_fn = cfg_batched_wrapper(net, text_states[:1], text_mask[:1], text_states[1:], text_mask[1:], guidance)
+            mode, interval = guidance_mode
+            frame_fn = cfg_batched_wrapper(net, text_states[:1], text_mask[:1], text_states[1:], text_mask[1:], guidance,
+                                           mode, interval=interval or DEFAULT_INTERVAL)
         else:
             def frame_fn(x, t_frames):
                 return net(x, t_frames, text_states, text_mask)

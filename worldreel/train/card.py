@@ -29,6 +29,13 @@ def _device(s) -> str:
     return f"{s.device}, {s.precision}" if s.precision else s.device
 
 
+def _guidance_mode_text(sampling: SamplingDefaults) -> str:
+    """How a guidance mode other than plain CFG reads on the card, e.g. 'interval 0.2-0.85'."""
+    if sampling.guidance_mode == "interval":
+        return "interval {:g}-{:g}".format(*sampling.guidance_interval)
+    return sampling.guidance_mode
+
+
 def _minutes(seconds: Any) -> str:
     return f"{float(seconds) / 60:.0f} min" if isinstance(seconds, (int, float)) else "unknown"
 
@@ -177,7 +184,8 @@ def commands(config: ModelConfig, vae_stages: list[StageRecord], dit_stages: lis
                  and all(made_by[p] in done or made_by[p] == i for p in needs if p in made_by)]
         done.append(ready[0] if ready else next(i for i in range(len(todo)) if i not in done))
     default = to_dict(SamplingDefaults())
-    changed = "".join(f" --sampling {k}={v}" for k, v in to_dict(config.sampling).items() if v != default[k])
+    changed = "".join(f" --sampling {k}={','.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
+                      for k, v in to_dict(config.sampling).items() if v != default[k])
     pack = f"worldreel train pack --vae {vae_stages[-1].run} --dit {dit_stages[-1].run} --out OUT{changed}"
     return [todo[i][0] for i in done] + [pack]
 
@@ -227,7 +235,8 @@ def model_card(config: ModelConfig, vae, dit, vae_stages: list[StageRecord], dit
     lines += ["", "Reproduce:", "", "```bash", *commands(config, vae_stages, dit_stages), "```", "", "## world-bench", "",
               "`worldreel bench world --model MODEL --seeds K --out DIR` (and `--suite holdout`): each prompt generated with "
               "seeds 0..K-1 at the default size and length with the model's own sampler settings "
-              f"({config.sampling.sampler}, {config.sampling.steps} steps, guidance {config.sampling.guidance:g}, "
+              f"({config.sampling.sampler}, {config.sampling.steps} steps, guidance {config.sampling.guidance:g}"
+              f"{'' if config.sampling.guidance_mode == 'cfg' else ' (' + _guidance_mode_text(config.sampling) + ')'}, "
               f"timestep shift {config.sampling.shift:g}: config.json \"sampling\"), then scored by the seven checks of "
               "WORLD.md.", ""]
     lines += _change_line(previous, bench, holdout_previous, holdout)

@@ -27,7 +27,7 @@ from worldreel.config import apply_overrides, from_dict, to_dict
 from worldreel.errors import UserError
 from worldreel.model_folder import (DIT_FILE, VAE_FILE, StageRecord, find_part, half_state, load_weights,
                                     read_config_data, read_json, read_stages, save_model, state_digest)
-from worldreel.presets import ModelConfig
+from worldreel.presets import ModelConfig, SamplingDefaults
 from worldreel.train.card import model_card
 
 
@@ -47,6 +47,16 @@ def _check_cache_matches(stage: StageRecord, vae_section: dict) -> str | None:
     return stage.data
 
 
+def _same_sampling(used: dict, sampling) -> bool:
+    """Whether a result's recorded settings are ``sampling``. A key it lacks was recorded before
+    the setting existed and had its default value; the interval matters only to its mode."""
+    want = json.loads(json.dumps(to_dict(sampling)))  # tuples as the lists JSON holds
+    default = json.loads(json.dumps(to_dict(SamplingDefaults())))
+    if want["guidance_mode"] != "interval":
+        want.pop("guidance_interval")
+    return all(used.get(k, default[k]) == v for k, v in want.items())
+
+
 def _with_sampling(config: ModelConfig, items: list[str]) -> ModelConfig:
     """``config`` with its "sampling" section set from ``KEY=VALUE`` items, each value checked."""
     from worldreel.pipelines.generate import check_sampling
@@ -59,7 +69,7 @@ def _with_sampling(config: ModelConfig, items: list[str]) -> ModelConfig:
     config = apply_overrides(config, [f"sampling.{item.strip()}" for item in items])
     sc = config.sampling
     try:  # the bounds a call's own settings get (pipelines/generate.py)
-        check_sampling(sc.steps, sc.guidance, sc.shift, sc.sampler)
+        check_sampling(sc.steps, sc.guidance, sc.shift, sc.sampler, sc.guidance_mode, sc.guidance_interval)
     except UserError as err:
         raise UserError(f"--sampling: {err.message}", param="sampling") from None
     return config
@@ -105,7 +115,7 @@ def pack_model(vae_run: str | Path, dit_run: str | Path, out: str | Path, *, ben
             if not isinstance(data, dict) or "mean_score" not in data:
                 raise UserError(f"{path} is not a world-bench result (worldbench.json)", param=param)
             used = (data.get("source") or {}).get("sampling") if param in ("bench", "holdout_bench") else None
-            if used and any(used.get(k) != v for k, v in to_dict(config.sampling).items()):
+            if used and not _same_sampling(used, config.sampling):
                 raise UserError(f"{path} was sampled with {used}, not with this model's settings "
                                 f"{to_dict(config.sampling)} (set them with --sampling KEY=VALUE)", param=param)
         results.append(data)
