@@ -62,11 +62,11 @@ def grid_for_tokens(tokens: int, patch: tuple[int, int, int]) -> tuple[int, int,
     return LATENT_FRAMES * patch[0], side * patch[1], side * patch[2]
 
 
-def matmul_peak(device: torch.device, seconds: float = 1.5) -> dict[str, float]:
-    """Best fp32 FLOP/s of a square matrix product (n = 1024 and 2048), about ``seconds`` of work."""
+def matmul_peak(device: torch.device, seconds: float = 1.5, dtype: torch.dtype = torch.float32) -> dict[str, float]:
+    """Best FLOP/s of a square matrix product in ``dtype`` (n = 1024 and 2048), about ``seconds`` of work."""
     best = 0.0
     for n in (1024, 2048):
-        a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+        a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
         torch.mm(a, b)  # warm-up
         deadline = time.perf_counter() + seconds / 2
         while time.perf_counter() < deadline:

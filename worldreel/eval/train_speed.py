@@ -60,19 +60,10 @@ class TrainSpeedConfig:
 
 def matmul_peaks(seconds: float) -> dict[str, float]:
     """Best GFLOP/s of a square ``torch.mm`` per dtype (fp32, bf16) on the CPU."""
-    out = {}
-    for dtype, name in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
-        best = 0.0
-        for n in (1024, 2048):
-            a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-            torch.mm(a, b)  # warm-up
-            deadline = time.perf_counter() + seconds / 2
-            while time.perf_counter() < deadline:
-                t0 = time.perf_counter()
-                torch.mm(a, b)
-                best = max(best, 2 * n**3 / (time.perf_counter() - t0))
-        out[name] = best / 1e9
-    return out
+    from worldreel.eval.speed import matmul_peak
+
+    cpu = torch.device("cpu")
+    return {name: matmul_peak(cpu, seconds, dtype)["gflops"] for dtype, name in ((torch.float32, "fp32"), (torch.bfloat16, "bf16"))}
 
 
 def _step_fn(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module], torch.Tensor], mode: str) -> Callable[[], None]:
