@@ -273,6 +273,17 @@ def test_bad_lever_values_name_the_parameter(tmp_path, option, value):
     assert err.value.param == f"task.{option}"
 
 
+def test_state_loss_refuses_a_compiled_model(tmp_path):
+    from worldreel.presets import get_preset
+    from worldreel.train.dit_task import DiTTask, DiTTaskConfig
+
+    preset = get_preset("world-micro")
+    with pytest.raises(UserError) as err:
+        DiTTask(preset.model, dataclasses.replace(preset.train_dit, compile=True), DiTTaskConfig(state_loss=0.1))
+    assert err.value.param == "task.state_loss"
+    DiTTask(preset.model, dataclasses.replace(preset.train_dit, compile=True), DiTTaskConfig(object_weight=1.0))
+
+
 def test_resume_is_exact_with_the_levers_on_and_export_has_no_head(tmp_path, world_cache):
     from safetensors.torch import load_file
 

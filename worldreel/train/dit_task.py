@@ -141,6 +141,10 @@ class DiTTask:
         if not 0 <= cfg.state_block <= depth:
             raise UserError(f"task.state_block must be from 1 to the depth {depth} (0 = depth // 2), got {cfg.state_block}",
                             param="task.state_block")
+        if cfg.state_loss > 0 and getattr(self.train_cfg, "compile", False):
+            # The head reads its block through a forward hook added per step: a compiled graph
+            # would retrace for every new hook. Not supported yet.
+            raise UserError("task.state_loss does not work with train.compile=true yet", param="task.state_loss")
         if cfg.state_until < 0:
             raise UserError(f"task.state_until must be >= 0 (0 = never stop), got {cfg.state_until}", param="task.state_until")
         return cfg.state_block or max(depth // 2, 1)
