@@ -307,7 +307,8 @@ class LatentCache(torch.utils.data.Dataset):
 
     def collate(self, items: list[dict]) -> dict:
         """Stack a same-shape list: latents (B, C, f, h, w), text (B, L, D) right-padded with its
-        mask (B, L), captions, and the empty prompt's null_text (1, L0, D) / null_mask (1, L0)."""
+        mask (B, L), captions, the empty prompt's null_text (1, L0, D) / null_mask (1, L0), and
+        the items' indices (for per-item data kept beside the cache, e.g. world-state targets)."""
         latents = torch.stack([it["latents"] for it in items])  # (B, C, f, h, w)
         length = max(it["text"].shape[0] for it in items)
         dim = items[0]["text"].shape[1]
@@ -318,7 +319,8 @@ class LatentCache(torch.utils.data.Dataset):
             mask[b, : it["text"].shape[0]] = True
         null = self.null_text()
         return {"latents": latents, "text": text, "text_mask": mask, "captions": [it["caption"] for it in items],
-                "null_text": null[None], "null_mask": torch.ones(1, null.shape[0], dtype=torch.bool)}
+                "null_text": null[None], "null_mask": torch.ones(1, null.shape[0], dtype=torch.bool),
+                "indices": [int(it["index"]) for it in items]}
 
     def epoch(self, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
         """The batches (index arrays) of one pass: each bucket shuffled and cut into full

@@ -72,12 +72,15 @@ def flow_loss(
     t: torch.Tensor,
     noise: torch.Tensor,
     given: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Rectified-flow loss: mean squared error of the predicted velocity on the frames that are not given.
 
     model_fn(x_t (B, C, f, h, w), t_frames (B, f)) -> v; x0, noise (B, C, f, h, w); t (B,);
     given (B, f) bool: frames the model is shown clean (their time is 0, their latents x0)
     and not scored on. A sample with every frame given contributes nothing.
+    weight: optional per-element weights of the squared error, broadcastable to x0 (e.g.
+    (B, 1, f, h, w) per latent cell, the DiT task's ``object_weight``); None = uniform.
     """
     B, _, f = x0.shape[:3]
     # 1. Per-frame times: the sample's t on generated frames, 0 on given ones.
@@ -89,6 +92,9 @@ def flow_loss(
     x_t = noisy(x0, noise, t_frames)  # (B, C, f, h, w)
     target = noise - x0  # (B, C, f, h, w)
     # 3. Per-frame error, averaged over the frames the model must generate.
-    err = (model_fn(x_t, t_frames).float() - target.float()).square().mean(dim=(1, 3, 4))  # (B, f)
+    sq = (model_fn(x_t, t_frames).float() - target.float()).square()  # (B, C, f, h, w)
+    if weight is not None:
+        sq = sq * weight.float()
+    err = sq.mean(dim=(1, 3, 4))  # (B, f)
     weight = (~given).float()  # (B, f)
     return (err * weight).sum() / weight.sum().clamp(min=1.0)

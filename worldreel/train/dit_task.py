@@ -69,6 +69,18 @@ class DiTTaskConfig:
     # Latent-cache training: items whose caption facts list two or more objects are drawn this
     # many times per epoch (1 = once, like every other item); other data sources ignore it.
     repeat_multi: int = 1
+    # Issue 32's levers, from the reel world's state re-simulated per item (data/world_state.py,
+    # train/state_head.py); items without a scene seed (your own videos) are trained as before.
+    # Lever 2: weight each latent cell's flow loss 1 + object_weight * (occupancy + motion),
+    # capped at object_cap, renormalised to mean 1 per clip; 0 = uniform (off).
+    object_weight: float = 0.0
+    object_cap: float = 4.0
+    # Lever 1: an auxiliary head on the tokens after ``state_block`` blocks (0 = depth // 2)
+    # predicts per-cell colour occupancy, what is behind the pillar and velocity; its loss is
+    # added times ``state_loss`` (0 = off, no head). The head is checkpointed, never exported.
+    state_loss: float = 0.0
+    state_block: int = 0
+    state_until: int = 0  # the state loss stops from this optimiser step on (HASTE, 2025); 0 = never
 
     def mode_probs(self) -> list[float]:
         given = [self.p_first, self.p_last, self.p_prefix, self.p_suffix, self.p_ends]
@@ -108,10 +120,38 @@ class DiTTask:
         self.model_cfg, self.train_cfg = model_cfg, train_cfg
         self.cfg = cfg or DiTTaskConfig()
         self.probs = self.cfg.mode_probs()
+        self.state_block = self._check_levers()
         self._text = None  # TextEncoder, loaded on first use (3-6 s)
         self._vae = None  # VideoVAE for data="world", loaded on first use
         self._eval_batch = None
         self._cache_command = ""  # the command that made the latent cache, read as training starts (data_facts)
+
+    def _check_levers(self) -> int:
+        """Validate the issue-32 options; returns the block count that feeds the state head."""
+        import math
+
+        cfg, depth = self.cfg, self.model_cfg.dit.depth
+        for name in ("object_weight", "state_loss"):
+            value = getattr(cfg, name)
+            if not math.isfinite(value) or value < 0:
+                raise UserError(f"task.{name} must be a number >= 0 (0 = off), got {value!r}", param=f"task.{name}")
+        if not math.isfinite(cfg.object_cap) or cfg.object_cap < 1:
+            raise UserError(f"task.object_cap must be >= 1 (the background's weight), got {cfg.object_cap!r}",
+                            param="task.object_cap")
+        if not 0 <= cfg.state_block <= depth:
+            raise UserError(f"task.state_block must be from 1 to the depth {depth} (0 = depth // 2), got {cfg.state_block}",
+                            param="task.state_block")
+        if cfg.state_loss > 0 and getattr(self.train_cfg, "compile", False):
+            # The head reads its block through a forward hook added per step: a compiled graph
+            # would retrace for every new hook. Not supported yet.
+            raise UserError("task.state_loss does not work with train.compile=true yet", param="task.state_loss")
+        if cfg.state_until < 0:
+            raise UserError(f"task.state_until must be >= 0 (0 = never stop), got {cfg.state_until}", param="task.state_until")
+        return cfg.state_block or max(depth // 2, 1)
+
+    def uses_state(self) -> bool:
+        """Whether batches carry world-state targets (a lever is on)."""
+        return self.cfg.object_weight > 0 or self.cfg.state_loss > 0
 
     # -- model ----------------------------------------------------------------------------
 
@@ -141,6 +181,11 @@ class DiTTask:
                 except ValueError as err:
                     raise UserError(f"task.grow: {err}", param="task.grow") from None
                 print(f"grew {self.cfg.init} from depth {start.depth} to {want.depth}: new identity blocks at {added}", file=sys.stderr)
+        if self.cfg.state_loss > 0:
+            # After init's weights are in: the head is this run's own (its keys are "state_head.*").
+            from worldreel.train.state_head import HEAD_NAME, StateHead
+
+            model.add_module(HEAD_NAME, StateHead(model.cfg.width, model.cfg.patch))
         return model
 
     def text_encoder(self, device: torch.device | str = "cpu"):
@@ -211,13 +256,22 @@ class DiTTask:
             size = tuple(tc.sizes[int(rng.integers(len(tc.sizes)))])
             seconds = float(tc.seconds[int(rng.integers(len(tc.seconds)))])
             frames = 1 + round(seconds * self.model_cfg.fps)
-            clips = iter(WorldClips(seed=int(rng.integers(2**31)), size=size, frames=frames, image_prob=0.0,
-                                    holdout=self.cfg.holdout))
+            source = WorldClips(seed=int(rng.integers(2**31)), size=size, frames=frames, image_prob=0.0,
+                                holdout=self.cfg.holdout)
+            clips = iter(source)
             items = [next(clips) for _ in range(tc.batch_size)]
             video = torch.stack([item["video"] for item in items]).to(device)  # (B, 3, F, H, W)
             with torch.no_grad():
                 latents = vae.encode(video).cpu()  # (B, C, f, h, w), the posterior mean
-            yield {"latents": latents, "captions": [item["caption"] for item in items]}
+            batch = {"latents": latents, "captions": [item["caption"] for item in items]}
+            if self.uses_state():
+                from worldreel.data.world_state import scene_targets, stack_targets
+
+                vc = vae.cfg
+                targets = [scene_targets(item["seed"], size, source.sim_seconds, tuple(range(frames)), self.cfg.holdout,
+                                         vc.time_factor, vc.space_factor)[0] for item in items]
+                batch.update(stack_targets(targets, tuple(latents.shape[2:])), step=step // tc.accum)
+            yield batch
             step += 1
 
     def _cache_batches(self, folder: Path, seed, rank, world_size, start_step, repeat_multi):
@@ -226,8 +280,21 @@ class DiTTask:
         except ImportError:
             raise UserError("this installation has no latent cache reader (worldreel.data.latents)", param="train.data") from None
         cache = LatentCache(folder, repeat_multi=repeat_multi)
-        yield from cache.batches(batch_size=self.train_cfg.batch_size, seed=seed, rank=rank, world_size=world_size,
-                                 start_step=start_step)
+        batches = cache.batches(batch_size=self.train_cfg.batch_size, seed=seed, rank=rank, world_size=world_size,
+                                start_step=start_step)
+        if not self.uses_state():
+            yield from batches
+            return
+        from worldreel.data.world_state import CacheStates
+
+        states = CacheStates(cache.info, cache.entries)
+        for micro, batch in enumerate(batches, start=start_step):
+            batch.update(states.batch(batch["indices"], tuple(batch["latents"].shape[2:])))
+            batch["step"] = micro // self.train_cfg.accum  # the optimiser step (state_until)
+            if micro == start_step and not bool(batch["has_state"].any()):
+                print(f"warning: {folder}'s first batch has no world-state targets (not a reel-world cache?): "
+                      "task.object_weight and task.state_loss only act on items with a scene seed", file=sys.stderr)
+            yield batch
 
     # -- loss -----------------------------------------------------------------------------
 
@@ -269,10 +336,43 @@ class DiTTask:
         t = sample_t(B, generator=generator, mean=cfg.t_mean, std=cfg.t_std, shift=shift).to(device)  # (B,)
         noise = torch.randn(x0.shape, generator=generator, device=gdev).to(device)  # (B, C, f, h, w)
         given = sample_given(B, f, self.probs, generator).to(device)  # (B, f)
-        # 2. Text states (cached per prompt), then the flow-matching loss on the frames not given.
+        # 2. Text states (cached per prompt), then the flow-matching loss on the frames not given,
+        #    weighted where the world's objects are (lever 2) when asked.
         text, text_mask = self._text_for(batch, drop, device)
-        loss = flow_loss(lambda x, t_frames: model(x, t_frames, text, text_mask), x0, t=t, noise=noise, given=given)
-        return loss, {"items": float(B), "tokens": float(B * n_tokens), "given": given.float().mean().item()}
+        logs = {"items": float(B), "tokens": float(B * n_tokens), "given": given.float().mean().item()}
+        weight = None
+        if cfg.object_weight > 0 and "state" in batch:
+            from worldreel.train.state_head import object_weights
+
+            weight = object_weights(batch["state"].to(device), batch["has_state"].to(device), given, cfg.object_weight,
+                                    cfg.object_cap)  # (B, 1, f, h, w)
+        head = getattr(model, "state_head", None)
+        if head is None:
+            loss = flow_loss(lambda x, t_frames: model(x, t_frames, text, text_mask), x0, t=t, noise=noise, given=given,
+                             weight=weight)
+            return loss, logs
+        # 3. Lever 1: the state head on the tokens after block state_block, read by a forward hook.
+        active = "state" in batch and (cfg.state_until == 0 or int(batch.get("step", 0)) < cfg.state_until)
+        tokens: list[torch.Tensor] = []
+        hook = model.blocks[self.state_block - 1].register_forward_hook(
+            lambda _m, _i, out: tokens.append(out) if active and not tokens else None)  # the first call, not a recompute
+        try:
+            loss = flow_loss(lambda x, t_frames: model(x, t_frames, text, text_mask), x0, t=t, noise=noise, given=given,
+                             weight=weight)
+        finally:
+            hook.remove()
+        if not active:
+            # Every parameter must get a gradient under DDP: the head's is zero.
+            return loss + 0.0 * sum(p.sum() for p in head.parameters()), logs
+        if not tokens:
+            raise RuntimeError("the state head's block hook did not run (is the model compiled? train.compile=false)")
+        from worldreel.train.state_head import state_loss
+
+        grid = (f // patch[0], h // patch[1], w // patch[2])
+        pred = head(tokens[0], grid)  # (B, K, f, h, w)
+        aux, aux_logs = state_loss(pred, batch["state"].to(device), batch["has_state"].to(device))
+        logs.update(aux_logs, state=aux.item())
+        return loss + cfg.state_loss * aux, logs
 
     # -- evaluation (optional hook of the trainer) -------------------------------------------
 
@@ -330,7 +430,7 @@ class DiTTask:
         batch = self._eval_batch
         x0 = batch["latents"][: self.cfg.eval_items].to(device).float()  # (B, C, f, h, w)
         B, _, f = x0.shape[:3]
-        sub = {k: v[:B] for k, v in batch.items()}
+        sub = {k: v[:B] for k, v in batch.items() if k != "step"}
         text, text_mask = self._text_for(sub, torch.zeros(B, dtype=torch.bool), device)
         noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)).to(device)
         scores = {}
@@ -357,6 +457,10 @@ class DiTTask:
         from worldreel.model_folder import VAE_FILE, read_config_data, update_config, write_weights
 
         model = getattr(model, "module", model)  # a DDP wrapper
+        if getattr(model, "state_head", None) is not None:  # trained with the run, never exported
+            plain = DiT(model.cfg)
+            plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("state_head.")})
+            model = plain
         out = Path(out_dir)
         write_weights(out, "dit", model)
         sections: dict[str, Any] = {"dit": model.cfg, "text": self.model_cfg.text}
