@@ -139,11 +139,6 @@ def test_safety_check_command(capsys):
 
 
 @pytest.fixture(scope="module")
-def model(tiny_model):
-    return tiny_model
-
-
-@pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     from worldreel.data.video_io import write_image, write_video
 
@@ -155,9 +150,9 @@ def inputs(tmp_path_factory):
 
 
 @pytest.mark.parametrize("no_rewrite", [False, True])
-def test_every_generation_mode_refuses_and_writes_nothing(tmp_path, model, inputs, capsys, no_rewrite):
+def test_every_generation_mode_refuses_and_writes_nothing(tmp_path, tiny_model, inputs, capsys, no_rewrite):
     prompt = "a naked woman dancing"
-    fast = ["--model", model, "--size", "32x32", "--steps", "1", "--seed", "1"] + (["--no-rewrite"] if no_rewrite else [])
+    fast = ["--model", tiny_model, "--size", "32x32", "--steps", "1", "--seed", "1"] + (["--no-rewrite"] if no_rewrite else [])
     img, clip = str(inputs / "a.png"), str(inputs / "clip.mp4")
     modes = {"generate": [prompt], "animate": [img, prompt], "extend": [clip, prompt],
              "interpolate": [img, img, prompt], "loop": [prompt], "edit": [clip, prompt]}
@@ -170,7 +165,7 @@ def test_every_generation_mode_refuses_and_writes_nothing(tmp_path, model, input
     assert list(tmp_path.iterdir()) == []
 
 
-def test_the_rewritten_prompt_is_checked_too(model):
+def test_the_rewritten_prompt_is_checked_too(tiny_model):
     from worldreel.pipelines.generate import Generator
     from worldreel.pipelines.prompts import Rewrite
 
@@ -178,7 +173,7 @@ def test_the_rewritten_prompt_is_checked_too(model):
         def rewrite(self, prompt, *, seed):
             return Rewrite(text=prompt + " and then a man stabs a woman", source="endpoint")
 
-    gen = Generator.load(model, rewriter=AddsSomething())
+    gen = Generator.load(tiny_model, rewriter=AddsSomething())
     with pytest.raises(PolicyRefused) as refused:
         gen.generate("a red ball falls", size="32x32", steps=1, seconds=1, seed=0)
     assert refused.value.category == "violence"
