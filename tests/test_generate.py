@@ -22,10 +22,14 @@ class _Spy(torch.nn.Module):
     def __init__(self, dit):
         super().__init__()
         self.dit, self.calls, self.outputs = dit, [], []
+        self.fact_embed = dit.fact_embed
 
-    def forward(self, x, t, text, text_mask):
-        v = self.dit(x, t, text, text_mask)
-        self.calls.append((x.clone(), t.clone(), text.shape[0]))
+    def text_context(self, text, text_mask, facts=None):
+        return self.dit.text_context(text, text_mask, facts)
+
+    def forward(self, x, t, text=None, text_mask=None, *, context=None):
+        v = self.dit(x, t, text, text_mask, context=context)
+        self.calls.append((x.clone(), t.clone(), x.shape[0]))
         self.outputs.append(v.clone())
         return v
 
@@ -292,3 +296,27 @@ def test_guidance_modes_apply_record_and_follow_the_models_config(tmp_path):
     made = {mode: tuned.generate("a red ball falls", seconds=1, seed=1, guidance_mode=mode, **FAST).frames
             for mode in ("cfg", "zero-star", "apg")}
     assert not np.array_equal(made["cfg"], made["zero-star"]) and not np.array_equal(made["cfg"], made["apg"])
+
+
+def test_text_context_computes_what_the_text_does_and_bf16_sampling_matches_autocast(tiny_model):
+    """The sampler's per-prompt text context gives the forward pass bit for bit, and the CPU bf16
+    path (a bf16 copy of the weights) makes the video that bf16 autocast over fp32 weights makes."""
+    gen = Generator.load(tiny_model)
+    g = torch.Generator().manual_seed(0)
+    dit = gen.dit
+    x = torch.randn(2, dit.cfg.in_channels, 3, 4, 4, generator=g)
+    t = torch.rand(2, 3, generator=g)
+    text = torch.randn(2, 5, dit.cfg.text_dim, generator=g)
+    mask = torch.tensor([[True] * 5, [True, True, False, False, False]])
+    with torch.no_grad():
+        assert torch.equal(dit(x, t, text, mask), dit(x, t, context=dit.text_context(text, mask)))
+    fp32 = gen.generate("a red ball falls", seed=3, rewrite=False, **FAST).frames
+    gen.precision = "bf16"
+    copy_ = gen._denoiser()
+    assert copy_ is not gen.dit and next(copy_.parameters()).dtype == torch.bfloat16
+    assert gen._denoiser() is copy_  # made once
+    fast = gen.generate("a red ball falls", seed=3, rewrite=False, **FAST).frames
+    gen._bf16_dit = (gen.dit, gen.dit)  # the fp32 weights under autocast: what bf16 meant before the copy
+    autocast = gen.generate("a red ball falls", seed=3, rewrite=False, **FAST).frames
+    diff = np.abs(fast.astype(int) - autocast.astype(int))
+    assert diff.mean() < 1.0 and np.abs(fast.astype(int) - fp32.astype(int)).mean() < 4.0, (diff.mean(), diff.max())

@@ -75,7 +75,8 @@ def make_videos(out: Path, prompts: list[str], seeds: int, *, model: Optional[st
                 size: Optional[str] = None, seconds: Optional[float] = None, steps: Optional[int] = None,
                 guidance: Optional[float] = None, shift: Optional[float] = None, device: str = "cpu",
                 rewrite: bool = True, autoencoder: Optional[str] = None, add: bool = False,
-                guidance_mode: Optional[str] = None, guidance_interval: Optional[str] = None) -> list[dict]:
+                guidance_mode: Optional[str] = None, guidance_interval: Optional[str] = None,
+                precision: Optional[str] = None) -> list[dict]:
     """Write one video per (prompt, seed) and captions.jsonl into ``out``.
 
     model None renders the truth (the world's realisation of each prompt), reconstructed by
@@ -98,6 +99,8 @@ def make_videos(out: Path, prompts: list[str], seeds: int, *, model: Optional[st
         from worldreel.pipelines.generate import check_sampling
 
         check_sampling(steps, guidance, shift, guidance_mode=guidance_mode, guidance_interval=guidance_interval)
+    elif precision is not None:
+        raise UserError("--precision goes with --model (the truth is rendered, not computed)", param="precision")
     if model is None:
         from worldreel.cli.world import parse_size
         from worldreel.data.render import render_clip
@@ -115,13 +118,13 @@ def make_videos(out: Path, prompts: list[str], seeds: int, *, model: Optional[st
             from worldreel.pipelines.generate import Generator
         except ImportError as err:
             raise UserError(f"generating with a model needs worldreel.pipelines.generate ({err})", param="model") from None
-        generator = Generator.load(model, device=device)
+        generator = Generator.load(model, device=device, precision=precision or "fp32")
     settings = _settings(model, autoencoder, size=size, seconds=seconds, steps=steps, guidance=guidance, shift=shift,
                          rewrite=rewrite)
     # The guidance options are recorded only when given, so folders made before they existed
     # (with the model's own guidance) can still be added to.
-    settings.update({k: v for k, v in (("guidance_mode", guidance_mode), ("guidance_interval", guidance_interval))
-                     if v is not None})
+    settings.update({k: v for k, v in (("guidance_mode", guidance_mode), ("guidance_interval", guidance_interval),
+                                       ("precision", precision)) if v is not None})
     rows = _kept_rows(out, settings) if add else []
     out.mkdir(parents=True, exist_ok=True)
     # 2. One video per prompt and seed, captions.jsonl rewritten after each (an interrupted bench resumes with --add).
@@ -254,7 +257,8 @@ def bench_world(videos: Optional[Path] = None, model: Optional[str] = None, trut
                 no_report: bool = False, size: Optional[str] = None, seconds: Optional[float] = None,
                 steps: Optional[int] = None, guidance: Optional[float] = None, shift: Optional[float] = None,
                 device: str = "cpu", rewrite: bool = True, autoencoder: Optional[str] = None, add: bool = False,
-                guidance_mode: Optional[str] = None, guidance_interval: Optional[str] = None) -> dict:
+                guidance_mode: Optional[str] = None, guidance_interval: Optional[str] = None,
+                precision: Optional[str] = None) -> dict:
     """The whole command; returns the result dict (also written as JSON)."""
     from worldreel.eval.report import score_folder, write_json, write_report
 
@@ -291,7 +295,7 @@ def bench_world(videos: Optional[Path] = None, model: Optional[str] = None, trut
         start = time.perf_counter()
         rows = make_videos(out, prompt_list, seeds, model=model, seed_base=seed_base, size=size, seconds=seconds, steps=steps,
                     guidance=guidance, shift=shift, device=device, rewrite=rewrite, autoencoder=autoencoder, add=add,
-                    guidance_mode=guidance_mode, guidance_interval=guidance_interval)
+                    guidance_mode=guidance_mode, guidance_interval=guidance_interval, precision=precision)
         made = time.perf_counter() - start
     start = time.perf_counter()
     result = score_folder(folder, progress=True)
@@ -363,10 +367,12 @@ def register(groups) -> None:
         guidance_mode: Annotated[Optional[str], typer.Option("--guidance-mode", help="cfg, interval, zero-star or apg (--model; default: the model's).")] = None,
         guidance_interval: Annotated[Optional[str], typer.Option("--guidance-interval", help="LO,HI noise levels where --guidance-mode interval guides.")] = None,
         device: Annotated[str, typer.Option("--device", help="Device for --model: cpu, cuda, ...")] = "cpu",
+        precision: Annotated[Optional[str], typer.Option("--precision", help="fp32, bf16 or auto for --model (default fp32, as generate).")] = None,
         no_rewrite: Annotated[bool, typer.Option("--no-rewrite", help="Give the model the prompt as written.")] = False,
         autoencoder: Annotated[Optional[str], typer.Option("--autoencoder", help="With --truth: pass the truth through this model's autoencoder (its ceiling).")] = None,
         add: Annotated[bool, typer.Option("--add", help="Keep --out's videos made the same way; make only missing (prompt, seed) pairs (resume, or more seeds).")] = False,
     ) -> None:
         """world-bench: does each video follow its prompt and obey the reel world's physics?"""
         bench_world(videos, model, truth, prompts, suite, seeds, seed_base, out, json_out, report, no_report, size,
-                    seconds, steps, guidance, shift, device, not no_rewrite, autoencoder, add, guidance_mode, guidance_interval)
+                    seconds, steps, guidance, shift, device, not no_rewrite, autoencoder, add, guidance_mode, guidance_interval,
+                    precision)

@@ -52,6 +52,7 @@ class DiTConfig:
     mlp_ratio: float = 4.0  # MLP hidden width = mlp_ratio * width
     rope_theta: float = 10000.0  # RoPE base period, shared by the three axes
     pooled_text: bool = True  # add the masked mean of the text states to the adaLN conditioning (as SD3 adds a pooled text vector)
+    fact_cond: bool = False  # add the caption's parsed facts to the adaLN conditioning (models/fact_cond.py; issue 32 lever 3)
     grad_checkpoint: bool = False  # recompute block activations in backward: less memory, ~30 % more time (training switch)
 
 
@@ -82,23 +83,27 @@ class RMSNorm(nn.RMSNorm):
         return F.rms_norm(x, self.normalized_shape, weight, self.eps)
 
 
-# Largest query x key count (per head) at which bf16 attention on a CPU runs as explicit
-# matmuls and a softmax. PyTorch's CPU flash kernel is fast in fp32 but its bf16 backward
-# is slow at short lengths (issue 31: 394 ms against 108 ms in fp32 at world-tiny's 144
-# tokens, batch 32), while bf16 matmuls run on AMX. Forward + backward, bf16, 2 shared
+# Largest query x key count (per head) at which bf16 attention on a CPU *in training* runs as
+# explicit matmuls and a softmax. PyTorch's CPU flash kernel is fast in fp32 but its bf16
+# backward is slow at short lengths (issue 31: 394 ms against 108 ms in fp32 at world-tiny's
+# 144 tokens, batch 32), while bf16 matmuls run on AMX. Forward + backward, bf16, 2 shared
 # (loaded) cores, 4 heads of 64: explicit 148 ms against SDPA 188 ms at 144 tokens x batch
 # 32, 209 against 294 at 576 x 8, but 1149 against 653 at 2304 x 2, where the N x N score
-# matrix no longer fits in cache.
+# matrix no longer fits in cache. Without gradients (sampling) the flash kernel's bf16 forward
+# wins at every length: 99 against 208 us at 144 x 144 tokens, batch 2 (self-attention while
+# sampling), 75 against 158 us for cross-attention to 48 text tokens, 1.0 against 4.0 ms at 576.
 EXPLICIT_ATTENTION_MAX = 576 * 576
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """softmax(q k^T / sqrt(hd) + mask) v: q (B, H, N, hd), k and v (B, H, L, hd), mask (B, 1, 1, L) bool or None.
 
-    GPU and fp32 use ``F.scaled_dot_product_attention`` (fused kernels); bf16 on a CPU at
-    up to ``EXPLICIT_ATTENTION_MAX`` scores per head spells it out (faster there, see above).
+    GPU, fp32 and inference use ``F.scaled_dot_product_attention`` (fused kernels); bf16
+    training on a CPU at up to ``EXPLICIT_ATTENTION_MAX`` scores per head spells it out
+    (its backward is faster there, see above).
     """
-    if q.device.type != "cpu" or q.dtype != torch.bfloat16 or q.shape[-2] * k.shape[-2] > EXPLICIT_ATTENTION_MAX:
+    if (q.device.type != "cpu" or q.dtype != torch.bfloat16 or not torch.is_grad_enabled()
+            or q.shape[-2] * k.shape[-2] > EXPLICIT_ATTENTION_MAX):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, N, hd)
     scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2))  # (B, H, N, L)
     if mask is not None:
@@ -208,11 +213,15 @@ class CrossAttention(nn.Module):
         self.k_norm = RMSNorm(width // heads, eps=1e-6)
         self.proj = nn.Linear(width, width)
 
-    def forward(self, x: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
-        q = rearrange(self.q(x), "b n (h d) -> b h n d", h=self.heads)  # (B, H, N, hd)
+    def text_kv(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The text's normalised keys and values, 2 x (B, H, L, hd): the same at every sampler step."""
         k, v = rearrange(self.kv(text), "b l (two h d) -> two b h l d", two=2, h=self.heads)  # 2 x (B, H, L, hd)
-        q, k = self.q_norm(q), self.k_norm(k)  # (B, H, N|L, hd)
-        out = attention(q, k, v, text_mask[:, None, None, :])  # (B, H, N, hd)
+        return self.k_norm(k), v
+
+    def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], text_mask: torch.Tensor) -> torch.Tensor:
+        """x (B, N, D); kv: ``text_kv`` of the text; text_mask (B, L) bool."""
+        q = self.q_norm(rearrange(self.q(x), "b n (h d) -> b h n d", h=self.heads))  # (B, H, N, hd)
+        out = attention(q, *kv, text_mask[:, None, None, :])  # (B, H, N, hd)
         return self.proj(rearrange(out, "b h n d -> b n (h d)"))  # (B, N, D)
 
 
@@ -232,15 +241,16 @@ class DiTBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d))
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))  # per-frame shift/scale/gate x 2
 
-    def forward(self, x, c, rope, text, text_mask, skip=None):
-        """x (B, N, D) tokens in (f, h, w) order; c (B, f, D) per-frame conditioning; skip (B, N, D) or None."""
+    def forward(self, x, c, rope, kv, text_mask, skip=None):
+        """x (B, N, D) tokens in (f, h, w) order; c (B, f, D) per-frame conditioning; kv: this block's
+        ``CrossAttention.text_kv``; text_mask (B, L); skip (B, N, D) or None."""
         f = c.shape[1]
         if self.skip is not None:
             x = self.skip(torch.cat([x, skip], dim=-1))  # (B, N, 2D) -> (B, N, D)
         shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c).unsqueeze(2).chunk(6, dim=-1)  # 6 x (B, f, 1, D)
         h = modulate(self.norm1(x).unflatten(1, (f, -1)), shift1, scale1).flatten(1, 2)  # (B, N, D)
         x = x + (gate1 * self.attn(h, rope).unflatten(1, (f, -1))).flatten(1, 2)  # (B, N, D)
-        x = x + self.cross(self.norm_cross(x), text, text_mask)  # (B, N, D)
+        x = x + self.cross(self.norm_cross(x), kv, text_mask)  # (B, N, D)
         h = modulate(self.norm2(x).unflatten(1, (f, -1)), shift2, scale2).flatten(1, 2)  # (B, N, D)
         x = x + (gate2 * self.mlp(h).unflatten(1, (f, -1))).flatten(1, 2)  # (B, N, D)
         return x
@@ -266,6 +276,16 @@ class FinalLayer(nn.Module):
 # The model
 
 
+@dataclass
+class TextContext:
+    """What the denoiser takes from the text, made once per prompt by ``DiT.text_context``: a
+    sampler reuses it at every step (the text does not change, only x and t do)."""
+
+    mask: torch.Tensor  # (B, L) bool; a row with no real token sees its first (padding) token
+    pooled: torch.Tensor | None  # (B, D): the pooled text's (and the facts') part of the adaLN conditioning
+    kv: list[tuple[torch.Tensor, torch.Tensor]]  # per block: cross-attention keys and values, 2 x (B, H, L, hd)
+
+
 class DiT(nn.Module):
     """``forward(x, t, text, text_mask) -> v``; see the module docstring."""
 
@@ -287,6 +307,11 @@ class DiT(nn.Module):
         # Text states -> model width once, so every block's cross-attention is D x D.
         self.text_proj = nn.Sequential(LayerNorm(cfg.text_dim), nn.Linear(cfg.text_dim, d), nn.GELU(), nn.Linear(d, d))
         self.pool_proj = nn.Sequential(nn.SiLU(), nn.Linear(d, d)) if cfg.pooled_text else None
+        self.fact_embed = None
+        if cfg.fact_cond:
+            from worldreel.models.fact_cond import FactEmbedder
+
+            self.fact_embed = FactEmbedder(d)
         self.rope = Rope3D(head_dim, cfg.rope_theta)
         # U-ViT: block depth-1-i (second half) receives the input of block i (first half);
         # with an odd depth the middle block has no partner.
@@ -321,14 +346,46 @@ class DiT(nn.Module):
         nn.init.zeros_(self.final.ada[-1].bias)
         nn.init.zeros_(self.final.linear.weight)
         nn.init.zeros_(self.final.linear.bias)
+        # 6. Fact conditioning (when on): its own init, whose output layer is zero.
+        if self.fact_embed is not None:
+            self.fact_embed.reset_parameters()
         # Norm layers keep their defaults (weight 1, bias 0).
 
     def set_grad_checkpointing(self, enabled: bool) -> None:
         """Trainer switch: recompute each block in backward instead of storing its activations."""
         self.grad_checkpoint = enabled
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
-        """x (B, C, f, h, w), t (B, f) in [0, 1], text (B, L, text_dim), text_mask (B, L) bool -> v (B, C, f, h, w)."""
+    def text_context(self, text: torch.Tensor, text_mask: torch.Tensor, facts: torch.Tensor | None = None) -> TextContext:
+        """text (B, L, text_dim), text_mask (B, L) bool, facts (B, fact_cond.NUM_IDS) long or None
+        (none stated; ignored without ``cfg.fact_cond``) -> everything the blocks need from them."""
+        # A row with no real token would make attention NaN; let it see its first (padding) token.
+        text_mask = text_mask.clone()  # (B, L)
+        text_mask[~text_mask.any(dim=1), 0] = True
+        txt = self.text_proj(text)  # (B, L, D)
+        pooled = None
+        if self.pool_proj is not None:
+            weights = text_mask.to(txt.dtype)[..., None]  # (B, L, 1)
+            pooled = self.pool_proj((txt * weights).sum(1) / weights.sum(1))  # (B, D)
+        if self.fact_embed is not None:
+            if facts is None:
+                from worldreel.models.fact_cond import NUM_IDS
+
+                facts = torch.zeros(text.shape[0], NUM_IDS, dtype=torch.long, device=text.device)
+            stated = self.fact_embed(facts.to(text.device))  # (B, D)
+            pooled = stated if pooled is None else pooled + stated
+        return TextContext(text_mask, pooled, [block.cross.text_kv(txt) for block in self.blocks])
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor | None = None,
+                text_mask: torch.Tensor | None = None, *, facts: torch.Tensor | None = None,
+                context: TextContext | None = None) -> torch.Tensor:
+        """x (B, C, f, h, w), t (B, f) in [0, 1], text (B, L, text_dim), text_mask (B, L) bool,
+        facts (B, NUM_IDS) (``text_context``) -> v (B, C, f, h, w).
+
+        ``context`` (``text_context(text, text_mask)``, made once) replaces text and text_mask:
+        the sampler's way to skip the text's share of the work at every step after the first.
+        """
+        if context is None:
+            context = self.text_context(text, text_mask, facts)
         B, C, f, h, w = x.shape
         pt, ph, pw = self.cfg.patch
         if f % pt or h % ph or w % pw:
@@ -340,14 +397,8 @@ class DiT(nn.Module):
         # 2. Per-frame conditioning c (B, gf, D): the time of each latent frame (averaged over
         #    a temporal patch when pt > 1), plus the pooled text.
         c = self.t_embed(t.reshape(B, grid[0], pt).mean(-1))  # (B, gf, D)
-        # A row with no real token would make attention NaN; let it see its first (padding) token.
-        text_mask = text_mask.clone()  # (B, L)
-        text_mask[~text_mask.any(dim=1), 0] = True
-        txt = self.text_proj(text)  # (B, L, D)
-        if self.pool_proj is not None:
-            weights = text_mask.to(txt.dtype)[..., None]  # (B, L, 1)
-            pooled = (txt * weights).sum(1) / weights.sum(1)  # (B, D)
-            c = c + self.pool_proj(pooled)[:, None]  # (B, gf, D)
+        if context.pooled is not None:
+            c = c + context.pooled[:, None]  # (B, gf, D)
         rope = rope_tables(*self.rope(grid, x.device), x.dtype)  # 2 x (N, hd), in the compute dtype (bf16 under autocast)
         # 3. Blocks; U-ViT keeps the first-half inputs for the mirrored second half.
         half = len(self.blocks) // 2
@@ -357,9 +408,9 @@ class DiT(nn.Module):
             if self.cfg.skips == "uvit" and i < half:
                 saved.append(x)
             if self.grad_checkpoint and torch.is_grad_enabled():
-                x = checkpoint(block, x, c, rope, txt, text_mask, skip, use_reentrant=False)  # (B, N, D)
+                x = checkpoint(block, x, c, rope, context.kv[i], context.mask, skip, use_reentrant=False)  # (B, N, D)
             else:
-                x = block(x, c, rope, txt, text_mask, skip)  # (B, N, D)
+                x = block(x, c, rope, context.kv[i], context.mask, skip)  # (B, N, D)
         # 4. Head and tokens -> latent video.
         x = self.final(x, c)  # (B, N, P*C)
         return rearrange(

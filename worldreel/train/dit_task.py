@@ -167,14 +167,20 @@ class DiTTask:
                 raise UserError(f"task.init: {err}", param="task.init") from None
             want = self.model_cfg.dit
             deeper = deeper_only(to_dict(start), to_dict(want))
-            if to_dict(start) != to_dict(want) and not (deeper and self.cfg.grow):
+            # Turning fact conditioning on keeps every weight (its embedder starts at zero).
+            adds_facts = want.fact_cond and not start.fact_cond and to_dict(start) == {**to_dict(want), "fact_cond": False}
+            if to_dict(start) != to_dict(want) and not (deeper and self.cfg.grow) and not adds_facts:
                 hint = f"; set task.grow=true to grow it from depth {start.depth} to {want.depth}" if deeper else ""
                 raise UserError(f"task.init {self.cfg.init} is a different denoiser layout than the preset's{hint}", param="task.init")
-            target = DiT(start) if deeper else model
+            target = DiT(start) if deeper or adds_facts else model
             try:
                 load_weights(target, folder / DIT_FILE, "task.init")
             except UserError as err:
                 raise UserError(f"task.init: {err}", param="task.init") from None
+            if adds_facts:
+                missing, unexpected = model.load_state_dict(target.state_dict(), strict=False)
+                assert not unexpected and all(k.startswith("fact_embed.") for k in missing), (missing, unexpected)
+                print(f"task.init {self.cfg.init}: fact conditioning added (dit.fact_cond), starting at zero", file=sys.stderr)
             if deeper:
                 try:
                     added = grow_depth(model, target)
@@ -321,6 +327,16 @@ class DiTTask:
         mask = torch.where(keep[:, None], mask, null_mask)  # (B, L)
         return states, mask
 
+    def _facts_for(self, batch: dict, drop: torch.Tensor, device: torch.device) -> torch.Tensor | None:
+        """(B, NUM_IDS) parsed caption facts for ``dit.fact_cond`` (zeros where the caption was
+        dropped, as for the empty prompt), or None when the denoiser does not take them."""
+        if not self.model_cfg.dit.fact_cond:
+            return None
+        from worldreel.models.fact_cond import fact_batch
+
+        captions = ["" if d else c for c, d in zip(batch["captions"], drop.tolist())]
+        return fact_batch(captions, device)
+
     def loss(self, model: nn.Module, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.cfg
         device = next(model.parameters()).device
@@ -339,6 +355,7 @@ class DiTTask:
         # 2. Text states (cached per prompt), then the flow-matching loss on the frames not given,
         #    weighted where the world's objects are (lever 2) when asked.
         text, text_mask = self._text_for(batch, drop, device)
+        facts = self._facts_for(batch, drop, device)
         logs = {"items": float(B), "tokens": float(B * n_tokens), "given": given.float().mean().item()}
         weight = None
         if cfg.object_weight > 0 and "state" in batch:
@@ -348,7 +365,7 @@ class DiTTask:
                                     cfg.object_cap)  # (B, 1, f, h, w)
         head = getattr(model, "state_head", None)
         if head is None:
-            loss = flow_loss(lambda x, t_frames: model(x, t_frames, text, text_mask), x0, t=t, noise=noise, given=given,
+            loss = flow_loss(lambda x, t_frames: model(x, t_frames, text, text_mask, facts=facts), x0, t=t, noise=noise, given=given,
                              weight=weight)
             return loss, logs
         # 3. Lever 1: the state head on the tokens after block state_block, read by a forward hook.
@@ -357,7 +374,7 @@ class DiTTask:
         hook = model.blocks[self.state_block - 1].register_forward_hook(
             lambda _m, _i, out: tokens.append(out) if active and not tokens else None)  # the first call, not a recompute
         try:
-            loss = flow_loss(lambda x, t_frames: model(x, t_frames, text, text_mask), x0, t=t, noise=noise, given=given,
+            loss = flow_loss(lambda x, t_frames: model(x, t_frames, text, text_mask, facts=facts), x0, t=t, noise=noise, given=given,
                              weight=weight)
         finally:
             hook.remove()
@@ -432,17 +449,18 @@ class DiTTask:
         B, _, f = x0.shape[:3]
         sub = {k: v[:B] for k, v in batch.items() if k != "step"}
         text, text_mask = self._text_for(sub, torch.zeros(B, dtype=torch.bool), device)
+        facts = self._facts_for(sub, torch.zeros(B, dtype=torch.bool), device)
         noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)).to(device)
         scores = {}
         for tv in (0.25, 0.5, 0.75):
             t = torch.full((B,), tv, device=device)
-            scores[f"loss_t{tv:g}"] = flow_loss(lambda x, tf: model(x, tf, text, text_mask), x0, t=t, noise=noise).item()
+            scores[f"loss_t{tv:g}"] = flow_loss(lambda x, tf: model(x, tf, text, text_mask, facts=facts), x0, t=t, noise=noise).item()
         if f > 1:
             given = torch.zeros(B, f, dtype=torch.bool, device=device)
             given[:, 0] = True
             t = torch.full((B,), 0.5, device=device)
             scores["loss_first_given"] = flow_loss(
-                lambda x, tf: model(x, tf, text, text_mask), x0, t=t, noise=noise, given=given
+                lambda x, tf: model(x, tf, text, text_mask, facts=facts), x0, t=t, noise=noise, given=given
             ).item()
         return scores
 
