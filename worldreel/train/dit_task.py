@@ -81,6 +81,10 @@ class DiTTaskConfig:
     state_loss: float = 0.0
     state_block: int = 0
     state_until: int = 0  # the state loss stops from this optimiser step on (HASTE, 2025); 0 = never
+    # Lever 3 (models/fact_cond.py, on with --set model.dit.fact_cond=true): the fact embedder's
+    # learning rate as a multiple of train.lr. It starts at zero in a trained denoiser, whose
+    # fine-tuning rate is small, so it may learn faster than the rest.
+    fact_lr: float = 1.0
 
     def mode_probs(self) -> list[float]:
         given = [self.p_first, self.p_last, self.p_prefix, self.p_suffix, self.p_ends]
@@ -145,9 +149,20 @@ class DiTTask:
             # The head reads its block through a forward hook added per step: a compiled graph
             # would retrace for every new hook. Not supported yet.
             raise UserError("task.state_loss does not work with train.compile=true yet", param="task.state_loss")
+        if not math.isfinite(cfg.fact_lr) or cfg.fact_lr <= 0:
+            raise UserError(f"task.fact_lr must be a number > 0 (a multiple of train.lr), got {cfg.fact_lr!r}", param="task.fact_lr")
         if cfg.state_until < 0:
             raise UserError(f"task.state_until must be >= 0 (0 = never stop), got {cfg.state_until}", param="task.state_until")
         return cfg.state_block or max(depth // 2, 1)
+
+    def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
+        """The optimiser's parameter groups; ``lr_scale`` multiplies the step's learning rate."""
+        facts = [p for name, p in model.named_parameters() if "fact_embed." in name]
+        if not facts or self.cfg.fact_lr == 1.0:
+            return [{"params": list(model.parameters())}]
+        ids = {id(p) for p in facts}
+        return [{"params": [p for p in model.parameters() if id(p) not in ids]},
+                {"params": facts, "lr_scale": self.cfg.fact_lr}]
 
     def uses_state(self) -> bool:
         """Whether batches carry world-state targets (a lever is on)."""

@@ -152,7 +152,9 @@ def main(cfg: RunConfig) -> dict:
         unit = distributed.wrap(task, model, d, parallel=tc.parallel, find_unused=tc.find_unused)
         # On a CPU the fused AdamW kernel: one pass per parameter instead of ~8 elementwise
         # ops (issue 31: the for-loop optimiser was ~15 % of a bf16 step). GPUs keep the default.
-        optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay,
+        # A task may split the parameters into groups with their own learning-rate scale.
+        groups = task.param_groups(model) if hasattr(task, "param_groups") else [{"params": list(model.parameters())}]
+        optimizer = torch.optim.AdamW(groups, lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay,
                                       fused=True if d.device.type == "cpu" and not d.enabled else None)
         ema = EMA(model, tc.ema) if tc.ema > 0 else None
 
@@ -228,7 +230,7 @@ def main(cfg: RunConfig) -> dict:
             # 6a. Learning rate of this step (a pure function of the step: resumes exactly).
             lr = lr_at(step, tc)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)
             # 6b. Forward and backward over ``accum`` micro-batches; gradients sync on the last.
             for micro in range(tc.accum):
                 try:
