@@ -407,8 +407,8 @@ def _fake_generator(monkeypatch, calls: list):
         sampling = {"sampler": "euler", "steps": 20, "guidance": 4.0, "shift": 3.0}  # the model's own settings
 
         @classmethod
-        def load(cls, model, device="cpu"):
-            calls.append(("load", model, device))
+        def load(cls, model, device="cpu", precision="fp32"):
+            calls.append(("load", model, device) if precision == "fp32" else ("load", model, device, precision))
             return cls()
 
         def generate(self, prompt, *, seed=None, **kwargs):
@@ -442,6 +442,25 @@ def test_model_mode_generates_then_scores(tmp_path, monkeypatch):
     assert result["source"]["weights"] == {"dit": "digest of fake-model"}  # which weights, not only which name
     timing = result["timing"]  # the benchmark's own speed numbers
     assert timing["make_seconds_per_video"] > 0 and timing["score_seconds_per_video"] > 0
+
+
+def test_precision_reaches_the_generator_and_is_recorded(tmp_path, monkeypatch, capsys):
+    """--precision bf16 loads the generator in bf16 and the folder's settings say so (an --add in
+    another precision is refused); with --truth it is an error naming --precision."""
+    calls = []
+    bench_world = _fake_generator(monkeypatch, calls)
+    prompts = _prompts_file(tmp_path / "p.txt", ["a red box falls"])
+    bench_world(model="fake-model", prompts=prompts, seeds=1, out=tmp_path / "gen", no_report=True, precision="bf16")
+    assert calls[0] == ("load", "fake-model", "cpu", "bf16")
+    row = json.loads((tmp_path / "gen" / "captions.jsonl").read_text().splitlines()[0])
+    assert row["settings"]["precision"] == "bf16"
+    with pytest.raises(UserError):
+        bench_world(model="fake-model", prompts=prompts, seeds=2, out=tmp_path / "gen", no_report=True, add=True)
+    from worldreel.cli import main
+
+    assert main(["bench", "world", "--truth", "--prompts", str(prompts), "--out", str(tmp_path / "t"),
+                 "--precision", "bf16"]) == 2
+    assert "--precision" in capsys.readouterr().err and not (tmp_path / "t").exists()
 
 
 def test_add_resumes_a_bench_and_grows_it_to_more_seeds(tmp_path, monkeypatch):
