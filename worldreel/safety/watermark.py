@@ -51,15 +51,17 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # BT.601, what H.264'
 
 # The detector's null distribution: the best score over the geometric search on clean 64 px
 # clips (reel-world renders and world-tiny generations, no watermark, each attack applied), measured
-# by `worldreel bench watermark` (docs/safety.md has the run: 22,500 clean scores from 1,500 true
-# renders and 1,000 generated clips, 9 attacks each). A maximum over many hypotheses has a heavier
-# upper tail than a Gaussian (the largest clean score, 0.1135, sits beyond the Gaussian fit's 1e-6
-# point), so the tail above the 99th percentile TAIL_U is modelled as exponential with mean excess
-# TAIL_BETA (the peaks-over-threshold method), and THRESHOLD is where that tail reaches 1e-6.
+# by `worldreel bench watermark` (docs/safety.md has the runs: 22,500 clean scores each from 1,500
+# true renders and 1,000 generated clips, 9 attacks each). A maximum over many hypotheses has a
+# heavier upper tail than a Gaussian (the largest clean score, 0.1135, sat beyond the Gaussian
+# fit's 1e-6 point), so the tail above the 99th percentile TAIL_U is modelled as exponential with
+# mean excess TAIL_BETA (the peaks-over-threshold method), and THRESHOLD is where that tail reaches
+# 1e-6. The clean scores are correlations with the key's random pattern, so the fit moves with the
+# key: two keys gave 1e-6 points of 0.1441 and 0.1301; these constants are the higher fit's.
 TAIL_U = 0.0841  # 99th percentile of the clean scores
 TAIL_P = 0.01  # share of clean scores above TAIL_U
 TAIL_BETA = 0.0065  # mean excess of the clean scores above TAIL_U
-NULL_MEDIAN = 0.0490  # median of the clean scores
+NULL_MEDIAN = 0.0487  # median of the clean scores
 THRESHOLD = round(TAIL_U + TAIL_BETA * math.log(TAIL_P / 1e-6), 4)  # false-positive rate 1e-6
 
 
