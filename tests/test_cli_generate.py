@@ -162,3 +162,23 @@ def test_bench_drift_writes_per_window_scores(tmp_path, model):
         assert len(scores) == 2 and all(0.0 <= s <= 1.0 for s in scores)
     assert result["videos"][0]["prompt"] and len(result["videos"][0]["windowed"]) == 2
     assert sum(result["summary"]["truth"]["score"]) > 0  # the true world passes checks
+
+
+def test_precision_defaults_to_auto_fp32_can_be_forced_and_the_manifest_says_which(tmp_path, model, monkeypatch):
+    """--precision auto (the default) is bf16 on a CPU with native bf16 and fp32 on one without;
+    --precision fp32 forces fp32 anywhere. The signed record names what was used."""
+    import worldreel.precision as precision
+    from worldreel.safety import provenance
+
+    def used(name, *extra):
+        out = tmp_path / f"{name}.mp4"
+        assert main(["generate", "a red ball falls", "--seconds", "1", "--out", str(out), *_fast(model), *extra]) == 0
+        return provenance.verify(out).generation["precision"]
+
+    monkeypatch.setattr(precision, "cpu_bf16_flags", lambda: ("amx_bf16",))
+    assert used("auto-amx") == "bf16"
+    assert used("forced", "--precision", "fp32") == "fp32"
+    monkeypatch.setattr(precision, "cpu_bf16_flags", lambda: ())
+    assert used("auto-plain") == "fp32"
+    assert main(["generate", "a red ball falls", "--out", str(tmp_path / "x.mp4"), *_fast(model), "--precision", "fp16"]) == 2
+    assert not (tmp_path / "x.mp4").exists()

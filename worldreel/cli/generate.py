@@ -36,7 +36,7 @@ Out = Annotated[Optional[Path], typer.Option("--out", help="Output file: .mp4, .
 ShowPrompt = Annotated[bool, typer.Option("--show-prompt", help="Print the prompt the model was given.")]
 NoRewrite = Annotated[bool, typer.Option("--no-rewrite", help="Give the prompt to the model exactly as typed.")]
 Device = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, mps ...")]
-Precision = Annotated[str, typer.Option("--precision", help="fp32 (default: the weights as trained), bf16 (about 2x faster on CPUs with AMX, rounding differs), or auto (bf16 where the hardware has it).")]
+Precision = Annotated[str, typer.Option("--precision", help="auto (default: bf16 where the hardware runs it natively, a GPU or a CPU with AMX or AVX512-BF16, else fp32), fp32 (the weights as trained, on every machine) or bf16. bf16 samples about 1.3x faster on AMX; world-bench within noise of fp32 (docs/training.md).")]
 RewriteURL = Annotated[Optional[str], typer.Option("--rewrite-endpoint", help="Base URL of an OpenAI-compatible chat API for prompt rewriting (optional).")]
 RewriteModel = Annotated[str, typer.Option("--rewrite-model", help="Chat model name for --rewrite-endpoint.")]
 RewriteKey = Annotated[Optional[Path], typer.Option("--rewrite-key-file", help="File holding the API key for --rewrite-endpoint.")]
@@ -46,7 +46,7 @@ NoSign = Annotated[bool, typer.Option("--no-sign", help="Research only: leave ou
 
 def _options(seconds, size, steps, guidance, shift, guidance_mode, guidance_interval, seed, negative_prompt, model, out,
              show_prompt, no_rewrite, device, rewrite_endpoint, rewrite_model, rewrite_key_file, no_watermark=False,
-             no_sign=False, precision="fp32") -> dict:
+             no_sign=False, precision="auto") -> dict:
     return dict(seconds=seconds, size=size, steps=steps, guidance=guidance, shift=shift, guidance_mode=guidance_mode,
                 guidance_interval=guidance_interval, seed=seed,
                 negative_prompt=negative_prompt,
@@ -96,7 +96,7 @@ def _write(out: Path, video, mode: str, opts: dict, gen, parent: Path | None) ->
     if opts["no_sign"]:
         print("warning: --no-sign: this output carries no C2PA provenance manifest", file=sys.stderr)
     generation = {"mode": mode, "model": str(opts["model"]), "weights_digest": weights_digest(gen), "seed": video.seed,
-                  "sampling": video.sampling, "prompt_sha256": prompt_hash(video.prompt),
+                  "sampling": video.sampling, "precision": gen.precision, "prompt_sha256": prompt_hash(video.prompt),
                   "model_prompt_sha256": prompt_hash(video.model_prompt)}
     record = write_output(out, video.frames, video.fps, generation, parent=parent,
                           options=OutputOptions(watermark=not opts["no_watermark"], sign=not opts["no_sign"]))
@@ -195,7 +195,7 @@ def register(groups) -> None:
         negative_prompt: Negative = "", model: Model = "world-tiny", out: Out = None, show_prompt: ShowPrompt = False,
         no_rewrite: NoRewrite = False, device: Device = "cpu", rewrite_endpoint: RewriteURL = None,
         rewrite_model: RewriteModel = "default", rewrite_key_file: RewriteKey = None,
-        no_watermark: NoWatermark = False, no_sign: NoSign = False, precision: Precision = "fp32",
+        no_watermark: NoWatermark = False, no_sign: NoSign = False, precision: Precision = "auto",
     ) -> None:
         """Text to video (or a still image with --seconds 0 or --out FILE.png)."""
         opts = _options(**{k: v for k, v in locals().items() if k != "prompt"})
@@ -215,7 +215,7 @@ def register(groups) -> None:
         negative_prompt: Negative = "", model: Model = "world-tiny", out: Out = None, show_prompt: ShowPrompt = False,
         no_rewrite: NoRewrite = False, device: Device = "cpu", rewrite_endpoint: RewriteURL = None,
         rewrite_model: RewriteModel = "default", rewrite_key_file: RewriteKey = None,
-        no_watermark: NoWatermark = False, no_sign: NoSign = False, precision: Precision = "fp32",
+        no_watermark: NoWatermark = False, no_sign: NoSign = False, precision: Precision = "auto",
     ) -> None:
         """Image to video: the image is the first frame, unchanged."""
         opts = _options(**{k: v for k, v in locals().items() if k not in ("image", "prompt")})
@@ -235,7 +235,7 @@ def register(groups) -> None:
         negative_prompt: Negative = "", model: Model = "world-tiny", out: Out = None, show_prompt: ShowPrompt = False,
         no_rewrite: NoRewrite = False, device: Device = "cpu", rewrite_endpoint: RewriteURL = None,
         rewrite_model: RewriteModel = "default", rewrite_key_file: RewriteKey = None,
-        no_watermark: NoWatermark = False, no_sign: NoSign = False, precision: Precision = "fp32",
+        no_watermark: NoWatermark = False, no_sign: NoSign = False, precision: Precision = "auto",
     ) -> None:
         """Continue a clip by --seconds (or make what came before it); the clip comes out unchanged."""
         opts = _options(**{k: v for k, v in locals().items() if k not in ("video", "prompt", "backward")})
@@ -255,7 +255,7 @@ def register(groups) -> None:
         negative_prompt: Negative = "", model: Model = "world-tiny", out: Out = None, show_prompt: ShowPrompt = False,
         no_rewrite: NoRewrite = False, device: Device = "cpu", rewrite_endpoint: RewriteURL = None,
         rewrite_model: RewriteModel = "default", rewrite_key_file: RewriteKey = None,
-        no_watermark: NoWatermark = False, no_sign: NoSign = False, precision: Precision = "fp32",
+        no_watermark: NoWatermark = False, no_sign: NoSign = False, precision: Precision = "auto",
     ) -> None:
         """Fill the frames between two keyframes, or join two clips with a transition."""
         opts = _options(**{k: v for k, v in locals().items() if k not in ("first", "last", "prompt")})
@@ -276,7 +276,7 @@ def register(groups) -> None:
         negative_prompt: Negative = "", model: Model = "world-tiny", out: Out = None, show_prompt: ShowPrompt = False,
         no_rewrite: NoRewrite = False, device: Device = "cpu", rewrite_endpoint: RewriteURL = None,
         rewrite_model: RewriteModel = "default", rewrite_key_file: RewriteKey = None,
-        no_watermark: NoWatermark = False, no_sign: NoSign = False, precision: Precision = "fp32",
+        no_watermark: NoWatermark = False, no_sign: NoSign = False, precision: Precision = "auto",
     ) -> None:
         """A seamless loop: the last frame flows back into the first."""
         opts = _options(**{k: v for k, v in locals().items() if k != "prompt"})
@@ -292,7 +292,7 @@ def register(groups) -> None:
         negative_prompt: Negative = "", model: Model = "world-tiny", out: Out = None, show_prompt: ShowPrompt = False,
         no_rewrite: NoRewrite = False, device: Device = "cpu", rewrite_endpoint: RewriteURL = None,
         rewrite_model: RewriteModel = "default", rewrite_key_file: RewriteKey = None,
-        no_watermark: NoWatermark = False, no_sign: NoSign = False, precision: Precision = "fp32",
+        no_watermark: NoWatermark = False, no_sign: NoSign = False, precision: Precision = "auto",
     ) -> None:
         """Re-imagine a clip with a new prompt (--strength S from 0 to 1)."""
         opts = _options(**{k: v for k, v in locals().items() if k not in ("video", "prompt", "strength")})

@@ -238,8 +238,8 @@ def _write_outputs(out: Path, video, job: Job, cfg: ServeConfig, generator, data
     from worldreel.safety.output import OutputOptions, job_payload, prompt_hash, write_output
 
     generation = {"mode": job.kind, "model": job.model, "weights_digest": _digest(generator), "seed": job.seed,
-                  "sampling": getattr(video, "sampling", {}) or {}, "prompt_sha256": prompt_hash(job.prompt),
-                  "job_id": job.id}
+                  "sampling": getattr(video, "sampling", {}) or {}, "precision": getattr(generator, "precision", "fp32"),
+                  "prompt_sha256": prompt_hash(job.prompt), "job_id": job.id}
     parent = data / job.input_path if job.input_path and job.kind != "create" else None
     options = OutputOptions(watermark=cfg.watermark, sign=cfg.sign, data_dir=cfg.keys_dir)
     write_output(out / "video.mp4", video.frames, video.fps, generation, options=options,
