@@ -367,7 +367,7 @@ def register(groups) -> None:
         guidance_mode: Annotated[Optional[str], typer.Option("--guidance-mode", help="cfg, interval, zero-star or apg (--model; default: the model's).")] = None,
         guidance_interval: Annotated[Optional[str], typer.Option("--guidance-interval", help="LO,HI noise levels where --guidance-mode interval guides.")] = None,
         device: Annotated[str, typer.Option("--device", help="Device for --model: cpu, cuda, ...")] = "cpu",
-        precision: Annotated[Optional[str], typer.Option("--precision", help="fp32, bf16 or auto for --model (default fp32, as generate).")] = None,
+        precision: Annotated[Optional[str], typer.Option("--precision", help="fp32, bf16 or auto for --model (default fp32: the weights as trained; generate defaults to auto).")] = None,
         no_rewrite: Annotated[bool, typer.Option("--no-rewrite", help="Give the model the prompt as written.")] = False,
         autoencoder: Annotated[Optional[str], typer.Option("--autoencoder", help="With --truth: pass the truth through this model's autoencoder (its ceiling).")] = None,
         add: Annotated[bool, typer.Option("--add", help="Keep --out's videos made the same way; make only missing (prompt, seed) pairs (resume, or more seeds).")] = False,

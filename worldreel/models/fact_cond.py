@@ -56,8 +56,8 @@ def fact_ids(text: str) -> tuple[int, ...]:
 
 
 def fact_batch(texts: list[str], device: torch.device | str = "cpu") -> torch.Tensor:
-    """(B, NUM_IDS) long: ``fact_ids`` of each text ("" gives zeros)."""
-    return torch.tensor([fact_ids(t) if t.strip() else (0,) * NUM_IDS for t in texts], dtype=torch.long, device=device)
+    """(B, NUM_IDS) long: ``fact_ids`` of each text ("" gives zeros, as free text does)."""
+    return torch.tensor([fact_ids(t) for t in texts], dtype=torch.long, device=device)
 
 
 class FactEmbedder(nn.Module):
