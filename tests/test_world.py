@@ -167,10 +167,29 @@ def test_sizes_keep_the_world_scale_and_seconds_add_frames():
 
 def test_bad_arguments_name_the_parameter():
     for kwargs, param in [({"size": (65, 64)}, "size"), ({"size": (0, 64)}, "size"), ({"seconds": 0}, "seconds"),
-                          ({"seconds": "x"}, "seconds"), ({"holdout": "some"}, "holdout")]:
+                          ({"seconds": "x"}, "seconds"), ({"holdout": "some"}, "holdout"), ({"starts": "left"}, "starts")]:
         with pytest.raises(UserError) as err:
             sample_scene(0, **kwargs)
         assert err.value.param == param
+
+
+def test_wide_starts_let_movers_start_on_the_side_they_head_for():
+    """starts="wide" (training data, issue 32): a mover's start no longer gives its direction away,
+    and every scene still does what its facts say (sample_scene keeps only such scenes)."""
+    def ahead(starts):  # fraction of single-object static-camera movers starting in the half they head for
+        hits = []
+        for seed in range(400):
+            scene = sample_scene(seed, starts=starts)
+            o = scene.objects[0]
+            if len(scene.objects) == 1 and scene.facts.camera == "static" and o.motion.startswith(("rolls", "thrown")):
+                hits.append((o.x > 0.5) == o.motion.endswith("right"))
+                assert not problems(scene, simulate(scene), scene.facts)
+        return np.mean(hits), len(hits)
+
+    side, n = ahead("side")
+    wide, m = ahead("wide")
+    assert n >= 30 and m >= 30
+    assert side < 0.1 and wide > side + 0.15
 
 
 def test_holdout_is_never_sampled_for_training():

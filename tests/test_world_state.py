@@ -166,6 +166,26 @@ def test_cache_items_get_their_targets(world_cache):
     assert not batch["has_state"].any() and batch["state"].abs().sum() == 0
 
 
+def test_cache_states_replay_the_layout_the_cache_was_built_with(tmp_path):
+    """A --starts wide cache records it, and its targets are re-simulated with it (the facts
+    alone cannot tell: the same plan laid out the other way states the same facts)."""
+    from worldreel.data.latents import LatentCache, WorldItems, build_cache
+
+    out = tmp_path / "wide"
+    items = WorldItems(6, sizes=[(64, 64)], seconds=[4.0], seed=3, starts="wide")
+    build_cache(out, items, count=6, encode_video=_toy_encode, encode_text=_toy_text, progress=False,
+                meta={"vae": {"time_factor": 4, "space_factor": 8}, "sizes": [[64, 64]], "seconds": [4.0],
+                      "source": "world", "seed": 3, "starts": "wide", "command": "toy"})
+    cache = LatentCache(out)
+    states = CacheStates(cache.info, cache.entries)
+    differs = 0
+    for i, e in enumerate(cache.entries):
+        got = states.targets(i, (9, 8, 8))
+        np.testing.assert_array_equal(got, scene_targets(e["seed"], (64, 64), 4.0, tuple(range(33)), starts="wide")[0])
+        differs += not np.array_equal(got, scene_targets(e["seed"], (64, 64), 4.0, tuple(range(33)))[0])
+    assert states.mismatches == 0 and differs >= 1
+
+
 def test_object_weights_have_mean_one_are_capped_and_sit_on_objects():
     from worldreel.train.state_head import object_weights
 

@@ -353,6 +353,59 @@ def register(groups) -> None:
         print(f"wrote {json_out}")
 
 
+    @bench.command("direction")
+    def direction(
+        models: Annotated[list[str], typer.Option("--model", help="A shipped model name or a model folder; repeat it to compare models side by side (the first is the baseline).")] = ["world-tiny"],  # noqa: B006
+        json_out: Annotated[Path, typer.Option("--json", help="Write the results here (JSON).")] = Path("direction.json"),
+        seeds: Annotated[int, typer.Option("--seeds", help="Seeds per subject and side.")] = 8,
+        modes: Annotated[str, typer.Option("--modes", help="text (text-to-video), image (image-to-video from a resting first frame), or both: text,image.")] = "text,image",
+        steps: Steps = None, guidance: Guidance = None, device: Device = "cpu", precision: Precision = "auto",
+    ) -> None:
+        """Does "left"/"right" in the prompt decide the motion? Swapped prompts, same seeds (eval/direction.py)."""
+        from rich.console import Console
+        from rich.table import Table
+        from tqdm import tqdm
+
+        from worldreel.atomic import write_json
+        from worldreel.eval.direction import MODES, SUBJECTS, DirectionConfig, run_direction
+        from worldreel.pipelines.generate import Generator
+
+        if not 1 <= seeds <= 1000:
+            raise UserError(f"--seeds must be from 1 to 1000, got {seeds}", param="seeds")
+        chosen = tuple(m.strip() for m in modes.split(",") if m.strip())
+        if not chosen or any(m not in MODES for m in chosen):
+            raise UserError(f"--modes must list {' and/or '.join(MODES)}, got {modes!r}", param="modes")
+        if json_out.suffix.lower() != ".json" or not json_out.parent.exists():
+            raise UserError(f"cannot write {json_out}: give a .json file in an existing folder", param="json")
+        cfg = DirectionConfig(seeds=seeds, modes=chosen, steps=steps, guidance=guidance)
+        results = []
+        for model in models:
+            gen = Generator.load(model, device=device, precision=precision)
+            with tqdm(total=len(chosen) * len(SUBJECTS) * seeds * 2, desc=f"direction {model}", unit="video",
+                      file=sys.stderr, leave=False) as bar:
+                def progress(fraction: float) -> None:
+                    bar.n = round(fraction * bar.total)
+                    bar.refresh()
+
+                result = run_direction(gen, cfg, progress=progress)
+            results.append({"model": model, "precision": gen.precision, **result})
+        write_json(json_out, {"benchmark": "direction", "results": results})
+        table = Table(title="Does the stated side decide the motion? (same seeds both ways)")
+        table.add_column("")
+        for r in results:
+            table.add_column(r["model"], justify="right")
+        for mode in chosen:
+            for key, label in (("follows", "moves as stated"), ("other_way", "moves the other way"),
+                               ("both", "follows both sides (pairs)")):
+                table.add_row(f"{mode}: {label}", *[f"{r['summary'][mode][key]:.0%}" for r in results])
+            for side in ("right", "left"):
+                table.add_row(f"{mode}: stated {side}, moves so",
+                              *[f"{r['summary'][mode]['by_side'][side]['follows']:.0%}" for r in results])
+        Console().print(table)
+        n = results[0]["summary"][chosen[0]]
+        print(f"{n['videos']} videos and {n['pairs']} left/right pairs per mode and model; wrote {json_out}")
+
+
 def _float_or_none(value):
     try:
         return float(value) if value is not None else None

@@ -115,13 +115,14 @@ def register(groups) -> None:
         seconds: Annotated[str, typer.Option("--seconds", help="Length buckets in seconds, comma-separated; 0 = single images; a length listed twice is drawn twice as often.")] = "4",
         videos: Annotated[Optional[str], typer.Option("--videos", help="Your own videos: a folder or JSONL of (video, caption) pairs.")] = None,
         seed: Annotated[int, typer.Option("--seed", help="Seed of the reel-world items.")] = 0,
+        starts: Annotated[str, typer.Option("--starts", help="Reel world: where rollers and throws start. side: at the side they leave (the world's own); wide: anywhere with room ahead, so the start does not give the direction away.")] = "side",
         min_motion: Annotated[float, typer.Option("--min-motion", help="--videos: drop clips with less motion (pixels/frame at 64 px; 0 keeps all).")] = 0.2,
         shard_size: Annotated[int, typer.Option("--shard-size", help="Items per shard file (the unit of resume).")] = 256,
         batch_size: Annotated[int, typer.Option("--batch-size", help="Clips encoded together.")] = 16,
         device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     ) -> None:
         """Pre-encode clips and captions into a latent cache for `train dit --data`."""
-        _cache(model, out, count, sizes, seconds, videos, seed, min_motion, shard_size, batch_size, device)
+        _cache(model, out, count, sizes, seconds, videos, seed, min_motion, shard_size, batch_size, device, starts)
 
     @g.command("average")
     def train_average(
@@ -163,7 +164,8 @@ def _pack(vae: str, dit: str, out: str, bench: Optional[str], holdout_bench: Opt
     print(f"generate with: worldreel generate \"a red ball falls and bounces on the floor\" --model {folder}", file=sys.stderr)
 
 
-def _cache(model, out, count, sizes, seconds, videos, seed, min_motion, shard_size, batch_size, device) -> None:
+def _cache(model, out, count, sizes, seconds, videos, seed, min_motion, shard_size, batch_size, device,
+           starts: str = "side") -> None:
     import torch
 
     from worldreel.config import to_dict
@@ -185,6 +187,11 @@ def _cache(model, out, count, sizes, seconds, videos, seed, min_motion, shard_si
         if s < 0 or (frames - 1) % tf:
             raise UserError(f"{s:g} s is {frames} frames; lengths must be 1 + {tf}k frames "
                             f"(multiples of {tf / cfg.fps:g} s), or 0 for images", param="seconds")
+    from worldreel.data.world import check_starts
+
+    check_starts(starts)
+    if videos is not None and starts != "side":
+        raise UserError("--starts lays out reel-world scenes; it does not apply to --videos", param="starts")
     vae = load_vae(folder, device=str(dev))
     text = TextEncoder(cfg.text, device=dev)
     meta = {"vae": to_dict(cfg.vae), "text": to_dict(cfg.text), "fps": cfg.fps,
@@ -193,11 +200,13 @@ def _cache(model, out, count, sizes, seconds, videos, seed, min_motion, shard_si
     # 2. The clips: the reel world (indexable, seeded) or the user's videos (a stream).
     report = None
     if videos is None:
-        items = WorldItems(count or 4000, sizes=size_list, seconds=second_list, seed=seed)
+        items = WorldItems(count or 4000, sizes=size_list, seconds=second_list, seed=seed, starts=starts)
         meta.update(source="world", seed=seed)
+        if starts != "side":  # caches built before the option have none: "side"
+            meta["starts"] = starts
         count = count or 4000
         meta["command"] = (f"worldreel train cache --model {model} --out {out} --count {count} --sizes {sizes} "
-                           f"--seconds {seconds} --seed {seed}")
+                           f"--seconds {seconds} --seed {seed}" + (f" --starts {starts}" if starts != "side" else ""))
     else:
         from worldreel.data.datasets import DataReport, VideoDataConfig, iter_clips
 

@@ -210,11 +210,15 @@ def _write_index(out: Path, entries: list[dict], count: int | None, shard_size: 
 class WorldItems:
     """The reel world as an indexable source for ``build_cache``: item i is a pure function of
     (seed, i): a size and a length drawn from ``sizes`` x ``seconds`` (0 s = a single frame,
-    taken at a random time of a 4 s clip), a scene, its rendering and a caption."""
+    taken at a random time of a 4 s clip), a scene, its rendering and a caption. starts: the
+    movers' layout (``sample_scene``)."""
 
     def __init__(self, count: int, *, sizes: list[tuple[int, int]], seconds: list[float], seed: int = 0,
-                 holdout: str = "exclude"):
+                 holdout: str = "exclude", starts: str = "side"):
+        from worldreel.data.world import check_starts
+
         self.count, self.sizes, self.seconds, self.seed, self.holdout = count, list(sizes), list(seconds), seed, holdout
+        self.starts = check_starts(starts)
 
     def __len__(self) -> int:
         return self.count
@@ -231,7 +235,8 @@ class WorldItems:
         size = tuple(self.sizes[int(rng.integers(len(self.sizes)))])
         seconds = float(self.seconds[int(rng.integers(len(self.seconds)))])
         scene_seed = int(rng.integers(2**31))
-        scene = sample_scene(scene_seed, size=size, seconds=seconds if seconds > 0 else 4.0, holdout=self.holdout)
+        scene = sample_scene(scene_seed, size=size, seconds=seconds if seconds > 0 else 4.0, holdout=self.holdout,
+                             starts=self.starts)
         if seconds > 0:
             frames = render_clip(scene)  # (F, H, W, 3)
         else:

@@ -22,6 +22,12 @@ FALL_TOP = 0.65  # "falls" starts with its centre in the top 35 % of the frame
 MIN_TRAVEL = 0.2  # rollers and throws travel at least this far (world units)
 EXTRA_TRAVEL = 0.35  # ... plus up to this much
 PROPOSALS = 15  # random placements tried per object within one layout
+# Where a roller or a throw may start: the fraction of the floor, from the side it leaves, its
+# start is drawn from (then kept only when it has room to travel). "side" is the world's own
+# (WORLD.md: movers start at the side they leave), so the start alone gives the direction away;
+# "wide" lets them start anywhere with room ahead, so a model trained on it must read the
+# direction from the caption (issue 32: trained on "side", world-tiny ignored "left"/"right").
+START_SPANS = {"side": {"rolls": 0.5, "thrown": 0.3}, "wide": {"rolls": 1.0, "thrown": 1.0}}
 
 
 @dataclass
@@ -45,13 +51,14 @@ class Placed:
 
 
 def layout(specs: list[Spec], camera: str, pillar: bool, size: tuple[int, int], seconds: float,
-            seed: int, rng: np.random.Generator, strict: int = 2) -> Scene | None:
+            seed: int, rng: np.random.Generator, strict: int = 2, starts: str = "side") -> Scene | None:
     """Positions and velocities for ``specs``; None when this draw found no room.
 
     strict: 2 keeps unrelated objects' swept paths apart and non-behind paths off the
     pillar; 1 keeps only throws' paths apart, plus the pillar rule (sample_scene: the
     simulation says who hits whom); 0 neither; -1 also accepts short rolls and throws
-    (a last resort for crowded prompts).
+    (a last resort for crowded prompts). starts: where rollers and throws may start
+    (``START_SPANS``).
     """
     width = size[0] / size[1]
     speed = pan_speed(camera, seconds)
@@ -72,7 +79,7 @@ def layout(specs: list[Spec], camera: str, pillar: bool, size: tuple[int, int], 
         spec = specs[i]
         related = {j for j in placed if specs[j].target == i or spec.target == j}
         for _ in range(PROPOSALS):
-            p = _propose(spec, i, specs, placed, related, (wl, wr), pil, rng, strict)
+            p = _propose(spec, i, specs, placed, related, (wl, wr), pil, rng, strict, starts)
             if p is not None and _fits(p, placed, related, spec, pil, strict):
                 placed[i] = p
                 break
@@ -84,7 +91,7 @@ def layout(specs: list[Spec], camera: str, pillar: bool, size: tuple[int, int], 
                  seconds=seconds, seed=seed, facts=facts)
 
 
-def _propose(spec, i, specs, placed, related, walls, pil, rng, strict) -> Placed | None:
+def _propose(spec, i, specs, placed, related, walls, pil, rng, strict, starts="side") -> Placed | None:
     """One random candidate for object i (position, velocity, swept path)."""
     size = float(rng.uniform(*BALL_RADIUS)) if spec.shape == "ball" else float(rng.uniform(*BOX_SIDE))
     e = size if spec.shape == "ball" else size / 2
@@ -167,7 +174,7 @@ def _propose(spec, i, specs, placed, related, walls, pil, rng, strict) -> Placed
     if base == "rolls":
         # The first of a convoy (same-direction rollers) starts at the back and leaves room ahead.
         pending = any(specs[j].motion == spec.motion for j in range(len(specs)) if j != i and j not in placed)
-        x0 = pick_x(0.0, 1.0 if convoy else (0.1 if pending else 0.5), e)
+        x0 = pick_x(0.0, 1.0 if convoy else (0.1 if pending else START_SPANS[starts]["rolls"]), e)
         if x0 is None:
             return None
         run = free_run(x0)
@@ -193,7 +200,7 @@ def _propose(spec, i, specs, placed, related, walls, pil, rng, strict) -> Placed
             near = (pil[1] if s > 0 else pil[0]) + s * (2 * e + 0.03)
         return Placed(obj, path, (near, x0 + s * 0.8 * d), v, s)
     # thrown: mid-height at the side it leaves, velocity up and sideways.
-    x0 = pick_x(0.0, 0.3, e)
+    x0 = pick_x(0.0, START_SPANS[starts]["thrown"], e)
     if x0 is None:
         return None
     y0 = max(float(rng.uniform(0.35, 0.55)), FLOOR_TOP + e + 0.05)

@@ -17,7 +17,7 @@ import torch
 
 from worldreel.data.captions import canonical_order
 from worldreel.data.facts import COLORS, FPS, SHAPES, ObjectFacts, SceneFacts
-from worldreel.data.layout import Spec, layout
+from worldreel.data.layout import START_SPANS, Spec, layout
 from worldreel.data.physics import (  # noqa: F401  (re-exported: the world's public API)
     BALL_DECEL, BEHIND_COVER, BOX_DECEL, HIT_SPEED, PAN_DISTANCE, PAN_SPEED, SAME_COLOUR_GAP, WALL_MARGIN,
     Scene, Trajectory, WorldObject, check_seconds, check_size, num_frames, pan_speed, problems, simulate,
@@ -62,6 +62,12 @@ def _check_holdout(holdout: str) -> str:
     if holdout not in ("exclude", "only", "any"):
         raise UserError(f"holdout must be exclude, only or any, got {holdout!r}", param="holdout")
     return holdout
+
+
+def check_starts(starts: str) -> str:
+    if starts not in START_SPANS:
+        raise UserError(f"starts must be {' or '.join(START_SPANS)}, got {starts!r}", param="starts")
+    return starts
 
 
 def _sample_specs(rng: np.random.Generator, holdout: str) -> tuple[list[Spec], list[int], str, bool]:
@@ -125,20 +131,24 @@ def _permute(scene: Scene, traj: Trajectory, facts: SceneFacts, order: list[int]
     return replace(scene, objects=tuple(scene.objects[k] for k in order), facts=facts, trajectory=traj)
 
 
-def sample_scene(seed: int, *, size=(64, 64), seconds: float = 4.0, holdout: str = "exclude") -> Scene:
+def sample_scene(seed: int, *, size=(64, 64), seconds: float = 4.0, holdout: str = "exclude",
+                 starts: str = "side") -> Scene:
     """A random scene whose facts are what its simulation really does (deterministic per seed).
 
     holdout: "exclude" never yields a HOLDOUT combination, "only" always contains one, "any" either.
+    starts: "side" (the world's own layout) or "wide" (movers may start anywhere with room ahead;
+    layout.START_SPANS), training data whose layout does not give the direction away.
     Objects (and trajectory columns) are in canonical facts order: scene.objects[i] is facts.objects[i].
     """
-    size, seconds, holdout = check_size(size), check_seconds(seconds), _check_holdout(holdout)
+    size, seconds, holdout, starts = check_size(size), check_seconds(seconds), _check_holdout(holdout), check_starts(starts)
     for attempt in range(MAX_ATTEMPTS):
         if attempt % LAYOUT_TRIES == 0:
             rng = np.random.default_rng([seed, attempt // LAYOUT_TRIES])
             specs, groups, camera, pillar = _sample_specs(rng, holdout)
         # Several layouts per plan, so crowded plans (3 objects, pans) are not under-represented;
         # paths kept apart first (clean scenes, planned hits only), then free (the simulation decides).
-        scene = layout(specs, camera, pillar, size, seconds, seed, rng, strict=2 if attempt % LAYOUT_TRIES < 4 else 1)
+        scene = layout(specs, camera, pillar, size, seconds, seed, rng, strict=2 if attempt % LAYOUT_TRIES < 4 else 1,
+                       starts=starts)
         if scene is None:
             continue
         traj = simulate(scene)
@@ -223,7 +233,7 @@ class WorldClips(torch.utils.data.IterableDataset):
 
     def __init__(self, seed: int = 0, size=(64, 64), frames: int | None = None, seconds: float = 4.0,
                  image_prob: float = 0.0, holdout: str = "exclude", crop: tuple[int, int, int] | None = None,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, starts: str = "side"):
         super().__init__()
         self.seed = int(seed)  # base seed of the stream
         self.size = check_size(size)  # (W, H) rendered
@@ -234,6 +244,7 @@ class WorldClips(torch.utils.data.IterableDataset):
         self.sim_seconds = max((self.frames - 1) / FPS, 4.0)
         self.image_prob = float(image_prob)  # fraction of 1-frame items (the scene's first frame)
         self.holdout = _check_holdout(holdout)
+        self.starts = check_starts(starts)  # layout of movers (sample_scene)
         self.crop = None if crop is None else tuple(int(c) for c in crop)  # (F, H, W) random spacetime crop
         if self.crop is not None and (self.crop[0] > self.frames or self.crop[1] > self.size[1] or self.crop[2] > self.size[0]):
             raise UserError(f"crop {self.crop} is larger than the clip ({self.frames}, {self.size[1]}, {self.size[0]})",
@@ -250,7 +261,7 @@ class WorldClips(torch.utils.data.IterableDataset):
 
         seed = self.item_seed(k)
         rng = np.random.default_rng([seed, 2])
-        scene = sample_scene(seed, size=self.size, seconds=self.sim_seconds, holdout=self.holdout)
+        scene = sample_scene(seed, size=self.size, seconds=self.sim_seconds, holdout=self.holdout, starts=self.starts)
         image = rng.random() < self.image_prob
         frames = [0] if image else list(range(self.frames))
         video = render_clip(scene, frames=frames)  # (F, H, W, 3) uint8

@@ -140,13 +140,13 @@ def state_targets(scene, trajectory, frames: list[int], *, time_factor: int = 4,
 
 @lru_cache(maxsize=8192)
 def scene_targets(seed: int, size: tuple[int, int], seconds: float, frames: tuple[int, ...], holdout: str = "exclude",
-                  time_factor: int = 4, space_factor: int = 8) -> tuple[np.ndarray, str]:
-    """(targets, facts as JSON) of ``sample_scene(seed, size, seconds, holdout)``'s pixel frames
+                  time_factor: int = 4, space_factor: int = 8, starts: str = "side") -> tuple[np.ndarray, str]:
+    """(targets, facts as JSON) of ``sample_scene(seed, size, seconds, holdout, starts)``'s pixel frames
     ``frames``: deterministic, kept in memory. The array is read-only (it is shared)."""
     from worldreel.data.facts import facts_to_dict
     from worldreel.data.world import sample_scene, simulate
 
-    scene = sample_scene(seed, size=size, seconds=seconds, holdout=holdout)
+    scene = sample_scene(seed, size=size, seconds=seconds, holdout=holdout, starts=starts)
     out = state_targets(scene, simulate(scene), list(frames), time_factor=time_factor, space_factor=space_factor)
     out.setflags(write=False)
     return out, json.dumps(facts_to_dict(scene.facts), sort_keys=True)
@@ -166,6 +166,7 @@ class CacheStates:
         self.entries = entries
         self.world = meta.get("source") == "world"
         self.seed = int(meta.get("seed", 0))
+        self.starts = str(meta.get("starts", "side"))  # the movers' layout the cache was built with
         self.sizes = [tuple(s) for s in meta.get("sizes") or []]
         self.seconds = [float(s) for s in meta.get("seconds") or []]
         self.time_factor, self.space_factor = int(vae.get("time_factor", 4)), int(vae.get("space_factor", 8))
@@ -196,7 +197,7 @@ class CacheStates:
                 return None
             frames, seconds = (frame,), 4.0
         out, facts = scene_targets(int(e["seed"]), tuple(e["size"]), seconds, frames, "exclude",
-                                   self.time_factor, self.space_factor)
+                                   self.time_factor, self.space_factor, self.starts)
         if "facts" in e and json.dumps(e["facts"], sort_keys=True) != facts or tuple(out.shape[1:]) != tuple(shape):
             self.mismatches += 1
             return None
