@@ -285,8 +285,30 @@ def test_object_weight_changes_the_loss_not_the_model(tmp_path, world_cache):
     assert torch.equal(a, c)  # no targets: the plain loss
 
 
+def test_early_weight_moves_the_loss_onto_latent_frames_1_and_2(tmp_path, world_cache):
+    """task.early_weight counts an error on latent frame 1 about 2x (3 / mean(1, 3, 3, 1, ...)), no world state needed."""
+    t2v = dict(p_first=0.0, p_last=0.0, p_prefix=0.0, p_suffix=0.0, p_ends=0.0)  # no given frames
+    plain, early = _task(tmp_path, **t2v), _task(tmp_path, early_weight=2.0, **t2v)
+    model = plain.build_model()
+    batch = {k: v for k, v in _batch(world_cache, plain).items() if k not in ("state", "has_state")}
+
+    def off_on_frame_1(x, t, text, mask, facts=None):  # the model, plus an error on latent frame 1 only
+        out = model(x, t, text, mask, facts=facts)
+        return out + torch.nn.functional.pad(torch.ones_like(out[:, :, 1:2]), (0, 0, 0, 0, 1, out.shape[2] - 2))
+
+    off_on_frame_1.parameters = model.parameters
+
+    def added(task):
+        base, _ = task.loss(model, batch, torch.Generator().manual_seed(0))
+        worse, _ = task.loss(off_on_frame_1, batch, torch.Generator().manual_seed(0))
+        return (worse - base).item()
+
+    ratio = added(early) / added(plain)
+    assert 1.8 < ratio < 2.4  # 27 / 13 = 2.08 up to the model's own error on frame 1
+
+
 @pytest.mark.parametrize("option,value", [("object_weight", -1.0), ("state_loss", float("nan")), ("object_cap", 0.5),
-                                          ("state_block", 5), ("state_until", -2)])
+                                          ("state_block", 5), ("state_until", -2), ("early_weight", -0.5)])
 def test_bad_lever_values_name_the_parameter(tmp_path, option, value):
     with pytest.raises(UserError) as err:
         _task(tmp_path, **{option: value})

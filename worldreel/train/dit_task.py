@@ -85,6 +85,10 @@ class DiTTaskConfig:
     # learning rate as a multiple of train.lr. It starts at zero in a trained denoiser, whose
     # fine-tuning rate is small, so it may learn faster than the rest.
     fact_lr: float = 1.0
+    # Extra flow-loss weight on latent frames 1 and 2 (pixel frames 1-8), where generated objects
+    # split from where the first frame put them (issue 32): weight 1 + early_weight there, then
+    # renormalised to mean 1 over a clip's frames; 0 = uniform.
+    early_weight: float = 0.0
 
     def mode_probs(self) -> list[float]:
         given = [self.p_first, self.p_last, self.p_prefix, self.p_suffix, self.p_ends]
@@ -149,6 +153,9 @@ class DiTTask:
             # The head reads its block through a forward hook added per step: a compiled graph
             # would retrace for every new hook. Not supported yet.
             raise UserError("task.state_loss does not work with train.compile=true yet", param="task.state_loss")
+        if not math.isfinite(cfg.early_weight) or cfg.early_weight < 0:
+            raise UserError(f"task.early_weight must be a number >= 0 (0 = off), got {cfg.early_weight!r}",
+                            param="task.early_weight")
         if not math.isfinite(cfg.fact_lr) or cfg.fact_lr <= 0:
             raise UserError(f"task.fact_lr must be a number > 0 (a multiple of train.lr), got {cfg.fact_lr!r}", param="task.fact_lr")
         if cfg.state_until < 0:
@@ -378,6 +385,11 @@ class DiTTask:
 
             weight = object_weights(batch["state"].to(device), batch["has_state"].to(device), given, cfg.object_weight,
                                     cfg.object_cap)  # (B, 1, f, h, w)
+        if cfg.early_weight > 0 and f > 1:
+            frames = torch.ones(f, device=device)
+            frames[1:3] += cfg.early_weight
+            frames = (frames / frames.mean())[None, None, :, None, None]  # (1, 1, f, 1, 1)
+            weight = frames if weight is None else weight * frames
         head = getattr(model, "state_head", None)
         if head is None:
             loss = flow_loss(lambda x, t_frames: model(x, t_frames, text, text_mask, facts=facts), x0, t=t, noise=noise, given=given,
