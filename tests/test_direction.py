@@ -19,10 +19,11 @@ def test_first_side_reads_the_true_world(prompt, side):
     from worldreel.data.captions import parse_caption
     from worldreel.data.render import render_clip
     from worldreel.data.world import scene_from_facts
+    from worldreel.eval.worldbench import score_video
 
     facts = parse_caption(prompt)
     for seed in range(3):
-        assert first_side(render_clip(scene_from_facts(facts, seed)), facts, 8) == side
+        assert first_side(score_video(render_clip(scene_from_facts(facts, seed)), facts, fps=8)) == side
 
 
 def test_subjects_avoid_the_holdout_both_ways_and_rest_in_view():

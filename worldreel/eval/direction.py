@@ -70,12 +70,12 @@ def resting_first_frame(subject: tuple[str, str, str], seed: int, size: tuple[in
     return render_clip(scene, frames=[0])[0]
 
 
-def first_side(frames: np.ndarray, facts, fps: float) -> str:
-    """"right", "left" or "none": where the prompt's single object first moves (world units, pan removed)."""
-    from worldreel.eval.worldbench import MOVE, _assign, _first_move, _world, observe
+def first_side(score) -> str:
+    """"right", "left" or "none": where the prompt's single object first moves (world units, pan removed),
+    read from world-bench's ``VideoScore`` of the video (its tracks and their assignment to the facts)."""
+    from worldreel.eval.worldbench import MOVE, _first_move, _world
 
-    obs = observe(frames, fps=fps)
-    assignment = _assign(obs, facts)
+    obs, assignment = score.observation, score.assignment
     if 0 not in assignment:
         return "none"
     _, x, _ = _world(obs, obs.tracks[assignment[0]])
@@ -106,11 +106,11 @@ def run_direction(generator, cfg: DirectionConfig, progress: Callable[[float], N
                         frames = generator.generate(prompt, seed=seed, **kwargs).frames
                     else:
                         frames = generator.animate(first, prompt, seed=seed, **kwargs).frames
-                    facts = parse_caption(prompt)
-                    motion = score_video(frames, facts, fps=fps).checks["motion"]
+                    score = score_video(frames, parse_caption(prompt), fps=fps)
+                    motion = score.checks["motion"]
                     rows.append({"mode": mode, "subject": " ".join(subject), "side": side, "seed": seed,
                                  "prompt": prompt, "motion": motion.status, "reason": motion.reason,
-                                 "moved": first_side(frames, facts, fps)})
+                                 "moved": first_side(score)})
                     if progress is not None:
                         progress(len(rows) / total)
     return {"config": {**asdict(cfg), "modes": list(cfg.modes), "size": list(size), "subjects": [list(s) for s in SUBJECTS]},

@@ -139,7 +139,7 @@ class DiTTask:
         import math
 
         cfg, depth = self.cfg, self.model_cfg.dit.depth
-        for name in ("object_weight", "state_loss"):
+        for name in ("object_weight", "state_loss", "early_weight"):
             value = getattr(cfg, name)
             if not math.isfinite(value) or value < 0:
                 raise UserError(f"task.{name} must be a number >= 0 (0 = off), got {value!r}", param=f"task.{name}")
@@ -153,9 +153,6 @@ class DiTTask:
             # The head reads its block through a forward hook added per step: a compiled graph
             # would retrace for every new hook. Not supported yet.
             raise UserError("task.state_loss does not work with train.compile=true yet", param="task.state_loss")
-        if not math.isfinite(cfg.early_weight) or cfg.early_weight < 0:
-            raise UserError(f"task.early_weight must be a number >= 0 (0 = off), got {cfg.early_weight!r}",
-                            param="task.early_weight")
         if not math.isfinite(cfg.fact_lr) or cfg.fact_lr <= 0:
             raise UserError(f"task.fact_lr must be a number > 0 (a multiple of train.lr), got {cfg.fact_lr!r}", param="task.fact_lr")
         if cfg.state_until < 0:
