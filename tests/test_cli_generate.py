@@ -131,6 +131,7 @@ def test_animate_extend_interpolate_loop_edit(tmp_path, model, image, clip):
         (["generate", "a red ball falls", "--guidance-mode", "cfg++"], "guidance_mode"),
         (["loop", "a red ball falls", "--guidance-mode", "interval", "--guidance-interval", "0.9,0.1"], "guidance_interval"),
         (["generate", "a red ball falls", "--model", "{tmp}/no-such-model"], "model"),
+        (["animate", "{tmp}/first.png", "a red ball falls", "--stagger", "-1"], "stagger"),
     ],
 )
 def test_bad_input_exits_2_names_the_parameter_and_writes_nothing(tmp_path, model, image, capsys, args, param):

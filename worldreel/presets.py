@@ -33,6 +33,7 @@ class SamplingDefaults:
     shift: float = 1.0  # timestep shift at the native clip, scaled with sqrt(tokens) (diffusion/flow.py)
     guidance_mode: str = "cfg"  # how guidance combines the two passes: cfg, interval, zero-star, apg (diffusion/guidance.py)
     guidance_interval: tuple[float, float] = DEFAULT_INTERVAL  # noise levels t (1 = noise) where guidance_mode "interval" guides
+    stagger: float = 0.0  # lead of the first latent frame over the last (diffusion/flow.py stagger_timesteps); 0 = all together
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """CLI commands: generate, animate, extend, interpolate, loop, edit; and ``bench drift``.
 
 Every mode takes the same options (``--seconds --size --steps --guidance --shift
---guidance-mode --guidance-interval --seed --negative-prompt --model --out --show-prompt
+--guidance-mode --guidance-interval --stagger --seed --negative-prompt --model --out --show-prompt
 --no-rewrite``) and runs the one loop in
 ``pipelines/generate.py``. The output format follows the extension of ``--out``: .mp4
 (H.264), .gif, or .png (a still image). Bad input is a one-line error naming the
@@ -29,6 +29,7 @@ Guidance = Annotated[Optional[float], typer.Option("--guidance", help="Classifie
 Shift = Annotated[Optional[float], typer.Option("--shift", help="Timestep shift at the native clip (1 = none; more spends the steps nearer noise).")]
 GuidanceMode = Annotated[Optional[str], typer.Option("--guidance-mode", help="How guidance combines the two passes: cfg, interval, zero-star or apg (default: the model's).")]
 GuidanceInterval = Annotated[Optional[str], typer.Option("--guidance-interval", help="LO,HI: the noise levels (1 = noise) where --guidance-mode interval guides.")]
+Stagger = Annotated[Optional[float], typer.Option("--stagger", help="How far the first frame runs ahead of the last while denoising (0 = all together; default: the model's).")]
 Seed = Annotated[Optional[int], typer.Option("--seed", help="Seed; the same seed gives the same video (default: random, printed).")]
 Negative = Annotated[str, typer.Option("--negative-prompt", help="What the video should not look like.")]
 Model = Annotated[str, typer.Option("--model", help="A shipped model name or a model folder.")]
@@ -46,9 +47,9 @@ NoSign = Annotated[bool, typer.Option("--no-sign", help="Research only: leave ou
 
 def _options(seconds, size, steps, guidance, shift, guidance_mode, guidance_interval, seed, negative_prompt, model, out,
              show_prompt, no_rewrite, device, rewrite_endpoint, rewrite_model, rewrite_key_file, no_watermark=False,
-             no_sign=False, precision="auto") -> dict:
+             no_sign=False, precision="auto", stagger=None) -> dict:
     return dict(seconds=seconds, size=size, steps=steps, guidance=guidance, shift=shift, guidance_mode=guidance_mode,
-                guidance_interval=guidance_interval, seed=seed,
+                guidance_interval=guidance_interval, stagger=stagger, seed=seed,
                 negative_prompt=negative_prompt,
                 model=model, out=out, show_prompt=show_prompt, no_rewrite=no_rewrite, device=device,
                 rewrite_endpoint=rewrite_endpoint, rewrite_model=rewrite_model, rewrite_key_file=rewrite_key_file,
@@ -129,7 +130,7 @@ def _run(mode: str, prompt: str, opts: dict, call, *, read=None, still: bool = F
     from worldreel.pipelines.generate import check_sampling
 
     check_sampling(opts["steps"], opts["guidance"], opts["shift"], guidance_mode=opts["guidance_mode"],
-                   guidance_interval=opts["guidance_interval"])
+                   guidance_interval=opts["guidance_interval"], stagger=opts["stagger"])
     rewriter = _rewriter(opts)
 
     # 2. Load the model (a UserError names a missing model), check sizes, read the inputs.
@@ -146,7 +147,7 @@ def _run(mode: str, prompt: str, opts: dict, call, *, read=None, still: bool = F
 
     # 3. Generate with a progress bar on stderr.
     common = dict(size=opts["size"], steps=opts["steps"], guidance=opts["guidance"], shift=opts["shift"], seed=seed,
-                  guidance_mode=opts["guidance_mode"], guidance_interval=opts["guidance_interval"],
+                  guidance_mode=opts["guidance_mode"], guidance_interval=opts["guidance_interval"], stagger=opts["stagger"],
                   negative_prompt=opts["negative_prompt"], rewrite=not opts["no_rewrite"])
     with tqdm(total=100, desc=mode, unit="%", file=sys.stderr, leave=False,
               bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}") as bar:
@@ -191,7 +192,7 @@ def register(groups) -> None:
     def generate(
         prompt: Annotated[str, typer.Argument(help="What happens, e.g. 'a red ball falls and bounces'.")],
         seconds: Seconds = None, size: Size = None, steps: Steps = None, guidance: Guidance = None, shift: Shift = None,
-        guidance_mode: GuidanceMode = None, guidance_interval: GuidanceInterval = None, seed: Seed = None,
+        guidance_mode: GuidanceMode = None, guidance_interval: GuidanceInterval = None, stagger: Stagger = None, seed: Seed = None,
         negative_prompt: Negative = "", model: Model = "world-tiny", out: Out = None, show_prompt: ShowPrompt = False,
         no_rewrite: NoRewrite = False, device: Device = "cpu", rewrite_endpoint: RewriteURL = None,
         rewrite_model: RewriteModel = "default", rewrite_key_file: RewriteKey = None,
@@ -211,7 +212,7 @@ def register(groups) -> None:
         image: Annotated[Path, typer.Argument(help="The first frame (PNG/JPEG; a video's first frame also works).")],
         prompt: Annotated[str, typer.Argument(help="What happens next.")],
         seconds: Seconds = None, size: Size = None, steps: Steps = None, guidance: Guidance = None, shift: Shift = None,
-        guidance_mode: GuidanceMode = None, guidance_interval: GuidanceInterval = None, seed: Seed = None,
+        guidance_mode: GuidanceMode = None, guidance_interval: GuidanceInterval = None, stagger: Stagger = None, seed: Seed = None,
         negative_prompt: Negative = "", model: Model = "world-tiny", out: Out = None, show_prompt: ShowPrompt = False,
         no_rewrite: NoRewrite = False, device: Device = "cpu", rewrite_endpoint: RewriteURL = None,
         rewrite_model: RewriteModel = "default", rewrite_key_file: RewriteKey = None,
@@ -231,7 +232,7 @@ def register(groups) -> None:
         prompt: Annotated[str, typer.Argument(help="What happens in the new part.")],
         backward: Annotated[bool, typer.Option("--backward", help="Make what came before the clip instead.")] = False,
         seconds: Seconds = None, size: Size = None, steps: Steps = None, guidance: Guidance = None, shift: Shift = None,
-        guidance_mode: GuidanceMode = None, guidance_interval: GuidanceInterval = None, seed: Seed = None,
+        guidance_mode: GuidanceMode = None, guidance_interval: GuidanceInterval = None, stagger: Stagger = None, seed: Seed = None,
         negative_prompt: Negative = "", model: Model = "world-tiny", out: Out = None, show_prompt: ShowPrompt = False,
         no_rewrite: NoRewrite = False, device: Device = "cpu", rewrite_endpoint: RewriteURL = None,
         rewrite_model: RewriteModel = "default", rewrite_key_file: RewriteKey = None,
@@ -251,7 +252,7 @@ def register(groups) -> None:
         last: Annotated[Path, typer.Argument(help="The end: an image or a video.")],
         prompt: Annotated[str, typer.Argument(help="What happens in between.")],
         seconds: Seconds = None, size: Size = None, steps: Steps = None, guidance: Guidance = None, shift: Shift = None,
-        guidance_mode: GuidanceMode = None, guidance_interval: GuidanceInterval = None, seed: Seed = None,
+        guidance_mode: GuidanceMode = None, guidance_interval: GuidanceInterval = None, stagger: Stagger = None, seed: Seed = None,
         negative_prompt: Negative = "", model: Model = "world-tiny", out: Out = None, show_prompt: ShowPrompt = False,
         no_rewrite: NoRewrite = False, device: Device = "cpu", rewrite_endpoint: RewriteURL = None,
         rewrite_model: RewriteModel = "default", rewrite_key_file: RewriteKey = None,
@@ -272,7 +273,7 @@ def register(groups) -> None:
     def loop(
         prompt: Annotated[str, typer.Argument(help="What happens; the end flows back into the start.")],
         seconds: Seconds = None, size: Size = None, steps: Steps = None, guidance: Guidance = None, shift: Shift = None,
-        guidance_mode: GuidanceMode = None, guidance_interval: GuidanceInterval = None, seed: Seed = None,
+        guidance_mode: GuidanceMode = None, guidance_interval: GuidanceInterval = None, stagger: Stagger = None, seed: Seed = None,
         negative_prompt: Negative = "", model: Model = "world-tiny", out: Out = None, show_prompt: ShowPrompt = False,
         no_rewrite: NoRewrite = False, device: Device = "cpu", rewrite_endpoint: RewriteURL = None,
         rewrite_model: RewriteModel = "default", rewrite_key_file: RewriteKey = None,
@@ -288,7 +289,7 @@ def register(groups) -> None:
         prompt: Annotated[str, typer.Argument(help="The new description.")],
         strength: Annotated[float, typer.Option("--strength", help="0 keeps the clip, 1 ignores it.")] = 0.6,
         seconds: Seconds = None, size: Size = None, steps: Steps = None, guidance: Guidance = None, shift: Shift = None,
-        guidance_mode: GuidanceMode = None, guidance_interval: GuidanceInterval = None, seed: Seed = None,
+        guidance_mode: GuidanceMode = None, guidance_interval: GuidanceInterval = None, stagger: Stagger = None, seed: Seed = None,
         negative_prompt: Negative = "", model: Model = "world-tiny", out: Out = None, show_prompt: ShowPrompt = False,
         no_rewrite: NoRewrite = False, device: Device = "cpu", rewrite_endpoint: RewriteURL = None,
         rewrite_model: RewriteModel = "default", rewrite_key_file: RewriteKey = None,
@@ -359,7 +360,8 @@ def register(groups) -> None:
         json_out: Annotated[Path, typer.Option("--json", help="Write the results here (JSON).")] = Path("direction.json"),
         seeds: Annotated[int, typer.Option("--seeds", help="Seeds per subject and side.")] = 8,
         modes: Annotated[str, typer.Option("--modes", help="text (text-to-video), image (image-to-video from a resting first frame), or both: text,image.")] = "text,image",
-        steps: Steps = None, guidance: Guidance = None, device: Device = "cpu", precision: Precision = "auto",
+        steps: Steps = None, guidance: Guidance = None, stagger: Stagger = None, device: Device = "cpu",
+        precision: Precision = "auto",
     ) -> None:
         """Does "left"/"right" in the prompt decide the motion? Swapped prompts, same seeds (eval/direction.py)."""
         from rich.console import Console
@@ -368,7 +370,7 @@ def register(groups) -> None:
 
         from worldreel.atomic import write_json
         from worldreel.eval.direction import MODES, SUBJECTS, DirectionConfig, run_direction
-        from worldreel.pipelines.generate import Generator
+        from worldreel.pipelines.generate import Generator, check_sampling
 
         if not 1 <= seeds <= 1000:
             raise UserError(f"--seeds must be from 1 to 1000, got {seeds}", param="seeds")
@@ -377,7 +379,8 @@ def register(groups) -> None:
             raise UserError(f"--modes must list {' and/or '.join(MODES)}, got {modes!r}", param="modes")
         if json_out.suffix.lower() != ".json" or not json_out.parent.exists():
             raise UserError(f"cannot write {json_out}: give a .json file in an existing folder", param="json")
-        cfg = DirectionConfig(seeds=seeds, modes=chosen, steps=steps, guidance=guidance)
+        check_sampling(steps, guidance, stagger=stagger)
+        cfg = DirectionConfig(seeds=seeds, modes=chosen, steps=steps, guidance=guidance, stagger=stagger)
         results = []
         for model in models:
             gen = Generator.load(model, device=device, precision=precision)

@@ -42,6 +42,36 @@ def timesteps(steps: int, shift: float = 1.0) -> torch.Tensor:
     return time_shift(torch.linspace(1.0, 0.0, steps + 1), shift)
 
 
+def stagger_timesteps(steps: int, shift: float, frames: int, lead: float) -> torch.Tensor:
+    """Per-frame sampling schedule (steps + 1, frames): the earlier frames run ahead of the later ones.
+
+    Every frame follows the shifted schedule of ``timesteps``, but frame i of n starts its
+    descent later and ends it later: with progress s = 0..1 over the steps and r = i / (n - 1),
+    frame i is at progress ``clamp((1 + lead) s - lead r, 0, 1)``. So the first frame is clean
+    when s = 1 / (1 + lead) while the last is still pure noise until s = lead / (1 + lead): the
+    later frames are made while the earlier ones are (nearly) known, as in diffusion forcing
+    (Chen et al. 2024) and rolling diffusion (Ruhe et al. 2024). Each frame moves on about
+    ``steps / (1 + lead)`` of the steps. ``lead = 0`` is ``timesteps`` for every frame.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if frames < 1 or not lead >= 0:
+        raise ValueError(f"need frames >= 1 and lead >= 0, got {frames}, {lead}")
+    progress = torch.linspace(0.0, 1.0, steps + 1)  # (steps + 1,)
+    return stagger_times(progress, frames, torch.full_like(progress, lead), shift)  # (steps + 1, frames)
+
+
+def stagger_times(t: torch.Tensor, frames: int, lead: torch.Tensor, shift: float = 1.0) -> torch.Tensor:
+    """Training times for staggered sampling: the per-frame times ``stagger_timesteps`` visits.
+
+    t (B,) in [0, 1] is each sample's place on the schedule (0 = the start, all noise; 1 = the
+    end); lead (B,) >= 0 its lead -> (B, frames) times, the same map as ``stagger_timesteps``.
+    """
+    rank = torch.linspace(0.0, 1.0, frames, device=t.device)[None] if frames > 1 else t.new_zeros(1, 1)  # (1, f)
+    progress = ((1.0 + lead[:, None]) * t[:, None] - lead[:, None] * rank).clamp(0.0, 1.0)  # (B, f)
+    return time_shift(1.0 - progress, shift)
+
+
 def sample_t(
     batch: int,
     *,
@@ -76,15 +106,16 @@ def flow_loss(
 ) -> torch.Tensor:
     """Rectified-flow loss: mean squared error of the predicted velocity on the frames that are not given.
 
-    model_fn(x_t (B, C, f, h, w), t_frames (B, f)) -> v; x0, noise (B, C, f, h, w); t (B,);
+    model_fn(x_t (B, C, f, h, w), t_frames (B, f)) -> v; x0, noise (B, C, f, h, w); t (B,), or
+    (B, f) per frame (staggered times, ``stagger_times``);
     given (B, f) bool: frames the model is shown clean (their time is 0, their latents x0)
     and not scored on. A sample with every frame given contributes nothing.
     weight: optional per-element weights of the squared error, broadcastable to x0 (e.g.
     (B, 1, f, h, w) per latent cell, the DiT task's ``object_weight``); None = uniform.
     """
     B, _, f = x0.shape[:3]
-    # 1. Per-frame times: the sample's t on generated frames, 0 on given ones.
-    t_frames = t[:, None].expand(B, f).to(x0.device)  # (B, f)
+    # 1. Per-frame times: the sample's t on generated frames (or each frame's own, t (B, f)), 0 on given ones.
+    t_frames = (t[:, None].expand(B, f) if t.ndim == 1 else t).to(x0.device)  # (B, f)
     if given is None:
         given = torch.zeros(B, f, dtype=torch.bool, device=x0.device)
     t_frames = t_frames.masked_fill(given, 0.0)  # (B, f)

@@ -3,13 +3,16 @@
 Every sampler is a plain function with one signature (after k-diffusion's ``sampling.py``):
 ``sample_x(model_fn, x, ts, *, callback=None) -> x`` where ``model_fn(x, t)`` returns the
 velocity for x (B, ...) at t (B,), and ``ts`` is a 1-D schedule from 1 to 0
-(``diffusion.flow.timesteps``). The network knows nothing about guidance or given frames:
+(``diffusion.flow.timesteps``). A 2-D ``ts`` (steps + 1, f) gives every latent frame of x
+(B, C, f, h, w) its own times (``flow.stagger_timesteps``): model_fn then gets t (B, f), and
+each frame moves by its own step. The network knows nothing about guidance or given frames:
 those are wrappers that turn one ``model_fn`` into another (``cfg_wrapper``,
 ``cfg_batched_wrapper``, ``frame_condition_wrapper``); how guidance combines the two
 passes (plain CFG, an interval, CFG-Zero*, APG) is a rule from ``diffusion/guidance.py``.
 
 ``callback`` (optional) is called after every step with a dict
-``{"i": step index, "steps": number of steps, "t": t, "t_next": t_next, "x": new x, "v": velocity used}``;
+``{"i": step index, "steps": number of steps, "t": t, "t_next": t_next, "x": new x, "v": velocity used}``
+(t and t_next: the noisiest frame's, for a per-frame schedule);
 ``(info["i"] + 1) / info["steps"]`` is the fraction done.
 """
 from __future__ import annotations
@@ -24,7 +27,16 @@ ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x (B, ...), t
 
 
 def _t_batch(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return t.to(device=x.device, dtype=torch.float32).expand(x.shape[0])  # () -> (B,)
+    """A schedule entry for the batch: () -> (B,), or per frame (f,) -> (B, f)."""
+    t = t.to(device=x.device, dtype=torch.float32)
+    return t.expand(x.shape[0]) if t.ndim == 0 else t.expand(x.shape[0], -1)
+
+
+def _dt(t_next: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The step t -> t_next, broadcastable against x: a scalar, or (1, 1, f, 1, 1) for a per-frame
+    schedule and x (B, C, f, h, w)."""
+    dt = (t_next - t).to(device=x.device, dtype=x.dtype)
+    return dt if dt.ndim == 0 else dt[None, None, :, None, None]
 
 
 @torch.no_grad()
@@ -34,9 +46,9 @@ def sample_euler(model_fn: ModelFn, x: torch.Tensor, ts: torch.Tensor, *, callba
     for i in range(steps):
         t, t_next = ts[i], ts[i + 1]
         v = model_fn(x, _t_batch(t, x))  # (B, ...)
-        x = x + (t_next - t).to(x.dtype) * v
+        x = x + _dt(t_next, t, x) * v
         if callback is not None:
-            callback({"i": i, "steps": steps, "t": float(t), "t_next": float(t_next), "x": x, "v": v})
+            callback({"i": i, "steps": steps, "t": float(t.max()), "t_next": float(t_next.max()), "x": x, "v": v})
     return x
 
 
@@ -49,14 +61,14 @@ def sample_heun(model_fn: ModelFn, x: torch.Tensor, ts: torch.Tensor, *, callbac
     steps = len(ts) - 1
     for i in range(steps):
         t, t_next = ts[i], ts[i + 1]
-        dt = (t_next - t).to(x.dtype)
+        dt = _dt(t_next, t, x)
         v = model_fn(x, _t_batch(t, x))  # (B, ...)
         x_euler = x + dt * v
         v_next = model_fn(x_euler, _t_batch(t_next, x))  # (B, ...)
         v = (v + v_next) / 2
         x = x + dt * v
         if callback is not None:
-            callback({"i": i, "steps": steps, "t": float(t), "t_next": float(t_next), "x": x, "v": v})
+            callback({"i": i, "steps": steps, "t": float(t.max()), "t_next": float(t_next.max()), "x": x, "v": v})
     return x
 
 
@@ -137,7 +149,7 @@ def frame_condition_wrapper(frame_fn: ModelFn, clean: torch.Tensor, given: torch
 
     def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         x = torch.where(g, clean, x)  # (B, C, f, h, w)
-        t_frames = t[:, None].expand(-1, given.shape[1]).masked_fill(given, 0.0)  # (B, f)
+        t_frames = (t[:, None].expand(-1, given.shape[1]) if t.ndim == 1 else t).masked_fill(given, 0.0)  # (B, f)
         return frame_fn(x, t_frames).masked_fill(g, 0.0)  # (B, C, f, h, w)
 
     return model_fn

@@ -48,6 +48,7 @@ class DirectionConfig:
     modes: tuple[str, ...] = MODES
     steps: int | None = None  # sampler steps (None: the model's default)
     guidance: float | None = None  # guidance scale (None: the model's default)
+    stagger: float | None = None  # staggered sampling's lead (None: the model's default)
 
 
 def _named(color: str, shape: str) -> str:
@@ -93,7 +94,7 @@ def run_direction(generator, cfg: DirectionConfig, progress: Callable[[float], N
 
     size = tuple(generator.config.default_size)
     fps = generator.config.fps
-    kwargs = dict(steps=cfg.steps, guidance=cfg.guidance, rewrite=False)
+    kwargs = dict(steps=cfg.steps, guidance=cfg.guidance, stagger=cfg.stagger, rewrite=False)
     rows = []
     total = len(cfg.modes) * len(SUBJECTS) * cfg.seeds * len(SIDES)
     for mode in cfg.modes:

@@ -33,6 +33,7 @@ from worldreel.presets import ModelConfig
 
 SIZE_MULTIPLE = 16  # every side a multiple of 16 (VAE x8 times DiT patch 2), WORLD.md
 DECODE_COST = 2  # progress units per decoded chunk of latents (a sampler step is 1)
+MAX_STAGGER = 8.0  # largest accepted stagger (the first frame done when 1/9 of the steps are)
 MIN_SHIFT, MAX_SHIFT = 0.1, 20.0  # accepted timestep shifts (1 = none; SD3 samples 1024 px images at 3)
 
 
@@ -40,7 +41,7 @@ MIN_SHIFT, MAX_SHIFT = 0.1, 20.0  # accepted timestep shifts (1 = none; SD3 samp
 class SamplingConfig:
     """Defaults of the denoising loop (used when a call leaves the argument out).
 
-    steps, guidance, sampler, shift, guidance_mode and guidance_interval left as None take the
+    steps, guidance, sampler, shift, guidance_mode, guidance_interval and stagger left as None take the
     model's own values (config.json "sampling", ``presets.SamplingDefaults``) when the
     Generator is built.
     """
@@ -51,6 +52,7 @@ class SamplingConfig:
     shift: float | None = None  # timestep shift at the native clip (diffusion/flow.py)
     guidance_mode: str | None = None  # cfg, interval, zero-star or apg (diffusion/guidance.py)
     guidance_interval: tuple[float, float] | None = None  # noise levels where guidance_mode "interval" guides
+    stagger: float | None = None  # how far the first latent frame runs ahead of the last (flow.stagger_timesteps); 0 = together
     window_latents: int = 0  # latent frames per window; 0 = the model's native clip (default_seconds)
     overlap_latents: int = 3  # latent frames a window shares with the previous one (given, t = 0)
     max_seconds: float = 120.0  # longest video a call may ask for
@@ -140,10 +142,11 @@ def _check_number(value, name: str, lo: float, hi: float, kind=float):
 
 
 def check_sampling(steps=None, guidance=None, shift=None, sampler=None, guidance_mode=None,
-                   guidance_interval=None) -> tuple:
+                   guidance_interval=None, stagger=None) -> tuple:
     """The sampler settings given (to a call, or to a model's config), checked: (steps, guidance,
-    shift); None stays None (the model's default). sampler, guidance_mode and guidance_interval
-    are only checked (``guidance.check_mode``, ``guidance.check_interval`` return them read)."""
+    shift); None stays None (the model's default). sampler, guidance_mode, guidance_interval and
+    stagger are only checked (``guidance.check_mode``, ``guidance.check_interval`` return them
+    read; ``check_stagger`` the stagger)."""
     from worldreel.diffusion.guidance import check_interval, check_mode
     from worldreel.diffusion.samplers import SAMPLERS
 
@@ -153,9 +156,16 @@ def check_sampling(steps=None, guidance=None, shift=None, sampler=None, guidance
         check_mode(guidance_mode)
     if guidance_interval is not None:
         check_interval(guidance_interval)
+    if stagger is not None:
+        check_stagger(stagger)
     return (None if steps is None else _check_number(steps, "steps", 1, 1000, int),
             None if guidance is None else _check_number(guidance, "guidance", 0.0, 50.0),
             None if shift is None else _check_number(shift, "shift", MIN_SHIFT, MAX_SHIFT))
+
+
+def check_stagger(value) -> float:
+    """A stagger (``flow.stagger_timesteps``' lead, 0 = off) read as a number from 0 to ``MAX_STAGGER``."""
+    return _check_number(value, "stagger", 0.0, MAX_STAGGER)
 
 
 # ---------------------------------------------------------------------------------------
@@ -251,7 +261,7 @@ class Generator:
     def generate(self, prompt: str, *, seconds=None, size=None, steps=None, guidance=None, shift=None, seed=None,
                  negative_prompt: str = "", conditions: Sequence[Condition] = (), strength=None,
                  rewrite: bool = True, progress: Callable[[float], None] | None = None,
-                 frames: int | None = None, guidance_mode=None, guidance_interval=None) -> Video:
+                 frames: int | None = None, guidance_mode=None, guidance_interval=None, stagger=None) -> Video:
         """Generate a video in which the frames given by ``conditions`` come out unchanged.
 
         seconds: length (0 = a still image); size: "WxH" or (W, H); frames: an exact frame
@@ -261,6 +271,8 @@ class Generator:
         (the timestep shift at the native clip, diffusion/flow.py) default to the model's own,
         and so do guidance_mode (cfg, interval, zero-star, apg: diffusion/guidance.py) and
         guidance_interval ("LO,HI" or a pair: the noise levels where "interval" guides).
+        stagger (>= 0, the model's own by default): how far the first frame made runs ahead of
+        the last on the schedule (``flow.stagger_timesteps``); 0 makes every frame together.
         """
         from worldreel.diffusion.guidance import check_interval, check_mode
 
@@ -273,6 +285,7 @@ class Generator:
                                   sc.shift if shift is None else shift)
         mode = check_mode(sc.guidance_mode if guidance_mode is None else guidance_mode)
         interval = check_interval(sc.guidance_interval if guidance_interval is None else guidance_interval)
+        stagger = sc.stagger if stagger is None else check_stagger(stagger)
         seed = secrets.randbelow(2**31) if seed is None else _check_number(seed, "seed", 0, 2**63 - 1, int)
         if strength is not None:
             strength = _check_number(strength, "strength", 0.0, 1.0)
@@ -293,16 +306,18 @@ class Generator:
         negative_prompt = (negative_prompt or "").strip()
 
         video = self._sample(model_prompt, negative_prompt, conditions, strength, num_frames, (width, height),
-                             steps, guidance, shift, seed, progress, (mode, interval))
+                             steps, guidance, shift, seed, progress, (mode, interval), stagger)
         sampling = {"sampler": sc.sampler, "steps": steps, "guidance": guidance, "shift": shift, "guidance_mode": mode}
         if mode == "interval":  # the interval matters only to its mode
             sampling["guidance_interval"] = list(interval)
+        if stagger:
+            sampling["stagger"] = stagger
         return Video(frames=video, fps=cfg.fps, prompt=prompt, model_prompt=model_prompt, seed=seed, notes=notes,
                      sampling=sampling)
 
     @torch.no_grad()
     def _sample(self, model_prompt, negative_prompt, conditions, strength, num_frames, size, steps, guidance,
-                shift, seed, progress, guidance_mode=("cfg", None)) -> np.ndarray:
+                shift, seed, progress, guidance_mode=("cfg", None), stagger: float = 0.0) -> np.ndarray:
         from worldreel import precision as precisions
         from worldreel.diffusion import flow, samplers
 
@@ -346,9 +361,19 @@ class Generator:
             cond_lib.frames_for_seconds(cfg.default_seconds, cfg.fps), tf)
         ph, pw = cfg.dit.patch[1], cfg.dit.patch[2]
         tokens = min(window, num_latents) * (lh // ph) * (lw // pw)
-        ts = flow.timesteps(steps, flow.shift_for_tokens(tokens, base_shift=shift)).to(self.device)
+        window_shift = flow.shift_for_tokens(tokens, base_shift=shift)
+        ts = flow.timesteps(steps, window_shift).to(self.device)
         if editing:
             ts = torch.cat([ts.new_tensor([strength]), ts[ts < strength]])  # start part-way (SDEdit)
+            stagger = 0.0  # an edit starts every frame from the same noisy source
+
+        def schedule(free: torch.Tensor) -> torch.Tensor:
+            """The window's times: ``ts``, or per frame when staggered (given frames' columns 0: they never move)."""
+            if not stagger or int(free.sum()) < 2:
+                return ts
+            per_frame = ts.new_zeros(len(ts), free.shape[0])  # (steps + 1, f)
+            per_frame[:, free] = flow.stagger_timesteps(steps, window_shift, int(free.sum()), stagger).to(self.device)
+            return per_frame
 
         # 6. Denoise window by window; each window gets the latents already made as given frames.
         windows = plan_windows(mask, window, sc.overlap_latents)
@@ -377,7 +402,7 @@ class Generator:
                                       guidance_mode, facts)
             keep = win_mask[None, :, None, None]  # (1, f, 1, 1)
             x = torch.where(keep, out[:, start:end], x)  # given frames start in place
-            x = sample(model_fn, x[None], ts, callback=tick)[0]  # (C, end - start, h, w)
+            x = sample(model_fn, x[None], schedule(~win_mask), callback=tick)[0]  # (C, end - start, h, w)
             out[:, start:end] = torch.where(keep, out[:, start:end], x)
             determined[start:end] = True
 

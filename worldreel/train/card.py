@@ -237,7 +237,9 @@ def model_card(config: ModelConfig, vae, dit, vae_stages: list[StageRecord], dit
               "seeds 0..K-1 at the default size and length with the model's own sampler settings "
               f"({config.sampling.sampler}, {config.sampling.steps} steps, guidance {config.sampling.guidance:g}"
               f"{'' if config.sampling.guidance_mode == 'cfg' else ' (' + _guidance_mode_text(config.sampling) + ')'}, "
-              f"timestep shift {config.sampling.shift:g}: config.json \"sampling\"), then scored by the seven checks of "
+              f"timestep shift {config.sampling.shift:g}"
+              f"{f', stagger {config.sampling.stagger:g}' if config.sampling.stagger else ''}: config.json \"sampling\"), "
+              "then scored by the seven checks of "
               "WORLD.md.", ""]
     lines += _change_line(previous, bench, holdout_previous, holdout)
     lines += _bench_lines("In-distribution prompts (default suite)", bench)

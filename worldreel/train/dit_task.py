@@ -89,6 +89,12 @@ class DiTTaskConfig:
     # split from where the first frame put them (issue 32): weight 1 + early_weight there, then
     # renormalised to mean 1 over a clip's frames; 0 = uniform.
     early_weight: float = 0.0
+    # Staggered times (diffusion forcing's ramp, flow.stagger_times): this share of clips gets
+    # per-frame times on the ramp a staggered sampler (sampling.stagger) walks, earlier frames
+    # less noisy, with a lead drawn from U(0, stagger_max) and the model's sampling shift; frames
+    # that come out clean count as given. 0 = every frame of a clip shares one time (off).
+    p_stagger: float = 0.0
+    stagger_max: float = 2.0
 
     def mode_probs(self) -> list[float]:
         given = [self.p_first, self.p_last, self.p_prefix, self.p_suffix, self.p_ends]
@@ -143,6 +149,10 @@ class DiTTask:
             value = getattr(cfg, name)
             if not math.isfinite(value) or value < 0:
                 raise UserError(f"task.{name} must be a number >= 0 (0 = off), got {value!r}", param=f"task.{name}")
+        if not 0 <= cfg.p_stagger <= 1:
+            raise UserError(f"task.p_stagger must be a share from 0 to 1 (0 = off), got {cfg.p_stagger!r}", param="task.p_stagger")
+        if not math.isfinite(cfg.stagger_max) or cfg.stagger_max <= 0:
+            raise UserError(f"task.stagger_max must be a number > 0, got {cfg.stagger_max!r}", param="task.stagger_max")
         if not math.isfinite(cfg.object_cap) or cfg.object_cap < 1:
             raise UserError(f"task.object_cap must be >= 1 (the background's weight), got {cfg.object_cap!r}",
                             param="task.object_cap")
@@ -371,6 +381,8 @@ class DiTTask:
         t = sample_t(B, generator=generator, mean=cfg.t_mean, std=cfg.t_std, shift=shift).to(device)  # (B,)
         noise = torch.randn(x0.shape, generator=generator, device=gdev).to(device)  # (B, C, f, h, w)
         given = sample_given(B, f, self.probs, generator).to(device)  # (B, f)
+        if cfg.p_stagger > 0 and f > 1:
+            t, given = self._stagger(t, given, n_tokens, generator)  # (B, f), (B, f)
         # 2. Text states (cached per prompt), then the flow-matching loss on the frames not given,
         #    weighted where the world's objects are (lever 2) when asked.
         text, text_mask = self._text_for(batch, drop, device)
@@ -414,6 +426,24 @@ class DiTTask:
         aux, aux_logs = state_loss(pred, batch["state"].to(device), batch["has_state"].to(device))
         logs.update(aux_logs, state=aux.item())
         return loss + cfg.state_loss * aux, logs
+
+    def _stagger(self, t: torch.Tensor, given: torch.Tensor, n_tokens: int,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-frame times: t (B,) -> (B, f), a share ``p_stagger`` of the clips on a staggered
+        sampler's ramp (a place on the schedule ~ U(0, 1), a lead ~ U(0, stagger_max)); frames the
+        ramp leaves clean join ``given`` (they are known then, and no velocity is asked of them; a
+        clip left with every frame given adds nothing to the loss, as in ``flow_loss``)."""
+        from worldreel.diffusion.flow import stagger_times
+
+        cfg, gdev = self.cfg, generator.device
+        B, f = given.shape
+        pick = (torch.rand(B, generator=generator, device=gdev) < cfg.p_stagger).to(t.device)  # (B,)
+        place = torch.rand(B, generator=generator, device=gdev).to(t.device)  # (B,)
+        lead = (torch.rand(B, generator=generator, device=gdev) * cfg.stagger_max).to(t.device)  # (B,)
+        shift = self.model_cfg.sampling.shift * shift_for_tokens(n_tokens)  # the sampler's own shift
+        ramp = stagger_times(place, f, lead, shift)  # (B, f)
+        t_frames = torch.where(pick[:, None], ramp, t[:, None].expand(B, f))  # (B, f)
+        return t_frames, given | (t_frames == 0)
 
     # -- evaluation (optional hook of the trainer) -------------------------------------------
 
