@@ -369,7 +369,7 @@ def register(groups) -> None:
         from tqdm import tqdm
 
         from worldreel.atomic import write_json
-        from worldreel.eval.direction import MODES, SUBJECTS, DirectionConfig, run_direction
+        from worldreel.eval.direction import MODES, DirectionConfig, run_direction, video_count
         from worldreel.pipelines.generate import Generator, check_sampling
 
         if not 1 <= seeds <= 1000:
@@ -384,7 +384,7 @@ def register(groups) -> None:
         results = []
         for model in models:
             gen = Generator.load(model, device=device, precision=precision)
-            with tqdm(total=len(chosen) * len(SUBJECTS) * seeds * 2, desc=f"direction {model}", unit="video",
+            with tqdm(total=video_count(cfg), desc=f"direction {model}", unit="video",
                       file=sys.stderr, leave=False) as bar:
                 def progress(fraction: float) -> None:
                     bar.n = round(fraction * bar.total)

@@ -87,6 +87,11 @@ def first_side(score) -> str:
     return "right" if sign > 0 else "left" if sign < 0 else "none"
 
 
+def video_count(cfg: DirectionConfig) -> int:
+    """Videos ``run_direction`` makes per model: every mode, subject, seed and side."""
+    return len(cfg.modes) * len(SUBJECTS) * cfg.seeds * len(SIDES)
+
+
 def run_direction(generator, cfg: DirectionConfig, progress: Callable[[float], None] | None = None) -> dict:
     """Every subject, side, seed and mode: a JSON-able dict with ``summary[mode]`` and the ``videos``."""
     from worldreel.data.captions import parse_caption
@@ -96,7 +101,7 @@ def run_direction(generator, cfg: DirectionConfig, progress: Callable[[float], N
     fps = generator.config.fps
     kwargs = dict(steps=cfg.steps, guidance=cfg.guidance, stagger=cfg.stagger, rewrite=False)
     rows = []
-    total = len(cfg.modes) * len(SUBJECTS) * cfg.seeds * len(SIDES)
+    total = video_count(cfg)
     for mode in cfg.modes:
         for subject in SUBJECTS:
             for seed in range(cfg.seed_base, cfg.seed_base + cfg.seeds):
