@@ -229,3 +229,40 @@ def test_pack_refuses_scores_measured_on_other_weights(tmp_path, tiny_folder):
         pack_model(vae_run, dit_run, tmp_path / "other", bench=bench, holdout_bench=holdout)
     assert err.value.param == "holdout_bench" and "0" * 12 in err.value.message
     assert not (tmp_path / "other").exists()
+
+
+def _predict_result(weights, model_err=0.04):
+    """A bench predict JSON as the command writes it (only what the card reads)."""
+    def row(position):
+        return {h: {"position": position, "lost": 0.1} for h in ("1s", "2s", "3s", "all")}
+    table = {"model": {"all": row(model_err), "falls": row(0.05)}, "no_caption": {"all": row(0.1)},
+             "copy_last": {"all": row(0.06), "falls": row(0.11)}, "constant_velocity": {"all": row(0.07), "falls": row(0.065)}}
+    return {"benchmark": "bench predict", "version": 1, "table": table, "settings": {"weights": weights},
+            "config": {"clips": 6, "suites": ["default", "holdout"], "horizon_seconds": 3}}
+
+
+def test_pack_writes_the_prediction_section_from_bench_predict(tmp_path, tiny_folder):
+    from worldreel.model_folder import weights_digest
+
+    vae_run, dit_run, _ = _runs(tmp_path, tiny_folder)
+    digests = weights_digest(str(pack_model(vae_run, dit_run, tmp_path / "first")))
+    now, before = tmp_path / "predict.json", tmp_path / "before.json"
+    now.write_text(json.dumps(_predict_result(digests)))
+    before.write_text(json.dumps(_predict_result({"vae": "a" * 12, "dit": "b" * 12}, model_err=0.05)))
+    card = (pack_model(vae_run, dit_run, tmp_path / "model", predict=now, previous_predict=before) / "README.md").read_text()
+    section = card.split("## Prediction (bench predict)")[1].split("## Limits")[0]
+    assert "12 held-out reel-world clips" in section and "for 3 s" in section
+    assert "model 0.040/0.040/0.040 (the weights before these: 0.050/0.050/0.050)" in section
+    assert "copy-last-frame 0.060/0.060/0.060" in section and "falls 0.050 against constant velocity 0.065" in section
+    assert "It loses 10% of object-frames (10% without the caption)" in section
+    assert "## Prediction" not in (pack_model(vae_run, dit_run, tmp_path / "plain") / "README.md").read_text()
+    # Another model's prediction, or a file that is no bench predict result, is refused by name.
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(_predict_result({**digests, "dit": "0" * 12})))
+    with pytest.raises(UserError) as err:
+        pack_model(vae_run, dit_run, tmp_path / "m2", predict=other)
+    assert err.value.param == "predict" and not (tmp_path / "m2").exists()
+    (tmp_path / "bad.json").write_text(json.dumps({"mean_score": 0.5}))
+    with pytest.raises(UserError) as err:
+        pack_model(vae_run, dit_run, tmp_path / "m3", previous_predict=tmp_path / "bad.json")
+    assert err.value.param == "previous_predict"

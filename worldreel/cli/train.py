@@ -148,18 +148,22 @@ def register(groups) -> None:
         previous_bench: Annotated[Optional[str], typer.Option("--previous-bench", help="world-bench JSON (default suite) of the model this one replaces: the card says by how much the score changed.")] = None,
         previous_holdout_bench: Annotated[Optional[str], typer.Option("--previous-holdout-bench", help="... and of its hold-out suite.")] = None,
         sampling: Annotated[Optional[List[str]], typer.Option("--sampling", help="Default sampler setting KEY=VALUE: steps, guidance, sampler, shift, guidance_mode, guidance_interval or stagger (repeatable).")] = None,
+        predict: Annotated[Optional[str], typer.Option("--predict", help="bench predict JSON of these weights: the card's Prediction section.")] = None,
+        previous_predict: Annotated[Optional[str], typer.Option("--previous-predict", help="... and of the model this one replaces.")] = None,
     ) -> None:
         """Join an autoencoder run and a denoiser run into one model folder with its model card."""
-        _pack(vae, dit, out, bench, holdout_bench, ceiling_bench, previous_bench, previous_holdout_bench, sampling or [])
+        _pack(vae, dit, out, bench, holdout_bench, ceiling_bench, previous_bench, previous_holdout_bench, sampling or [],
+              predict, previous_predict)
 
 
 def _pack(vae: str, dit: str, out: str, bench: Optional[str], holdout_bench: Optional[str],
           ceiling_bench: Optional[str], previous_bench: Optional[str], previous_holdout_bench: Optional[str],
-          sampling: list[str]) -> None:
+          sampling: list[str], predict: Optional[str] = None, previous_predict: Optional[str] = None) -> None:
     from worldreel.train.pack import pack_model
 
     folder = pack_model(vae, dit, out, bench=bench, holdout_bench=holdout_bench, ceiling_bench=ceiling_bench,
-                        previous_bench=previous_bench, previous_holdout_bench=previous_holdout_bench, sampling=sampling)
+                        previous_bench=previous_bench, previous_holdout_bench=previous_holdout_bench, sampling=sampling,
+                        predict=predict, previous_predict=previous_predict)
     print(f"model folder {folder} (config.json, vae.safetensors, dit.safetensors, README.md)", file=sys.stderr)
     print(f"generate with: worldreel generate \"a red ball falls and bounces on the floor\" --model {folder}", file=sys.stderr)
 

@@ -190,9 +190,49 @@ def commands(config: ModelConfig, vae_stages: list[StageRecord], dit_stages: lis
     return [todo[i][0] for i in done] + [pack]
 
 
+def _prediction_lines(predict: dict | None, previous: dict | None = None) -> list[str]:
+    """The "Prediction" section from a ``bench predict`` JSON (and the replaced model's, for a before line)."""
+    if not predict:
+        return []
+    table = predict["table"]
+    horizons = ("1s", "2s", "3s")
+
+    def errors(method: str, result: dict = predict) -> str:
+        row = result["table"][method]["all"]
+        return "/".join(f"{row[h]['position']:.3f}" for h in horizons)
+
+    def whole(method: str, motion: str) -> float | None:
+        return ((table.get(method) or {}).get(motion) or {}).get("all", {}).get("position")
+
+    before = f" (the weights before these: {errors('model', previous)})" if previous else ""
+    lines = ["## Prediction (bench predict)", "",
+             f"`worldreel bench predict --model MODEL --out DIR`: shown the first second of {predict['config']['clips'] * len(predict['config']['suites'])} "
+             "held-out reel-world clips and their captions, the model continues them for "
+             f"{predict['config']['horizon_seconds']} s, scored against the simulator's own continuation "
+             "(docs/predict.md). Position error in frame heights at 1/2/3 s: "
+             f"model {errors('model')}{before}, copy-last-frame {errors('copy_last')}, constant velocity "
+             f"{errors('constant_velocity')}."]
+    per_motion = []
+    for motion, name in (("falls", "falls"), ("pillar", "pillar passes"), ("thrown", "throws"), ("rolls", "rolls and slides"),
+                         ("rests", "resting objects")):
+        model = whole("model", motion)
+        baselines = [(v, label) for v, label in ((whole("copy_last", motion), "copy-last"),
+                                                 (whole("constant_velocity", motion), "constant velocity")) if v is not None]
+        if model is not None and baselines:
+            value, label = min(baselines)
+            per_motion.append(f"{name} {model:.3f} against {label} {value:.3f}")
+    if per_motion:
+        lines += [f"Over the whole continuation, against the better baseline: {'; '.join(per_motion)}."]
+    lost = table["model"]["all"]["all"]["lost"]
+    no_caption = (table.get("no_caption") or {}).get("all", {}).get("all", {}).get("lost")
+    lines += [f"It loses {lost:.0%} of object-frames" + (f" ({no_caption:.0%} without the caption)." if no_caption is not None else "."), ""]
+    return lines
+
+
 def model_card(config: ModelConfig, vae, dit, vae_stages: list[StageRecord], dit_stages: list[StageRecord],
                cache: str | None, bench: dict | None, holdout: dict | None, ceiling: dict | None,
-               previous: dict | None = None, holdout_previous: dict | None = None) -> str:
+               previous: dict | None = None, holdout_previous: dict | None = None,
+               predict: dict | None = None, previous_predict: dict | None = None) -> str:
     """The README.md of a model folder: what it is, what it was trained on (every stage), how long, how it scores."""
     v = config.vae
     ratio = (3 * v.time_factor * v.space_factor ** 2) / v.latent_channels
@@ -249,6 +289,7 @@ def model_card(config: ModelConfig, vae, dit, vae_stages: list[StageRecord], dit
                   "model's autoencoder (`worldreel bench world --truth --autoencoder MODEL`), score "
                   f"**{ceiling['mean_score']:.3f}**: no denoiser trained on its latents can score higher.", ""]
         lines += _bench_lines("Truth through the autoencoder", ceiling)
+    lines += _prediction_lines(predict, previous_predict)
     lines += ["## Limits", "",
               "Trained only on the reel world: prompts outside its vocabulary are refused by the prompt parser or "
               "rewritten into it. What it does and does not do is in the per-check pass rates above; a check that "

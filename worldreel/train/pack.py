@@ -84,11 +84,13 @@ def _stages(folder: Path, part: str, run: Path) -> list[StageRecord]:
 def pack_model(vae_run: str | Path, dit_run: str | Path, out: str | Path, *, bench: str | Path | None = None,
                holdout_bench: str | Path | None = None, ceiling_bench: str | Path | None = None,
                previous_bench: str | Path | None = None, previous_holdout_bench: str | Path | None = None,
-               sampling: list[str] | None = None) -> Path:
+               sampling: list[str] | None = None, predict: str | Path | None = None,
+               previous_predict: str | Path | None = None) -> Path:
     """Write a complete model folder at ``out`` from an autoencoder run and a denoiser run (or model folders).
 
     The world-bench JSONs fill the card's scores; ``previous_*`` are the same suites measured on
     the model this one replaces, for a "before -> now" line (new weights ship only when it is up).
+    ``predict`` (and ``previous_predict``) are ``bench predict`` JSONs for the card's Prediction section.
     ``sampling`` items ``KEY=VALUE`` set config.json's "sampling" section (the sampler settings the
     model generates with by default); a world-bench JSON that recorded other settings is an error.
     """
@@ -119,6 +121,14 @@ def pack_model(vae_run: str | Path, dit_run: str | Path, out: str | Path, *, ben
                 raise UserError(f"{path} was sampled with {used}, not with this model's settings "
                                 f"{to_dict(config.sampling)} (set them with --sampling KEY=VALUE)", param=param)
         results.append(data)
+    predictions = []  # bench predict results: this model's, the replaced model's (None where not given)
+    for path, param in ((predict, "predict"), (previous_predict, "previous_predict")):
+        data = None
+        if path is not None:
+            data = read_json(Path(path))
+            if not isinstance(data, dict) or data.get("benchmark") != "bench predict" or "table" not in data:
+                raise UserError(f"{path} is not a bench predict result (predict.json)", param=param)
+        predictions.append(data)
     # 2. The weights, loaded strictly (a mismatch is an error, not a silent partial load).
     from worldreel.models.dit import DiT
     from worldreel.models.vae import VideoVAE
@@ -129,8 +139,10 @@ def pack_model(vae_run: str | Path, dit_run: str | Path, out: str | Path, *, ben
     # The card's own scores must have been measured on exactly the weights it is packed with
     # (digests made only when a result recorded one: serialising the weights takes a while).
     digests = None
-    for data, path, param in ((results[0], bench, "bench"), (results[1], holdout_bench, "holdout_bench")):
-        measured = ((data or {}).get("source") or {}).get("weights")
+    for data, path, param in ((results[0], bench, "bench"), (results[1], holdout_bench, "holdout_bench"),
+                              (predictions[0], predict, "predict")):
+        source = (data or {}).get("settings" if param == "predict" else "source") or {}
+        measured = source.get("weights")
         if measured:
             digests = digests or {"vae": state_digest(half_state(vae)), "dit": state_digest(half_state(dit))}
             if measured != digests:
@@ -139,5 +151,6 @@ def pack_model(vae_run: str | Path, dit_run: str | Path, out: str | Path, *, ben
     # 3. The folder, its card and the stage records of both parts.
     scores, holdout_scores, ceiling_scores, previous_scores, previous_holdout_scores = results
     card = model_card(config, vae, dit, vae_stages, dit_stages, cache, scores, holdout_scores, ceiling_scores,
-                      previous=previous_scores, holdout_previous=previous_holdout_scores)
+                      previous=previous_scores, holdout_previous=previous_holdout_scores,
+                      predict=predictions[0], previous_predict=predictions[1])
     return save_model(out, config, vae, dit, card=card, stages=vae_stages + dit_stages)
