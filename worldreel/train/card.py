@@ -205,10 +205,12 @@ def _prediction_lines(predict: dict | None, previous: dict | None = None) -> lis
         return ((table.get(method) or {}).get(motion) or {}).get("all", {}).get("position")
 
     before = f" (the weights before these: {errors('model', previous)})" if previous else ""
+    run = predict["config"]
+    clips = run["clips"] * len(run["suites"])  # clips per suite, from each suite
     lines = ["## Prediction (bench predict)", "",
-             f"`worldreel bench predict --model MODEL --out DIR`: shown the first second of {predict['config']['clips'] * len(predict['config']['suites'])} "
+             f"`worldreel bench predict --model MODEL --out DIR`: shown the first second of {clips} "
              "held-out reel-world clips and their captions, the model continues them for "
-             f"{predict['config']['horizon_seconds']} s, scored against the simulator's own continuation "
+             f"{run['horizon_seconds']} s, scored against the simulator's own continuation "
              "(docs/predict.md). Position error in frame heights at 1/2/3 s: "
              f"model {errors('model')}{before}, copy-last-frame {errors('copy_last')}, constant velocity "
              f"{errors('constant_velocity')}."]
@@ -225,7 +227,8 @@ def _prediction_lines(predict: dict | None, previous: dict | None = None) -> lis
         lines += [f"Over the whole continuation, against the better baseline: {'; '.join(per_motion)}."]
     lost = table["model"]["all"]["all"]["lost"]
     no_caption = (table.get("no_caption") or {}).get("all", {}).get("all", {}).get("lost")
-    lines += [f"It loses {lost:.0%} of object-frames" + (f" ({no_caption:.0%} without the caption)." if no_caption is not None else "."), ""]
+    blind = "." if no_caption is None else f" ({no_caption:.0%} without the caption)."
+    lines += [f"It loses {lost:.0%} of object-frames{blind}", ""]
     return lines
 
 
