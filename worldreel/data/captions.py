@@ -117,8 +117,13 @@ def _noun(rng: np.random.Generator, color: str, shape: str, count: int, article:
     if count > 1:
         return f"{_NUMBER[count]} {color} {plur}"
     if article is None:
-        article = "one" if rng.random() < 0.08 else ("an" if color[0] in "aeiou" else "a")
+        article = "one" if rng.random() < 0.08 else indefinite_article(color)
     return f"{article} {color} {sing}"
+
+
+def indefinite_article(word: str) -> str:
+    """"an" before a vowel ("an orange"), else "a"."""
+    return "an" if word[0] in "aeiou" else "a"
 
 
 def _verb_phrase(rng: np.random.Generator, o: ObjectFacts, plural: bool, may_bounce: bool) -> str:
@@ -161,7 +166,7 @@ def caption(facts: SceneFacts, rng: np.random.Generator) -> str:
             text += (", " if o.motion.startswith("thrown") else " ") + _pick(rng, _BEHIND)
         if o.hits is not None:
             t = objs[o.hits]
-            article = "the" if rng.random() < 0.5 else ("an" if t.color[0] in "aeiou" else "a")
+            article = "the" if rng.random() < 0.5 else indefinite_article(t.color)
             text += " and " + _pick(rng, _HIT)[1 if count > 1 else 0] + " " + _noun(rng, t.color, t.shape, 1, article)
         clauses.append(text)
     # 3. Pillar (when nobody passes behind it) and camera clauses.

@@ -52,7 +52,9 @@ class DirectionConfig:
 
 
 def _named(color: str, shape: str) -> str:
-    return f"{'an' if color[0] in 'aeiou' else 'a'} {color} {shape}"
+    from worldreel.data.captions import indefinite_article
+
+    return f"{indefinite_article(color)} {color} {shape}"
 
 
 def prompt_for(subject: tuple[str, str, str], side: str) -> str:

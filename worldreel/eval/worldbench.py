@@ -606,6 +606,7 @@ def default_prompt_suite() -> list[str]:
 
 def holdout_prompt_suite() -> list[str]:
     """One prompt per held-out (colour, shape, motion) triple of the world, static and panning."""
+    from worldreel.data.captions import indefinite_article
     from worldreel.data.world import HOLDOUT
 
     verbs = {
@@ -615,7 +616,7 @@ def holdout_prompt_suite() -> list[str]:
     prompts = []
     for k, (color, shape, motion) in enumerate(sorted(HOLDOUT)):
         verb = verbs[motion].format(roll="rolls" if shape == "ball" else "slides")
-        article = "an" if color[0] in "aeiou" else "a"
+        article = indefinite_article(color)
         prompts.append(f"{article} {color} {shape} {verb}")
         prompts.append(f"{article} {color} {shape} {verb}; the camera pans {'left' if k % 2 else 'right'}")
     return prompts

@@ -440,7 +440,7 @@ class DiTTask:
         pick = (torch.rand(B, generator=generator, device=gdev) < cfg.p_stagger).to(t.device)  # (B,)
         place = torch.rand(B, generator=generator, device=gdev).to(t.device)  # (B,)
         lead = (torch.rand(B, generator=generator, device=gdev) * cfg.stagger_max).to(t.device)  # (B,)
-        shift = self.model_cfg.sampling.shift * shift_for_tokens(n_tokens)  # the sampler's own shift
+        shift = shift_for_tokens(n_tokens, base_shift=self.model_cfg.sampling.shift)  # the sampler's own (pipelines/generate.py)
         ramp = stagger_times(place, f, lead, shift)  # (B, f)
         t_frames = torch.where(pick[:, None], ramp, t[:, None].expand(B, f))  # (B, f)
         return t_frames, given | (t_frames == 0)
