@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from worldreel.atomic import atomic_path, write_json, write_text
+from worldreel.atomic import BadLine, atomic_path, read_jsonl, write_json, write_text
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
@@ -26,3 +26,17 @@ def test_new_files_get_the_umask_mode_and_their_folder(tmp_path, durable):
         os.umask(old)
     assert path.read_text() == "hello"
     assert (path.stat().st_mode & 0o777) == 0o640
+
+
+def test_read_jsonl_numbers_lines_skips_blanks_and_names_a_bad_line(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"a": 1}\n\n  \n[2, 3]\n{"cut": \n"text"\n')
+    with pytest.raises(BadLine) as err:
+        read_jsonl(path)
+    assert err.value.number == 5 and "rows.jsonl line 5" in str(err.value)
+    assert isinstance(err.value, ValueError)
+    skipped = []
+    rows = read_jsonl(path, bad=lambda number, reason: skipped.append(number))
+    assert rows == [(1, {"a": 1}), (4, [2, 3]), (6, "text")]
+    assert skipped == [5]
+    assert read_jsonl(write_text(tmp_path / "empty.jsonl", "\n")) == []

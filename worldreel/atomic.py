@@ -1,4 +1,5 @@
-"""Atomic file writes: every file worldreel writes appears whole or not at all.
+"""Atomic file writes: every file worldreel writes appears whole or not at all; and the one
+reader of the JSON-lines files worldreel writes and appends to (``read_jsonl``).
 
 A writer gets a temporary path in the destination's folder (same file system, so the final
 ``os.replace`` is atomic), writes it, and on success the file takes the mode any new file
@@ -14,7 +15,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 
 def _umask() -> int:
@@ -82,3 +83,31 @@ def write_text(path: str | Path, text: str, *, durable: bool = False) -> Path:
 def write_json(path: str | Path, data: Any, *, durable: bool = False) -> Path:
     """``data`` as indented JSON with a final newline."""
     return write_text(path, json.dumps(data, indent=2) + "\n", durable=durable)
+
+
+class BadLine(ValueError):
+    """A line of a JSON-lines file that is not JSON; the message names the file and the line."""
+
+    def __init__(self, path: str | Path, number: int, reason: str):
+        super().__init__(f"{path} line {number}: {reason}")
+        self.path, self.number, self.reason = Path(path), number, reason
+
+
+def read_jsonl(path: str | Path, *, bad: Callable[[int, str], None] | None = None) -> list[tuple[int, Any]]:
+    """``(line number from 1, value)`` of each non-blank line of a JSON-lines file.
+
+    A line that is not JSON raises ``BadLine``; with ``bad`` it is left out and
+    ``bad(number, reason)`` is called instead (a log whose last line a kill cut short, a
+    user's file whose bad lines are reported and skipped). The caller checks the values' shape.
+    """
+    rows = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append((number, json.loads(line)))
+        except ValueError as err:
+            if bad is None:
+                raise BadLine(path, number, f"not JSON ({err})") from None
+            bad(number, f"not JSON ({err})")
+    return rows

@@ -35,16 +35,17 @@ def _settings(model: Optional[str], cfg) -> dict:
 def _kept(path: Path, settings: dict) -> list[dict]:
     if not path.is_file():
         return []
+    from worldreel.atomic import BadLine, read_jsonl
+
+    try:
+        lines = read_jsonl(path)
+    except BadLine as err:
+        raise UserError(f"{path} line {err.number} is not JSON: cannot add to this folder", param="add") from None
     rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            raise UserError(f"{path} line {n} is not JSON: cannot add to this folder", param="add") from None
-        if row.get("settings") != settings:
-            raise UserError(f"{path}: its clips were made otherwise (line {n}: {row.get('settings')}); add to a "
+    for n, row in lines:
+        made = row.get("settings") if isinstance(row, dict) else row
+        if made != settings:
+            raise UserError(f"{path}: its clips were made otherwise (line {n}: {made}); add to a "
                             f"folder made the same way, or use a new --out", param="add")
         rows.append(row)
     return rows

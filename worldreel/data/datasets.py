@@ -23,7 +23,6 @@ never fatal.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Iterator
 
 import numpy as np
 
+from worldreel.atomic import read_jsonl
 from worldreel.data.video_io import fit_frames
 from worldreel.errors import UserError
 
@@ -87,16 +87,10 @@ def list_items(source: str | Path, report: DataReport | None = None) -> list[tup
     report = report if report is not None else DataReport()
     if source.is_file():
         items = []
-        for n, line in enumerate(source.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                path, caption = row.get("video", row.get("file")), row["caption"]
-                if not isinstance(path, str) or not isinstance(caption, str):
-                    raise ValueError("needs text 'video' and 'caption'")
-            except (ValueError, KeyError, AttributeError) as err:
-                report.skipped.append((f"{source}:{n}", f"bad line ({err})"))
+        for n, row in read_jsonl(source, bad=lambda n, why: report.skipped.append((f"{source}:{n}", f"bad line ({why})"))):
+            path, caption = (row.get("video", row.get("file")), row.get("caption")) if isinstance(row, dict) else (None, None)
+            if not isinstance(path, str) or not isinstance(caption, str):
+                report.skipped.append((f"{source}:{n}", "bad line (needs text 'video' and 'caption')"))
                 continue
             items.append((source.parent / path, caption))
         return items

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from worldreel.atomic import atomic_path, write_json, write_text
+from worldreel.atomic import atomic_path, read_jsonl, write_json, write_text
 from worldreel.data.video_io import to_tensor
 from worldreel.errors import UserError
 
@@ -259,8 +259,7 @@ class LatentCache(torch.utils.data.Dataset):
                             param="data")
         self.info = json.loads((self.folder / "cache.json").read_text())
         if self.info.get("complete") and (self.folder / "index.jsonl").exists():
-            lines = (self.folder / "index.jsonl").read_text().splitlines()
-            self.entries = [json.loads(line) for line in lines if line.strip()]
+            self.entries = [entry for _, entry in read_jsonl(self.folder / "index.jsonl")]
         else:  # a cache still being built (or stopped): the finished shards list their items
             from safetensors import safe_open
 

@@ -8,7 +8,6 @@ the evaluator's tracks drawn on them, because people would rather look than read
 """
 from __future__ import annotations
 
-import json
 import re
 import textwrap
 from collections import Counter
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from worldreel.atomic import atomic_path
+from worldreel.atomic import BadLine, atomic_path, read_jsonl
 from worldreel.atomic import write_json as _write_json_file
 from worldreel.data.facts import PALETTE
 from worldreel.errors import UserError
@@ -29,15 +28,14 @@ def read_captions(folder) -> list[dict]:
     if not path.is_file():
         raise UserError(f"{folder}: no captions.jsonl (one JSON line per video with 'file' and 'caption')", param="videos")
     rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            if not isinstance(row, dict) or not isinstance(row.get("file"), str) or not isinstance(row.get("caption"), str):
-                raise ValueError
-        except ValueError:
-            raise UserError(f"{path} line {n}: expected a JSON object with string 'file' and 'caption'", param="videos") from None
+    expected = "expected a JSON object with string 'file' and 'caption'"
+    try:
+        lines = read_jsonl(path)
+    except BadLine as err:
+        raise UserError(f"{path} line {err.number}: {expected}", param="videos") from None
+    for n, row in lines:
+        if not isinstance(row, dict) or not isinstance(row.get("file"), str) or not isinstance(row.get("caption"), str):
+            raise UserError(f"{path} line {n}: {expected}", param="videos")
         rows.append(row)
     if not rows:
         raise UserError(f"{path} lists no videos", param="videos")

@@ -25,6 +25,7 @@ from typing import Callable
 
 import numpy as np
 
+from worldreel.atomic import read_jsonl
 from worldreel.errors import UserError
 
 Z_1E6 = 4.753  # one-sided Gaussian quantile for a false-positive rate of 1e-6
@@ -202,10 +203,7 @@ def run(cfg: BenchConfig, out: Path, cache: Path, *, key: bytes, log=print) -> d
     rows_path = out / "rows.jsonl"
     done = set()
     if rows_path.exists():
-        for line in rows_path.read_text().splitlines():
-            if line.strip():
-                r = json.loads(line)
-                done.add((r["source"], r["index"]))
+        done = {(r["source"], r["index"]) for _, r in read_jsonl(rows_path)}
 
     def add(row: dict) -> None:
         with open(rows_path, "a") as f:  # one line per clip: an interrupted run keeps what it made
@@ -225,7 +223,7 @@ def run(cfg: BenchConfig, out: Path, cache: Path, *, key: bytes, log=print) -> d
             for i, frames in generated_clips(cfg, cache, log):
                 if ("generated", i) not in done:
                     add(score_clip(frames, i, "generated", key))
-    rows = [json.loads(line) for line in rows_path.read_text().splitlines() if line.strip()]
+    rows = [r for _, r in read_jsonl(rows_path)]
     wanted = {("true", i) for i in range(cfg.true)} | {("null", i) for i in range(cfg.null)} | \
              {("generated", i) for i in range(cfg.generated)}
     result = summarise([r for r in rows if (r["source"], r["index"]) in wanted])

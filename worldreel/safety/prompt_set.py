@@ -515,11 +515,11 @@ def write(path: str | Path, rows: list[dict]) -> None:
 
 
 def read(path: str | Path) -> list[dict]:
+    from worldreel.atomic import read_jsonl
+
     rows = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            row = json.loads(line)
-            if not {"text", "label", "kind", "group"} <= set(row):
-                raise ValueError(f"{path}:{number}: a row needs text, label, kind and group")
-            rows.append(row)
+    for number, row in read_jsonl(path):
+        if not isinstance(row, dict) or not {"text", "label", "kind", "group"} <= set(row):
+            raise ValueError(f"{path}:{number}: a row needs text, label, kind and group")
+        rows.append(row)
     return rows

@@ -8,14 +8,13 @@ and ``train pack`` and ``train average`` only copy and join lists.
 """
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from worldreel.atomic import write_json
+from worldreel.atomic import read_jsonl, write_json
 from worldreel.config import from_dict, to_dict
 from worldreel.model_folder import StageRecord, find, read_json, read_stages, write_stages
 
@@ -52,12 +51,8 @@ def last_eval(run: Path) -> dict[str, Any]:
     found: dict[str, Any] = {}
     log = run / "log.jsonl"
     if log.is_file():
-        for line in log.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue  # a line cut by a crash
-            if isinstance(row.get("eval"), dict) and row["eval"]:
+        for _, row in read_jsonl(log, bad=lambda number, reason: None):  # a line cut by a crash
+            if isinstance(row, dict) and isinstance(row.get("eval"), dict) and row["eval"]:
                 found = {"step": row.get("step"), **row["eval"]}
     return found
 
