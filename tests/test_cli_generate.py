@@ -183,3 +183,19 @@ def test_precision_defaults_to_auto_fp32_can_be_forced_and_the_manifest_says_whi
     assert used("auto-plain") == "fp32"
     assert main(["generate", "a red ball falls", "--out", str(tmp_path / "x.mp4"), *_fast(model), "--precision", "fp16"]) == 2
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_every_generation_command_takes_the_shared_options_after_its_own():
+    import typer
+
+    from worldreel.cli import app
+    from worldreel.cli.generate import SHARED_OPTIONS
+
+    group = typer.main.get_command(app)
+    own = {"generate": ["prompt"], "animate": ["image", "prompt"], "extend": ["video", "prompt", "backward"],
+           "interpolate": ["first", "last", "prompt"], "loop": ["prompt"], "edit": ["video", "prompt", "strength"]}
+    for name, first in own.items():
+        params = group.commands[name].params
+        assert [p.name for p in params] == first + [n for n, _, _ in SHARED_OPTIONS], name
+        defaults = {p.name: p.default for p in params}
+        assert defaults["model"] == "world-tiny" and defaults["precision"] == "auto" and defaults["device"] == "cpu"

@@ -1,7 +1,7 @@
 """CLI commands: generate, animate, extend, interpolate, loop, edit; and ``bench drift``.
 
 Every mode takes the same options (``--seconds --size --steps --guidance --shift
---guidance-mode --guidance-interval --stagger --seed --negative-prompt --model --out --show-prompt
+--guidance-mode --guidance-interval --stagger --refine --seed --negative-prompt --model --out --show-prompt
 --no-rewrite``) and runs the one loop in
 ``pipelines/generate.py``. The output format follows the extension of ``--out``: .mp4
 (H.264), .gif, or .png (a still image). Bad input is a one-line error naming the
@@ -30,6 +30,7 @@ Shift = Annotated[Optional[float], typer.Option("--shift", help="Timestep shift 
 GuidanceMode = Annotated[Optional[str], typer.Option("--guidance-mode", help="How guidance combines the two passes: cfg, interval, zero-star or apg (default: the model's).")]
 GuidanceInterval = Annotated[Optional[str], typer.Option("--guidance-interval", help="LO,HI: the noise levels (1 = noise) where --guidance-mode interval guides.")]
 Stagger = Annotated[Optional[float], typer.Option("--stagger", help="How far the first frame runs ahead of the last while denoising (0 = all together; default: the model's).")]
+Refine = Annotated[Optional[int], typer.Option("--refine", help="Latent frames after the first made again given all the others, against ghosts at the start (0 = off; default: the model's).")]
 Seed = Annotated[Optional[int], typer.Option("--seed", help="Seed; the same seed gives the same video (default: random, printed).")]
 Negative = Annotated[str, typer.Option("--negative-prompt", help="What the video should not look like.")]
 Model = Annotated[str, typer.Option("--model", help="A shipped model name or a model folder.")]
@@ -45,15 +46,36 @@ NoWatermark = Annotated[bool, typer.Option("--no-watermark", help="Research only
 NoSign = Annotated[bool, typer.Option("--no-sign", help="Research only: leave out the C2PA provenance manifest (docs/safety.md).")]
 
 
-def _options(seconds, size, steps, guidance, shift, guidance_mode, guidance_interval, seed, negative_prompt, model, out,
-             show_prompt, no_rewrite, device, rewrite_endpoint, rewrite_model, rewrite_key_file, no_watermark=False,
-             no_sign=False, precision="auto", stagger=None) -> dict:
-    return dict(seconds=seconds, size=size, steps=steps, guidance=guidance, shift=shift, guidance_mode=guidance_mode,
-                guidance_interval=guidance_interval, stagger=stagger, seed=seed,
-                negative_prompt=negative_prompt,
-                model=model, out=out, show_prompt=show_prompt, no_rewrite=no_rewrite, device=device,
-                rewrite_endpoint=rewrite_endpoint, rewrite_model=rewrite_model, rewrite_key_file=rewrite_key_file,
-                no_watermark=no_watermark, no_sign=no_sign, precision=precision)
+# Every generation command's options after its own, in this order, with these defaults.
+SHARED_OPTIONS = [
+    ("seconds", Seconds, None), ("size", Size, None), ("steps", Steps, None), ("guidance", Guidance, None),
+    ("shift", Shift, None), ("guidance_mode", GuidanceMode, None), ("guidance_interval", GuidanceInterval, None),
+    ("stagger", Stagger, None), ("refine", Refine, None), ("seed", Seed, None), ("negative_prompt", Negative, ""), ("model", Model, "world-tiny"),
+    ("out", Out, None), ("show_prompt", ShowPrompt, False), ("no_rewrite", NoRewrite, False), ("device", Device, "cpu"),
+    ("rewrite_endpoint", RewriteURL, None), ("rewrite_model", RewriteModel, "default"),
+    ("rewrite_key_file", RewriteKey, None), ("no_watermark", NoWatermark, False), ("no_sign", NoSign, False),
+    ("precision", Precision, "auto"),
+]
+
+
+def generation_command(body):
+    """``body(own arguments..., opts)`` as a command taking its own arguments, then SHARED_OPTIONS,
+    which reach the body as one dict ``opts`` (typer reads the parameters from the signature)."""
+    import functools
+    import inspect
+
+    own = [p for p in inspect.signature(body, eval_str=True).parameters.values() if p.name != "opts"]
+    shared = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind, default=default)
+              for name, kind, default in SHARED_OPTIONS]
+
+    @functools.wraps(body)
+    def command(**given):
+        opts = {name: given.pop(name) for name, _, _ in SHARED_OPTIONS}
+        return body(**given, opts=opts)
+
+    command.__signature__ = inspect.Signature(own + shared)
+    command.__annotations__ = {p.name: p.annotation for p in own + shared}
+    return command
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -130,7 +152,7 @@ def _run(mode: str, prompt: str, opts: dict, call, *, read=None, still: bool = F
     from worldreel.pipelines.generate import check_sampling
 
     check_sampling(opts["steps"], opts["guidance"], opts["shift"], guidance_mode=opts["guidance_mode"],
-                   guidance_interval=opts["guidance_interval"], stagger=opts["stagger"])
+                   guidance_interval=opts["guidance_interval"], stagger=opts["stagger"], refine=opts["refine"])
     rewriter = _rewriter(opts)
 
     # 2. Load the model (a UserError names a missing model), check sizes, read the inputs.
@@ -148,7 +170,7 @@ def _run(mode: str, prompt: str, opts: dict, call, *, read=None, still: bool = F
     # 3. Generate with a progress bar on stderr.
     common = dict(size=opts["size"], steps=opts["steps"], guidance=opts["guidance"], shift=opts["shift"], seed=seed,
                   guidance_mode=opts["guidance_mode"], guidance_interval=opts["guidance_interval"], stagger=opts["stagger"],
-                  negative_prompt=opts["negative_prompt"], rewrite=not opts["no_rewrite"])
+                  refine=opts["refine"], negative_prompt=opts["negative_prompt"], rewrite=not opts["no_rewrite"])
     with tqdm(total=100, desc=mode, unit="%", file=sys.stderr, leave=False,
               bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}") as bar:
         def progress(fraction: float) -> None:
@@ -189,17 +211,11 @@ def register(groups) -> None:
     app, bench = groups[""], groups["bench"]
 
     @app.command("generate")
-    def generate(
-        prompt: Annotated[str, typer.Argument(help="What happens, e.g. 'a red ball falls and bounces'.")],
-        seconds: Seconds = None, size: Size = None, steps: Steps = None, guidance: Guidance = None, shift: Shift = None,
-        guidance_mode: GuidanceMode = None, guidance_interval: GuidanceInterval = None, stagger: Stagger = None, seed: Seed = None,
-        negative_prompt: Negative = "", model: Model = "world-tiny", out: Out = None, show_prompt: ShowPrompt = False,
-        no_rewrite: NoRewrite = False, device: Device = "cpu", rewrite_endpoint: RewriteURL = None,
-        rewrite_model: RewriteModel = "default", rewrite_key_file: RewriteKey = None,
-        no_watermark: NoWatermark = False, no_sign: NoSign = False, precision: Precision = "auto",
-    ) -> None:
+    @generation_command
+    def generate(prompt: Annotated[str, typer.Argument(help="What happens, e.g. 'a red ball falls and bounces'.")],
+                 opts: dict) -> None:
         """Text to video (or a still image with --seconds 0 or --out FILE.png)."""
-        opts = _options(**{k: v for k, v in locals().items() if k != "prompt"})
+        seconds, out = opts["seconds"], opts["out"]
         png = out is not None and out.suffix.lower() == ".png"
         if png and seconds is not None and _float_or_none(seconds) not in (0.0, None):
             raise UserError("a .png is a still image: leave out --seconds (or give 0), or write .mp4/.gif", param="seconds")
@@ -208,105 +224,66 @@ def register(groups) -> None:
             prompt, seconds=0 if png else seconds, progress=progress, **kw), still=still)
 
     @app.command("animate")
-    def animate(
-        image: Annotated[Path, typer.Argument(help="The first frame (PNG/JPEG; a video's first frame also works).")],
-        prompt: Annotated[str, typer.Argument(help="What happens next.")],
-        seconds: Seconds = None, size: Size = None, steps: Steps = None, guidance: Guidance = None, shift: Shift = None,
-        guidance_mode: GuidanceMode = None, guidance_interval: GuidanceInterval = None, stagger: Stagger = None, seed: Seed = None,
-        negative_prompt: Negative = "", model: Model = "world-tiny", out: Out = None, show_prompt: ShowPrompt = False,
-        no_rewrite: NoRewrite = False, device: Device = "cpu", rewrite_endpoint: RewriteURL = None,
-        rewrite_model: RewriteModel = "default", rewrite_key_file: RewriteKey = None,
-        no_watermark: NoWatermark = False, no_sign: NoSign = False, precision: Precision = "auto",
-    ) -> None:
+    @generation_command
+    def animate(image: Annotated[Path, typer.Argument(help="The first frame (PNG/JPEG; a video's first frame also works).")],
+                prompt: Annotated[str, typer.Argument(help="What happens next.")], opts: dict) -> None:
         """Image to video: the image is the first frame, unchanged."""
-        opts = _options(**{k: v for k, v in locals().items() if k not in ("image", "prompt")})
-
         def call(gen, frames, kw, progress):
-            return gen.animate(frames[0], prompt, seconds=seconds, progress=progress, **kw)
+            return gen.animate(frames[0], prompt, seconds=opts["seconds"], progress=progress, **kw)
 
         _run("animate", prompt, opts, call, read=lambda gen: read_frames(image, "image", gen.config.fps))
 
     @app.command("extend")
-    def extend(
-        video: Annotated[Path, typer.Argument(help="The clip to continue (MP4, GIF; an image works as a 1-frame clip).")],
-        prompt: Annotated[str, typer.Argument(help="What happens in the new part.")],
-        backward: Annotated[bool, typer.Option("--backward", help="Make what came before the clip instead.")] = False,
-        seconds: Seconds = None, size: Size = None, steps: Steps = None, guidance: Guidance = None, shift: Shift = None,
-        guidance_mode: GuidanceMode = None, guidance_interval: GuidanceInterval = None, stagger: Stagger = None, seed: Seed = None,
-        negative_prompt: Negative = "", model: Model = "world-tiny", out: Out = None, show_prompt: ShowPrompt = False,
-        no_rewrite: NoRewrite = False, device: Device = "cpu", rewrite_endpoint: RewriteURL = None,
-        rewrite_model: RewriteModel = "default", rewrite_key_file: RewriteKey = None,
-        no_watermark: NoWatermark = False, no_sign: NoSign = False, precision: Precision = "auto",
-    ) -> None:
+    @generation_command
+    def extend(video: Annotated[Path, typer.Argument(help="The clip to continue (MP4, GIF; an image works as a 1-frame clip).")],
+               prompt: Annotated[str, typer.Argument(help="What happens in the new part.")],
+               backward: Annotated[bool, typer.Option("--backward", help="Make what came before the clip instead.")] = False,
+               *, opts: dict) -> None:
         """Continue a clip by --seconds (or make what came before it); the clip comes out unchanged."""
-        opts = _options(**{k: v for k, v in locals().items() if k not in ("video", "prompt", "backward")})
-
         def call(gen, frames, kw, progress):
-            return gen.extend(frames, prompt, seconds=seconds, backward=backward, progress=progress, **kw)
+            return gen.extend(frames, prompt, seconds=opts["seconds"], backward=backward, progress=progress, **kw)
 
         _run("extend", prompt, opts, call, read=lambda gen: read_frames(video, "video", gen.config.fps), parent=video)
 
     @app.command("interpolate")
-    def interpolate(
-        first: Annotated[Path, typer.Argument(help="The start: an image or a video.")],
-        last: Annotated[Path, typer.Argument(help="The end: an image or a video.")],
-        prompt: Annotated[str, typer.Argument(help="What happens in between.")],
-        seconds: Seconds = None, size: Size = None, steps: Steps = None, guidance: Guidance = None, shift: Shift = None,
-        guidance_mode: GuidanceMode = None, guidance_interval: GuidanceInterval = None, stagger: Stagger = None, seed: Seed = None,
-        negative_prompt: Negative = "", model: Model = "world-tiny", out: Out = None, show_prompt: ShowPrompt = False,
-        no_rewrite: NoRewrite = False, device: Device = "cpu", rewrite_endpoint: RewriteURL = None,
-        rewrite_model: RewriteModel = "default", rewrite_key_file: RewriteKey = None,
-        no_watermark: NoWatermark = False, no_sign: NoSign = False, precision: Precision = "auto",
-    ) -> None:
+    @generation_command
+    def interpolate(first: Annotated[Path, typer.Argument(help="The start: an image or a video.")],
+                    last: Annotated[Path, typer.Argument(help="The end: an image or a video.")],
+                    prompt: Annotated[str, typer.Argument(help="What happens in between.")], opts: dict) -> None:
         """Fill the frames between two keyframes, or join two clips with a transition."""
-        opts = _options(**{k: v for k, v in locals().items() if k not in ("first", "last", "prompt")})
-
         def read(gen):
             return read_frames(first, "first", gen.config.fps), read_frames(last, "last", gen.config.fps)
 
         def call(gen, clips, kw, progress):
-            return gen.interpolate(clips[0], clips[1], prompt, seconds=seconds, progress=progress, **kw)
+            return gen.interpolate(clips[0], clips[1], prompt, seconds=opts["seconds"], progress=progress, **kw)
 
         _run("interpolate", prompt, opts, call, read=read)
 
     @app.command("loop")
-    def loop(
-        prompt: Annotated[str, typer.Argument(help="What happens; the end flows back into the start.")],
-        seconds: Seconds = None, size: Size = None, steps: Steps = None, guidance: Guidance = None, shift: Shift = None,
-        guidance_mode: GuidanceMode = None, guidance_interval: GuidanceInterval = None, stagger: Stagger = None, seed: Seed = None,
-        negative_prompt: Negative = "", model: Model = "world-tiny", out: Out = None, show_prompt: ShowPrompt = False,
-        no_rewrite: NoRewrite = False, device: Device = "cpu", rewrite_endpoint: RewriteURL = None,
-        rewrite_model: RewriteModel = "default", rewrite_key_file: RewriteKey = None,
-        no_watermark: NoWatermark = False, no_sign: NoSign = False, precision: Precision = "auto",
-    ) -> None:
+    @generation_command
+    def loop(prompt: Annotated[str, typer.Argument(help="What happens; the end flows back into the start.")],
+             opts: dict) -> None:
         """A seamless loop: the last frame flows back into the first."""
-        opts = _options(**{k: v for k, v in locals().items() if k != "prompt"})
-        _run("loop", prompt, opts, lambda gen, _, kw, progress: gen.loop(prompt, seconds=seconds, progress=progress, **kw))
+        _run("loop", prompt, opts,
+             lambda gen, _, kw, progress: gen.loop(prompt, seconds=opts["seconds"], progress=progress, **kw))
 
     @app.command("edit")
-    def edit(
-        video: Annotated[Path, typer.Argument(help="The clip to re-imagine.")],
-        prompt: Annotated[str, typer.Argument(help="The new description.")],
-        strength: Annotated[float, typer.Option("--strength", help="0 keeps the clip, 1 ignores it.")] = 0.6,
-        seconds: Seconds = None, size: Size = None, steps: Steps = None, guidance: Guidance = None, shift: Shift = None,
-        guidance_mode: GuidanceMode = None, guidance_interval: GuidanceInterval = None, stagger: Stagger = None, seed: Seed = None,
-        negative_prompt: Negative = "", model: Model = "world-tiny", out: Out = None, show_prompt: ShowPrompt = False,
-        no_rewrite: NoRewrite = False, device: Device = "cpu", rewrite_endpoint: RewriteURL = None,
-        rewrite_model: RewriteModel = "default", rewrite_key_file: RewriteKey = None,
-        no_watermark: NoWatermark = False, no_sign: NoSign = False, precision: Precision = "auto",
-    ) -> None:
+    @generation_command
+    def edit(video: Annotated[Path, typer.Argument(help="The clip to re-imagine.")],
+             prompt: Annotated[str, typer.Argument(help="The new description.")],
+             strength: Annotated[float, typer.Option("--strength", help="0 keeps the clip, 1 ignores it.")] = 0.6,
+             *, opts: dict) -> None:
         """Re-imagine a clip with a new prompt (--strength S from 0 to 1)."""
-        opts = _options(**{k: v for k, v in locals().items() if k not in ("video", "prompt", "strength")})
         if not 0.0 <= strength <= 1.0:
             raise UserError(f"strength must be from 0 to 1, got {strength}", param="strength")
 
         def read(gen):
             frames = read_frames(video, "video", gen.config.fps)
-            if seconds is not None:  # edit the first --seconds of the clip
+            if opts["seconds"] is not None:  # edit the first --seconds of the clip
                 from worldreel.pipelines.conditioning import frames_for_seconds
                 from worldreel.pipelines.generate import parse_seconds
 
-                frames = frames[: frames_for_seconds(parse_seconds(seconds, gen.config), gen.config.fps)]
+                frames = frames[: frames_for_seconds(parse_seconds(opts["seconds"], gen.config), gen.config.fps)]
             return frames
 
         def call(gen, frames, kw, progress):
