@@ -212,6 +212,27 @@ def test_pack_sets_a_guidance_mode_and_benches_must_have_used_it(tmp_path, tiny_
         assert err.value.param == "sampling", bad
 
 
+def test_pack_sets_refine_and_a_bench_without_it_counts_as_refine_0(tmp_path, tiny_folder):
+    vae_run, dit_run, _ = _runs(tmp_path, tiny_folder)
+    bench = tmp_path / "bench.json"
+    used = {"sampler": "euler", "steps": 20, "guidance": 4.0, "shift": 1.0, "guidance_mode": "cfg", "refine": 1}
+    bench.write_text(json.dumps({"n_videos": 1, "mean_score": 0.5, "source": {"sampling": used}}))
+    out = pack_model(vae_run, dit_run, tmp_path / "model", bench=bench, sampling=["refine=1"])
+    assert load_model(str(out)).config.sampling.refine == 1
+    assert "timestep shift 1, refine 1 (latent frame 1 made again given the others): config.json" in \
+        (out / "README.md").read_text()
+    with pytest.raises(UserError) as err:  # measured with refine 1, packed without it
+        pack_model(vae_run, dit_run, tmp_path / "plain", bench=bench)
+    assert err.value.param == "bench" and "refine" in err.value.message
+    bench.write_text(json.dumps({"n_videos": 1, "mean_score": 0.5, "source": {"sampling": {
+        k: v for k, v in used.items() if k != "refine"}}}))  # recorded before refine existed: 0
+    pack_model(vae_run, dit_run, tmp_path / "old", bench=bench)
+    for bad in (["refine=9"], ["refine=-1"], ["refine=half"]):
+        with pytest.raises(UserError) as err:
+            pack_model(vae_run, dit_run, tmp_path / "bad", sampling=bad)
+        assert err.value.param in ("sampling", "sampling.refine"), bad
+
+
 def test_pack_refuses_scores_measured_on_other_weights(tmp_path, tiny_folder):
     """A bench result that recorded its weights digest (bench world --model) must have measured
     the very weights the pack writes: the digest of the packed files, not another model's."""

@@ -34,6 +34,7 @@ class SamplingDefaults:
     guidance_mode: str = "cfg"  # how guidance combines the two passes: cfg, interval, zero-star, apg (diffusion/guidance.py)
     guidance_interval: tuple[float, float] = DEFAULT_INTERVAL  # noise levels t (1 = noise) where guidance_mode "interval" guides
     stagger: float = 0.0  # lead of the first latent frame over the last (diffusion/flow.py stagger_timesteps); 0 = all together
+    refine: int = 0  # latent frames 1..refine made again given all the others after each window (pipelines/generate.py); 0 = off
 
 
 @dataclass

@@ -147,7 +147,7 @@ def register(groups) -> None:
         ceiling_bench: Annotated[Optional[str], typer.Option("--ceiling-bench", help="world-bench JSON of the truth through the autoencoder (bench world --truth --autoencoder).")] = None,
         previous_bench: Annotated[Optional[str], typer.Option("--previous-bench", help="world-bench JSON (default suite) of the model this one replaces: the card says by how much the score changed.")] = None,
         previous_holdout_bench: Annotated[Optional[str], typer.Option("--previous-holdout-bench", help="... and of its hold-out suite.")] = None,
-        sampling: Annotated[Optional[List[str]], typer.Option("--sampling", help="Default sampler setting KEY=VALUE: steps, guidance, sampler, shift, guidance_mode, guidance_interval or stagger (repeatable).")] = None,
+        sampling: Annotated[Optional[List[str]], typer.Option("--sampling", help="Default sampler setting KEY=VALUE: steps, guidance, sampler, shift, guidance_mode, guidance_interval, stagger or refine (repeatable).")] = None,
         predict: Annotated[Optional[str], typer.Option("--predict", help="bench predict JSON of these weights: the card's Prediction section.")] = None,
         previous_predict: Annotated[Optional[str], typer.Option("--previous-predict", help="... and of the model this one replaces.")] = None,
     ) -> None:

@@ -34,6 +34,7 @@ from worldreel.presets import ModelConfig
 SIZE_MULTIPLE = 16  # every side a multiple of 16 (VAE x8 times DiT patch 2), WORLD.md
 DECODE_COST = 2  # progress units per decoded chunk of latents (a sampler step is 1)
 MAX_STAGGER = 8.0  # largest accepted stagger (the first frame done when 1/9 of the steps are)
+MAX_REFINE = 8  # most latent frames a window re-makes after its first pass (refine)
 MIN_SHIFT, MAX_SHIFT = 0.1, 20.0  # accepted timestep shifts (1 = none; SD3 samples 1024 px images at 3)
 
 
@@ -41,7 +42,7 @@ MIN_SHIFT, MAX_SHIFT = 0.1, 20.0  # accepted timestep shifts (1 = none; SD3 samp
 class SamplingConfig:
     """Defaults of the denoising loop (used when a call leaves the argument out).
 
-    steps, guidance, sampler, shift, guidance_mode, guidance_interval and stagger left as None take the
+    steps, guidance, sampler, shift, guidance_mode, guidance_interval, stagger and refine left as None take the
     model's own values (config.json "sampling", ``presets.SamplingDefaults``) when the
     Generator is built.
     """
@@ -53,6 +54,7 @@ class SamplingConfig:
     guidance_mode: str | None = None  # cfg, interval, zero-star or apg (diffusion/guidance.py)
     guidance_interval: tuple[float, float] | None = None  # noise levels where guidance_mode "interval" guides
     stagger: float | None = None  # how far the first latent frame runs ahead of the last (flow.stagger_timesteps); 0 = together
+    refine: int | None = None  # latent frames 1..refine of a window made again given all the others; 0 = off
     window_latents: int = 0  # latent frames per window; 0 = the model's native clip (default_seconds)
     overlap_latents: int = 3  # latent frames a window shares with the previous one (given, t = 0)
     max_seconds: float = 120.0  # longest video a call may ask for
@@ -142,11 +144,11 @@ def _check_number(value, name: str, lo: float, hi: float, kind=float):
 
 
 def check_sampling(steps=None, guidance=None, shift=None, sampler=None, guidance_mode=None,
-                   guidance_interval=None, stagger=None) -> tuple:
+                   guidance_interval=None, stagger=None, refine=None) -> tuple:
     """The sampler settings given (to a call, or to a model's config), checked: (steps, guidance,
-    shift); None stays None (the model's default). sampler, guidance_mode, guidance_interval and
-    stagger are only checked (``guidance.check_mode``, ``guidance.check_interval`` return them
-    read; ``check_stagger`` the stagger)."""
+    shift); None stays None (the model's default). sampler, guidance_mode, guidance_interval,
+    stagger and refine are only checked (``guidance.check_mode``, ``guidance.check_interval``
+    return them read; ``check_stagger`` the stagger, ``check_refine`` the refine)."""
     from worldreel.diffusion.guidance import check_interval, check_mode
     from worldreel.diffusion.samplers import SAMPLERS
 
@@ -158,6 +160,8 @@ def check_sampling(steps=None, guidance=None, shift=None, sampler=None, guidance
         check_interval(guidance_interval)
     if stagger is not None:
         check_stagger(stagger)
+    if refine is not None:
+        check_refine(refine)
     return (None if steps is None else _check_number(steps, "steps", 1, 1000, int),
             None if guidance is None else _check_number(guidance, "guidance", 0.0, 50.0),
             None if shift is None else _check_number(shift, "shift", MIN_SHIFT, MAX_SHIFT))
@@ -166,6 +170,24 @@ def check_sampling(steps=None, guidance=None, shift=None, sampler=None, guidance
 def check_stagger(value) -> float:
     """A stagger (``flow.stagger_timesteps``' lead, 0 = off) read as a number from 0 to ``MAX_STAGGER``."""
     return _check_number(value, "stagger", 0.0, MAX_STAGGER)
+
+
+def check_refine(value) -> int:
+    """A refine (latent frames re-made after the first pass, 0 = off): a whole number from 0 to ``MAX_REFINE``."""
+    if isinstance(value, bool):
+        raise UserError(f"refine must be a whole number from 0 to {MAX_REFINE}, got {value!r}", param="refine")
+    return _check_number(value, "refine", 0, MAX_REFINE, int)
+
+
+def refine_mask(given: torch.Tensor, refine: int) -> torch.Tensor:
+    """The latent frames of a window to make again: positions 1..refine that were not given.
+
+    given: (f,) bool, the window's given frames. The first latent frame (a single image in a
+    causal autoencoder) is never among them: it is the anchor the next ones are re-made to agree with.
+    """
+    redo = torch.zeros_like(given)
+    redo[1:refine + 1] = True
+    return redo & ~given
 
 
 # ---------------------------------------------------------------------------------------
@@ -261,7 +283,8 @@ class Generator:
     def generate(self, prompt: str, *, seconds=None, size=None, steps=None, guidance=None, shift=None, seed=None,
                  negative_prompt: str = "", conditions: Sequence[Condition] = (), strength=None,
                  rewrite: bool = True, progress: Callable[[float], None] | None = None,
-                 frames: int | None = None, guidance_mode=None, guidance_interval=None, stagger=None) -> Video:
+                 frames: int | None = None, guidance_mode=None, guidance_interval=None, stagger=None,
+                 refine=None) -> Video:
         """Generate a video in which the frames given by ``conditions`` come out unchanged.
 
         seconds: length (0 = a still image); size: "WxH" or (W, H); frames: an exact frame
@@ -273,6 +296,9 @@ class Generator:
         guidance_interval ("LO,HI" or a pair: the noise levels where "interval" guides).
         stagger (>= 0, the model's own by default): how far the first frame made runs ahead of
         the last on the schedule (``flow.stagger_timesteps``); 0 makes every frame together.
+        refine (0 to ``MAX_REFINE``, the model's own by default): after a window is made, its
+        latent frames 1..refine that were not given are made again given all the others (an
+        edit does not refine); 0 is off.
         """
         from worldreel.diffusion.guidance import check_interval, check_mode
 
@@ -286,6 +312,7 @@ class Generator:
         mode = check_mode(sc.guidance_mode if guidance_mode is None else guidance_mode)
         interval = check_interval(sc.guidance_interval if guidance_interval is None else guidance_interval)
         stagger = sc.stagger if stagger is None else check_stagger(stagger)
+        refine = (sc.refine or 0) if refine is None else check_refine(refine)
         seed = secrets.randbelow(2**31) if seed is None else _check_number(seed, "seed", 0, 2**63 - 1, int)
         if strength is not None:
             strength = _check_number(strength, "strength", 0.0, 1.0)
@@ -306,18 +333,21 @@ class Generator:
         negative_prompt = (negative_prompt or "").strip()
 
         video = self._sample(model_prompt, negative_prompt, conditions, strength, num_frames, (width, height),
-                             steps, guidance, shift, seed, progress, (mode, interval), stagger)
+                             steps, guidance, shift, seed, progress, (mode, interval), stagger, refine)
         sampling = {"sampler": sc.sampler, "steps": steps, "guidance": guidance, "shift": shift, "guidance_mode": mode}
         if mode == "interval":  # the interval matters only to its mode
             sampling["guidance_interval"] = list(interval)
         if stagger:
             sampling["stagger"] = stagger
+        if refine and strength is None:
+            sampling["refine"] = refine
         return Video(frames=video, fps=cfg.fps, prompt=prompt, model_prompt=model_prompt, seed=seed, notes=notes,
                      sampling=sampling)
 
     @torch.no_grad()
     def _sample(self, model_prompt, negative_prompt, conditions, strength, num_frames, size, steps, guidance,
-                shift, seed, progress, guidance_mode=("cfg", None), stagger: float = 0.0) -> np.ndarray:
+                shift, seed, progress, guidance_mode=("cfg", None), stagger: float = 0.0,
+                refine: int = 0) -> np.ndarray:
         from worldreel import precision as precisions
         from worldreel.diffusion import flow, samplers
 
@@ -366,6 +396,7 @@ class Generator:
         if editing:
             ts = torch.cat([ts.new_tensor([strength]), ts[ts < strength]])  # start part-way (SDEdit)
             stagger = 0.0  # an edit starts every frame from the same noisy source
+            refine = 0  # and keeps its source where strength is 0
 
         def schedule(free: torch.Tensor) -> torch.Tensor:
             """The window's times: ``ts``, or per frame when staggered (given frames' columns 0: they never move)."""
@@ -376,11 +407,18 @@ class Generator:
             return per_frame
 
         # 6. Denoise window by window; each window gets the latents already made as given frames.
+        # Then (refine) its latent frames 1..refine are made again, given all the others: the first
+        # pass makes the frames after the first image latent least consistent with it (ghosts that
+        # the causal decoder draws in pixel frames 1-4; docs/worldbench.md, "Refining the start").
         windows = plan_windows(mask, window, sc.overlap_latents)
+        redos, seen = [], mask.copy()
+        for start, end in windows:
+            redos.append(refine_mask(torch.from_numpy(seen[start:end]), refine).to(self.device))
+            seen[start:end] = True
         chunks = math.ceil(num_latents / sc.decode_chunk_latents)
         # Progress units: one per sampler step, DECODE_COST per decoded chunk (decoding a long
         # video on a CPU takes as long as many steps; the bar should keep moving).
-        total_steps = len(windows) * (len(ts) - 1) + DECODE_COST * chunks
+        total_steps = (len(windows) + sum(bool(r.any()) for r in redos)) * (len(ts) - 1) + DECODE_COST * chunks
         done_steps = 0
 
         def tick(*_args, units: int = 1, **_kwargs):  # the sampler's callback, and the decoder's
@@ -393,7 +431,7 @@ class Generator:
         determined = mask.copy()
         check_sampling(sampler=sc.sampler)
         sample = samplers.SAMPLERS[sc.sampler]
-        for start, end in windows:
+        for (start, end), redo in zip(windows, redos):
             win_mask = torch.from_numpy(determined[start:end]).to(self.device)
             x = noise[:, start:end]
             if editing:
@@ -405,6 +443,14 @@ class Generator:
             x = sample(model_fn, x[None], schedule(~win_mask), callback=tick)[0]  # (C, end - start, h, w)
             out[:, start:end] = torch.where(keep, out[:, start:end], x)
             determined[start:end] = True
+            if redo.any():  # the refine pass: from their own noise again, every other frame given, clean
+                # (restarting part-way, from t = 0.6, kept the ghosts: the layout is set at high noise)
+                model_fn = self._model_fn(out[None, :, start:end], ~redo, text_states, text_mask, guidance,
+                                          guidance_mode, facts)
+                again = redo[None, :, None, None]  # (1, f, 1, 1)
+                x = torch.where(again, noise[:, start:end], out[:, start:end])  # (C, f, h, w)
+                x = sample(model_fn, x[None], ts, callback=tick)[0]
+                out[:, start:end] = torch.where(again, x, out[:, start:end])
 
         # 7. Decode the whole latent video in chunks (constant memory), trim the padding. The
         # VAE's decode_stream yields the chunks of decode_chunked one by one (same result), so

@@ -29,6 +29,13 @@ def _device(s) -> str:
     return f"{s.device}, {s.precision}" if s.precision else s.device
 
 
+def _refine_text(refine: int) -> str:
+    if not refine:
+        return ""
+    which = "latent frame 1" if refine == 1 else f"latent frames 1-{refine}"
+    return f", refine {refine} ({which} made again given the others)"
+
+
 def _guidance_mode_text(sampling: SamplingDefaults) -> str:
     """How a guidance mode other than plain CFG reads on the card, e.g. 'interval 0.2-0.85'."""
     if sampling.guidance_mode == "interval":
@@ -281,7 +288,8 @@ def model_card(config: ModelConfig, vae, dit, vae_stages: list[StageRecord], dit
               f"({config.sampling.sampler}, {config.sampling.steps} steps, guidance {config.sampling.guidance:g}"
               f"{'' if config.sampling.guidance_mode == 'cfg' else ' (' + _guidance_mode_text(config.sampling) + ')'}, "
               f"timestep shift {config.sampling.shift:g}"
-              f"{f', stagger {config.sampling.stagger:g}' if config.sampling.stagger else ''}: config.json \"sampling\"), "
+              f"{f', stagger {config.sampling.stagger:g}' if config.sampling.stagger else ''}"
+              f"{_refine_text(config.sampling.refine)}: config.json \"sampling\"), "
               "then scored by the seven checks of "
               "WORLD.md.", ""]
     lines += _change_line(previous, bench, holdout_previous, holdout)
