@@ -10,6 +10,8 @@ Heavy imports (torch, PyAV) stay inside the command bodies so ``worldreel --help
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -50,8 +52,8 @@ NoSign = Annotated[bool, typer.Option("--no-sign", help="Research only: leave ou
 SHARED_OPTIONS = [
     ("seconds", Seconds, None), ("size", Size, None), ("steps", Steps, None), ("guidance", Guidance, None),
     ("shift", Shift, None), ("guidance_mode", GuidanceMode, None), ("guidance_interval", GuidanceInterval, None),
-    ("stagger", Stagger, None), ("refine", Refine, None), ("seed", Seed, None), ("negative_prompt", Negative, ""), ("model", Model, "world-tiny"),
-    ("out", Out, None), ("show_prompt", ShowPrompt, False), ("no_rewrite", NoRewrite, False), ("device", Device, "cpu"),
+    ("stagger", Stagger, None), ("refine", Refine, None), ("seed", Seed, None), ("negative_prompt", Negative, ""),
+    ("model", Model, "world-tiny"), ("out", Out, None), ("show_prompt", ShowPrompt, False), ("no_rewrite", NoRewrite, False), ("device", Device, "cpu"),
     ("rewrite_endpoint", RewriteURL, None), ("rewrite_model", RewriteModel, "default"),
     ("rewrite_key_file", RewriteKey, None), ("no_watermark", NoWatermark, False), ("no_sign", NoSign, False),
     ("precision", Precision, "auto"),
@@ -61,9 +63,6 @@ SHARED_OPTIONS = [
 def generation_command(body):
     """``body(own arguments..., opts)`` as a command taking its own arguments, then SHARED_OPTIONS,
     which reach the body as one dict ``opts`` (typer reads the parameters from the signature)."""
-    import functools
-    import inspect
-
     own = [p for p in inspect.signature(body, eval_str=True).parameters.values() if p.name != "opts"]
     shared = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind, default=default)
               for name, kind, default in SHARED_OPTIONS]
