@@ -40,3 +40,24 @@ def tiny_folder(tmp_path):
         return save_random_model(tmp_path / name, "world-micro", list(overrides), seed=seed)
 
     return make
+
+
+@pytest.fixture
+def dit_times():
+    """``dit_times(gen, call) -> (call(), [t of every DiT forward])``: the per-frame noise levels
+    (B, f) a Generator's denoiser is shown while ``call`` runs."""
+    def run(gen, call):
+        seen, dit = [], gen.dit
+        forward = dit.forward
+
+        def spy(x, t, *args, **kwargs):
+            seen.append(t.clone())
+            return forward(x, t, *args, **kwargs)
+
+        dit.forward = spy
+        try:
+            return call(), seen
+        finally:
+            del dit.forward
+
+    return run

@@ -16,23 +16,6 @@ def gen(tiny_model):
     return Generator.load(tiny_model)
 
 
-def _times_seen(gen, call="generate", *args, **kwargs):
-    """(video, [the per-frame times of every DiT call, (B, f)])."""
-    seen, dit = [], gen.dit
-    forward = dit.forward
-
-    def spy(x, t, *a, **kw):
-        seen.append(t.clone())
-        return forward(x, t, *a, **kw)
-
-    dit.forward = spy
-    try:
-        video = getattr(gen, call)(*args, seed=2, **FAST, **kwargs)
-    finally:
-        del dit.forward
-    return video, seen
-
-
 def test_refine_mask_picks_the_frames_after_the_first_that_were_not_given():
     none = torch.zeros(5, dtype=torch.bool)
     assert refine_mask(none, 0).tolist() == [False] * 5
@@ -43,11 +26,14 @@ def test_refine_mask_picks_the_frames_after_the_first_that_were_not_given():
     assert refine_mask(torch.ones(5, dtype=torch.bool), 3).tolist() == [False] * 5
 
 
-def test_refine_remakes_frame_one_given_the_others_and_keeps_frame_zero(gen):
-    plain, plain_t = _times_seen(gen, prompt="a red ball rolls left")
-    off, _ = _times_seen(gen, prompt="a red ball rolls left", refine=0)
+def test_refine_remakes_frame_one_given_the_others_and_keeps_frame_zero(gen, dit_times):
+    def _times_seen(**kwargs):
+        return dit_times(gen, lambda: gen.generate("a red ball rolls left", seed=2, **FAST, **kwargs))
+
+    plain, plain_t = _times_seen()
+    off, _ = _times_seen(refine=0)
     assert np.array_equal(plain.frames, off.frames) and "refine" not in plain.sampling
-    refined, times = _times_seen(gen, prompt="a red ball rolls left", refine=1)
+    refined, times = _times_seen(refine=1)
     assert refined.sampling["refine"] == 1
     # Four more steps, each with only latent frame 1 noisy: the others are given, clean, at t = 0.
     assert len(times) == len(plain_t) + 4
@@ -58,9 +44,9 @@ def test_refine_remakes_frame_one_given_the_others_and_keeps_frame_zero(gen):
     assert not np.array_equal(refined.frames[1:5], plain.frames[1:5])
 
 
-def test_image_to_video_refines_after_its_given_frame_and_keeps_it(gen):
+def test_image_to_video_refines_after_its_given_frame_and_keeps_it(gen, dit_times):
     image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    video, times = _times_seen(gen, "animate", image, "a red ball rolls left", refine=2)
+    video, times = dit_times(gen, lambda: gen.animate(image, "a red ball rolls left", seed=2, refine=2, **FAST))
     assert np.array_equal(video.frames[0], image) and video.sampling["refine"] == 2
     last = times[-1]
     assert (last[:, 0] == 0).all() and (last[:, 1:] > 0).all()  # frames 1 and 2 re-made together
@@ -73,22 +59,11 @@ def test_an_edit_does_not_refine(gen):
     assert np.array_equal(plain.frames, refined.frames) and "refine" not in refined.sampling
 
 
-def test_long_videos_refine_only_their_first_window(gen):
+def test_long_videos_refine_only_their_first_window(gen, dit_times):
     """Later windows start from frames already made (given), so only the first has frames to re-make."""
-    long_kw = dict(FAST, seconds=6)
-    seen, dit = [], gen.dit
-    forward = dit.forward
-
-    def spy(x, t, *a, **kw):
-        seen.append(t.clone())
-        return forward(x, t, *a, **kw)
-
-    dit.forward = spy
-    try:
-        ticks = []
-        gen.generate("a red ball rolls left", seed=2, refine=1, progress=ticks.append, **long_kw)
-    finally:
-        del dit.forward
+    ticks = []
+    _, seen = dit_times(gen, lambda: gen.generate("a red ball rolls left", seed=2, refine=1, progress=ticks.append,
+                                                  **dict(FAST, seconds=6)))
     one_free = [t for t in seen if int((t[0] > 0).sum()) == 1]
     assert len(one_free) == 4  # one refine pass of 4 steps
     assert ticks[-1] == 1.0 and all(b >= a for a, b in zip(ticks, ticks[1:]))

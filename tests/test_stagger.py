@@ -67,28 +67,15 @@ def gen(tiny_model):
     return Generator.load(tiny_model)
 
 
-def _times_seen(gen, **kwargs):
-    seen, dit = [], gen.dit
-    forward = dit.forward
+def test_generation_staggers_on_request_and_records_it(gen, dit_times):
+    def _times_seen(**kwargs):
+        return dit_times(gen, lambda: gen.generate("a red ball rolls left", seed=2, **FAST, **kwargs))
 
-    def spy(x, t, *args, **kw):
-        seen.append(t.clone())
-        return forward(x, t, *args, **kw)
-
-    dit.forward = spy
-    try:
-        video = gen.generate("a red ball rolls left", seed=2, **FAST, **kwargs)
-    finally:
-        del dit.forward
-    return video, seen
-
-
-def test_generation_staggers_on_request_and_records_it(gen):
-    plain, plain_t = _times_seen(gen)
-    same, _ = _times_seen(gen, stagger=0.0)
+    plain, plain_t = _times_seen()
+    same, _ = _times_seen(stagger=0.0)
     assert np.array_equal(plain.frames, same.frames) and "stagger" not in plain.sampling
     assert all(torch.equal(t[:, 0], t[:, -1]) for t in plain_t)  # every frame at one time
-    staggered, times = _times_seen(gen, stagger=1.0)
+    staggered, times = _times_seen(stagger=1.0)
     assert staggered.sampling["stagger"] == 1.0 and not np.array_equal(staggered.frames, plain.frames)
     assert any((t[:, 0] < t[:, -1]).all() for t in times) and all((t[:, 0] <= t[:, -1]).all() for t in times)
 

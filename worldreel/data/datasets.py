@@ -86,11 +86,16 @@ def list_items(source: str | Path, report: DataReport | None = None) -> list[tup
     source = Path(source)
     report = report if report is not None else DataReport()
     if source.is_file():
+        def skip(n: int, why: str) -> None:
+            report.skipped.append((f"{source}:{n}", f"bad line ({why})"))
+
         items = []
-        for n, row in read_jsonl(source, bad=lambda n, why: report.skipped.append((f"{source}:{n}", f"bad line ({why})"))):
-            path, caption = (row.get("video", row.get("file")), row.get("caption")) if isinstance(row, dict) else (None, None)
+        for n, row in read_jsonl(source, bad=skip):
+            if not isinstance(row, dict):
+                row = {}
+            path, caption = row.get("video", row.get("file")), row.get("caption")
             if not isinstance(path, str) or not isinstance(caption, str):
-                report.skipped.append((f"{source}:{n}", "bad line (needs text 'video' and 'caption')"))
+                skip(n, "needs text 'video' and 'caption'")
                 continue
             items.append((source.parent / path, caption))
         return items
