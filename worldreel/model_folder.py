@@ -32,7 +32,8 @@ VAE_FILE = "vae.safetensors"
 DIT_FILE = "dit.safetensors"
 CARD_FILE = "README.md"
 TRAINING_FILE = "training.json"
-WEIGHTS = {"vae": VAE_FILE, "dit": DIT_FILE}  # part -> its weights file
+PROBE_FILE = "probe.safetensors"  # the optional state probe that steering reads (diffusion/steer.py)
+WEIGHTS = {"vae": VAE_FILE, "dit": DIT_FILE, "probe": PROBE_FILE}  # part -> its weights file
 TRAINING_FORMAT = 2  # 1 was a per-run fact dump that pack reassembled; 2 is a list of StageRecord
 WEIGHTS_DIR = Path(__file__).parent / "weights"  # models shipped inside the package
 
@@ -161,18 +162,15 @@ def state_digest(state: dict) -> str:
 
 
 def weights_digest(name_or_path: str | Path) -> dict[str, str]:
-    """The first 12 hex digits of each weights file's SHA-256, e.g. {"vae": "...", "dit": "..."}:
+    """The first 12 hex digits of each weights file's SHA-256, e.g. {"vae": "...", "dit": "..."} (and "probe"
+    when the folder has a state probe):
     which weights a result was measured with, even when two models share a name."""
     folder = find(name_or_path)
     digests = {}
     for part, name in WEIGHTS.items():
         path = folder / name
         if path.exists():
-            h = hashlib.sha256()
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-            digests[part] = h.hexdigest()[:12]
+            digests[part] = file_digest(path)
     return digests
 
 
@@ -246,6 +244,7 @@ class LoadedModel:
     dit: object  # worldreel.models.dit.DiT, eval mode
     text_encoder: object  # worldreel.models.text.TextEncoder
     folder: Path
+    probe: object = None  # worldreel.diffusion.steer.StateProbe, or None: the folder has no probe.safetensors
 
 
 # Text encoders are frozen and slow to load (seconds); one per (config, device) per process.
@@ -272,7 +271,48 @@ def load_model(name_or_path: str | Path, device: str = "cpu") -> LoadedModel:
     vae, dit = VideoVAE(config.vae), DiT(config.dit)
     load_weights(vae, folder / VAE_FILE)
     load_weights(dit, folder / DIT_FILE)
-    return LoadedModel(config, vae.to(device).eval(), dit.to(device).eval(), text_encoder_for(config.text, device), folder)
+    probe = load_probe(folder / PROBE_FILE, device) if (folder / PROBE_FILE).exists() else None
+    return LoadedModel(config, vae.to(device).eval(), dit.to(device).eval(), text_encoder_for(config.text, device), folder,
+                       probe)
+
+
+def probe_info(path: Path, param: str = "probe") -> dict[str, str]:
+    """A state probe file's metadata (its layout, the denoiser it was trained against, how)."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise UserError(f"{path}: no such state probe file", param=param)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+    except Exception as err:  # a truncated or foreign file
+        raise UserError(f"cannot read {path}: {err}", param=param) from None
+    if meta.get("kind") != "worldreel state probe":
+        raise UserError(f"{path} is not a worldreel state probe (made by worldreel train probe)", param=param)
+    return meta
+
+
+def load_probe(path: Path, device: str = "cpu", param: str = "probe"):
+    """The ``StateProbe`` in ``path`` (fp32, eval mode, no gradients of its own)."""
+    from worldreel.diffusion.steer import StateProbe
+
+    meta = probe_info(path, param)
+    try:
+        probe = StateProbe(int(meta["channels"]), int(meta["width"]), int(meta["colors"]))
+    except (KeyError, ValueError):
+        raise UserError(f"{path}: its metadata does not give the probe's layout (channels, width, colors)", param=param) from None
+    load_weights(probe, path, param)
+    probe.requires_grad_(False)
+    return probe.to(device).eval()
+
+
+def file_digest(path: Path) -> str:
+    """The first 12 hex digits of a file's SHA-256 (``weights_digest``'s value for one file)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:12]
 
 
 def save_model(out_dir: str | Path, config: ModelConfig, vae, dit, *, card: str | None = None,

@@ -35,6 +35,7 @@ class SamplingDefaults:
     guidance_interval: tuple[float, float] = DEFAULT_INTERVAL  # noise levels t (1 = noise) where guidance_mode "interval" guides
     stagger: float = 0.0  # lead of the first latent frame over the last (diffusion/flow.py stagger_timesteps); 0 = all together
     refine: int = 0  # latent frames 1..refine made again given all the others after each window (pipelines/generate.py); 0 = off
+    steer: float = 0.0  # push each stated object its stated way with the folder's state probe (diffusion/steer.py); 0 = off
 
 
 @dataclass

@@ -1,10 +1,11 @@
-"""CLI commands: ``worldreel train vae | dit | cache | average | pack``.
+"""CLI commands: ``worldreel train vae | dit | cache | average | probe | pack``.
 
     worldreel train vae --preset world-tiny [--steps N] [--out DIR] [--resume] [--set key=value ...]
     worldreel train cache --model runs/world-tiny/vae/model --out runs/world-tiny/cache --count 4000
     worldreel train dit --preset world-tiny --data runs/world-tiny/cache [--resume]
     worldreel train average --run runs/dit-a --run runs/dit-b --weights 0.25,0.75 --out runs/dit-avg
-    worldreel train pack --vae runs/world-tiny/vae --dit runs/world-tiny/dit --out runs/world-tiny/model
+    worldreel train probe --model runs/world-tiny/model --data runs/world-tiny/cache --out runs/world-tiny/probe.safetensors
+    worldreel train pack --vae runs/world-tiny/vae --dit runs/world-tiny/dit --out runs/world-tiny/model [--probe FILE]
     torchrun --standalone --nproc_per_node 2 -m worldreel train dit --preset world-tiny --data ...
 
 ``--set`` keys: ``train.lr=1e-3`` (this task's recipe), ``model.dit.depth=4`` (the
@@ -137,6 +138,27 @@ def register(groups) -> None:
         print(f"averaged {len(run)} denoiser runs into {folder}/model", file=sys.stderr)
         print(f"pack with: worldreel train pack --vae VAE_RUN --dit {folder} --out MODEL", file=sys.stderr)
 
+    @g.command("probe")
+    def train_probe(
+        model: Annotated[str, typer.Option("--model", help="The model whose denoiser the probe reads (a folder or a shipped name).")],
+        data: Annotated[str, typer.Option("--data", help="A reel-world latent cache made by that model's autoencoder (train cache).")],
+        out: Annotated[str, typer.Option("--out", help="The probe file to write (.safetensors).")],
+        steps: Annotated[int, typer.Option("--steps", help="Optimiser steps (about 0.2 s each on 2 CPU cores).")] = 1500,
+        batch_size: Annotated[int, typer.Option("--batch-size", help="Clips per step.")] = 16,
+        seed: Annotated[int, typer.Option("--seed", help="Seed of the batches, noise levels and initial weights.")] = 0,
+        device: Annotated[str, typer.Option("--device", help="cpu, cuda, ...")] = "cpu",
+    ) -> None:
+        """Train the state probe that --steer reads: each colour's place, from the denoiser's clean prediction."""
+        from worldreel.train.probe import train_probe as run
+        from worldreel.train.records import cli_command
+
+        result = run(model, data, out, steps=steps, batch_size=batch_size, seed=seed, device=device,
+                     command=cli_command("probe"))
+        print(f"held-out loss {result['held_before']:.4f} -> {result['held_after']:.4f} after {result['steps']} steps "
+              f"({result['seconds'] / 60:.1f} min); wrote {out}", file=sys.stderr)
+        print(f"pack it with: worldreel train pack --vae MODEL --dit MODEL --probe {out} --sampling steer=3 --out OUT",
+              file=sys.stderr)
+
     @g.command("pack")
     def train_pack(
         vae: Annotated[str, typer.Option("--vae", help="Autoencoder run folder (or its model/ folder).")],
@@ -147,24 +169,27 @@ def register(groups) -> None:
         ceiling_bench: Annotated[Optional[str], typer.Option("--ceiling-bench", help="world-bench JSON of the truth through the autoencoder (bench world --truth --autoencoder).")] = None,
         previous_bench: Annotated[Optional[str], typer.Option("--previous-bench", help="world-bench JSON (default suite) of the model this one replaces: the card says by how much the score changed.")] = None,
         previous_holdout_bench: Annotated[Optional[str], typer.Option("--previous-holdout-bench", help="... and of its hold-out suite.")] = None,
-        sampling: Annotated[Optional[List[str]], typer.Option("--sampling", help="Default sampler setting KEY=VALUE: steps, guidance, sampler, shift, guidance_mode, guidance_interval, stagger or refine (repeatable).")] = None,
+        sampling: Annotated[Optional[List[str]], typer.Option("--sampling", help="Default sampler setting KEY=VALUE: steps, guidance, sampler, shift, guidance_mode, guidance_interval, stagger, refine or steer (repeatable).")] = None,
+        probe: Annotated[Optional[str], typer.Option("--probe", help="A state probe (train probe) trained against this denoiser: what --steer reads.")] = None,
         predict: Annotated[Optional[str], typer.Option("--predict", help="bench predict JSON of these weights: the card's Prediction section.")] = None,
         previous_predict: Annotated[Optional[str], typer.Option("--previous-predict", help="... and of the model this one replaces.")] = None,
     ) -> None:
         """Join an autoencoder run and a denoiser run into one model folder with its model card."""
         _pack(vae, dit, out, bench, holdout_bench, ceiling_bench, previous_bench, previous_holdout_bench, sampling or [],
-              predict, previous_predict)
+              predict, previous_predict, probe)
 
 
 def _pack(vae: str, dit: str, out: str, bench: Optional[str], holdout_bench: Optional[str],
           ceiling_bench: Optional[str], previous_bench: Optional[str], previous_holdout_bench: Optional[str],
-          sampling: list[str], predict: Optional[str] = None, previous_predict: Optional[str] = None) -> None:
+          sampling: list[str], predict: Optional[str] = None, previous_predict: Optional[str] = None,
+          probe: Optional[str] = None) -> None:
     from worldreel.train.pack import pack_model
 
     folder = pack_model(vae, dit, out, bench=bench, holdout_bench=holdout_bench, ceiling_bench=ceiling_bench,
                         previous_bench=previous_bench, previous_holdout_bench=previous_holdout_bench, sampling=sampling,
-                        predict=predict, previous_predict=previous_predict)
-    print(f"model folder {folder} (config.json, vae.safetensors, dit.safetensors, README.md)", file=sys.stderr)
+                        predict=predict, previous_predict=previous_predict, probe=probe)
+    parts = "vae.safetensors, dit.safetensors" + (", probe.safetensors" if probe else "")
+    print(f"model folder {folder} (config.json, {parts}, README.md)", file=sys.stderr)
     print(f"generate with: worldreel generate \"a red ball falls and bounces on the floor\" --model {folder}", file=sys.stderr)
 
 

@@ -42,7 +42,7 @@ MIN_SHIFT, MAX_SHIFT = 0.1, 20.0  # accepted timestep shifts (1 = none; SD3 samp
 class SamplingConfig:
     """Defaults of the denoising loop (used when a call leaves the argument out).
 
-    steps, guidance, sampler, shift, guidance_mode, guidance_interval, stagger and refine left as None take the
+    steps, guidance, sampler, shift, guidance_mode, guidance_interval, stagger, refine and steer left as None take the
     model's own values (config.json "sampling", ``presets.SamplingDefaults``) when the
     Generator is built.
     """
@@ -55,6 +55,7 @@ class SamplingConfig:
     guidance_interval: tuple[float, float] | None = None  # noise levels where guidance_mode "interval" guides
     stagger: float | None = None  # how far the first latent frame runs ahead of the last (flow.stagger_timesteps); 0 = together
     refine: int | None = None  # latent frames 1..refine of a window made again given all the others; 0 = off
+    steer: float | None = None  # how hard stated objects are pushed their stated way (diffusion/steer.py); 0 = off
     window_latents: int = 0  # latent frames per window; 0 = the model's native clip (default_seconds)
     overlap_latents: int = 3  # latent frames a window shares with the previous one (given, t = 0)
     max_seconds: float = 120.0  # longest video a call may ask for
@@ -134,6 +135,8 @@ def parse_seconds(value, cfg: ModelConfig, *, max_seconds: float = SamplingConfi
 
 
 def _check_number(value, name: str, lo: float, hi: float, kind=float):
+    if isinstance(value, bool):  # True == 1 in Python: a flag given where a number belongs
+        raise UserError(f"{name} must be a number from {lo:g} to {hi:g}, got {value!r}", param=name)
     try:
         number = kind(value)
     except (TypeError, ValueError):
@@ -144,11 +147,11 @@ def _check_number(value, name: str, lo: float, hi: float, kind=float):
 
 
 def check_sampling(steps=None, guidance=None, shift=None, sampler=None, guidance_mode=None,
-                   guidance_interval=None, stagger=None, refine=None) -> tuple:
+                   guidance_interval=None, stagger=None, refine=None, steer=None) -> tuple:
     """The sampler settings given (to a call, or to a model's config), checked: (steps, guidance,
     shift); None stays None (the model's default). sampler, guidance_mode, guidance_interval,
-    stagger and refine are only checked (``guidance.check_mode``, ``guidance.check_interval``
-    return them read; ``check_stagger`` the stagger, ``check_refine`` the refine)."""
+    stagger, refine and steer are only checked (``guidance.check_mode``, ``guidance.check_interval``
+    return them read; ``check_stagger`` the stagger, ``check_refine`` the refine, ``check_steer`` the steer)."""
     from worldreel.diffusion.guidance import check_interval, check_mode
     from worldreel.diffusion.samplers import SAMPLERS
 
@@ -162,6 +165,8 @@ def check_sampling(steps=None, guidance=None, shift=None, sampler=None, guidance
         check_stagger(stagger)
     if refine is not None:
         check_refine(refine)
+    if steer is not None:
+        check_steer(steer)
     return (None if steps is None else _check_number(steps, "steps", 1, 1000, int),
             None if guidance is None else _check_number(guidance, "guidance", 0.0, 50.0),
             None if shift is None else _check_number(shift, "shift", MIN_SHIFT, MAX_SHIFT))
@@ -172,10 +177,27 @@ def check_stagger(value) -> float:
     return _check_number(value, "stagger", 0.0, MAX_STAGGER)
 
 
+def check_steer(value) -> float:
+    """A steering strength (``diffusion/steer.py``, 0 = off): a number from 0 to ``MAX_STEER``."""
+    from worldreel.diffusion.steer import check_steer as check
+
+    return check(value)
+
+
+def steer_targets(model_prompt: str) -> list:
+    """What steering asks of the prompt's objects (``steer.targets``); none when the prompt is
+    not in the captions' style the parser reads (free text is made unsteered)."""
+    from worldreel.data.captions import parse_caption
+    from worldreel.diffusion.steer import targets
+
+    try:
+        return targets(parse_caption(model_prompt))
+    except UserError:
+        return []
+
+
 def check_refine(value) -> int:
     """A refine (latent frames re-made after the first pass, 0 = off): a whole number from 0 to ``MAX_REFINE``."""
-    if isinstance(value, bool):
-        raise UserError(f"refine must be a whole number from 0 to {MAX_REFINE}, got {value!r}", param="refine")
     return _check_number(value, "refine", 0, MAX_REFINE, int)
 
 
@@ -234,7 +256,8 @@ class Generator:
     """A loaded model (VAE, DiT, text encoder) plus the one denoising loop and its mode builders."""
 
     def __init__(self, config: ModelConfig, vae, dit, text_encoder, *, device: str = "cpu",
-                 sampling: SamplingConfig | None = None, rewriter=None, policy=None, precision: str = "fp32"):
+                 sampling: SamplingConfig | None = None, rewriter=None, policy=None, precision: str = "fp32",
+                 probe=None):
         from worldreel import precision as precisions
         from worldreel.pipelines.prompts import PromptRewriter
         from worldreel.safety.policy import PromptPolicy
@@ -243,6 +266,7 @@ class Generator:
         self.vae = vae.eval()
         self.dit = dit.eval()
         self.text_encoder = text_encoder
+        self.probe = probe  # diffusion/steer.py's StateProbe (the folder's probe.safetensors) or None: no steering
         self.device = torch.device(device)
         self.sampling = sampling or SamplingConfig()
         self.rewriter = rewriter or PromptRewriter()
@@ -276,7 +300,7 @@ class Generator:
         precisions.resolve(precision, device, param="precision")  # a bad value fails before loading
         loaded = load_model(model, device=device)
         return cls(loaded.config, loaded.vae, loaded.dit, loaded.text_encoder, device=device,
-                   sampling=sampling, rewriter=rewriter, precision=precision)
+                   sampling=sampling, rewriter=rewriter, precision=precision, probe=loaded.probe)
 
     # -- the one loop -----------------------------------------------------------------
 
@@ -284,7 +308,7 @@ class Generator:
                  negative_prompt: str = "", conditions: Sequence[Condition] = (), strength=None,
                  rewrite: bool = True, progress: Callable[[float], None] | None = None,
                  frames: int | None = None, guidance_mode=None, guidance_interval=None, stagger=None,
-                 refine=None) -> Video:
+                 refine=None, steer=None) -> Video:
         """Generate a video in which the frames given by ``conditions`` come out unchanged.
 
         seconds: length (0 = a still image); size: "WxH" or (W, H); frames: an exact frame
@@ -298,7 +322,10 @@ class Generator:
         the last on the schedule (``flow.stagger_timesteps``); 0 makes every frame together.
         refine (0 to ``MAX_REFINE``, the model's own by default): after a window is made, its
         latent frames 1..refine that were not given are made again given all the others (an
-        edit does not refine); 0 is off.
+        edit does not refine); 0 is off. steer (0 to ``steer.MAX_STEER``, the model's own by
+        default): how hard each object the prompt states is pushed its stated way while the
+        layout forms (``diffusion/steer.py``; needs the folder's state probe; an edit does not
+        steer); 0 is off.
         """
         from worldreel.diffusion.guidance import check_interval, check_mode
 
@@ -313,6 +340,10 @@ class Generator:
         interval = check_interval(sc.guidance_interval if guidance_interval is None else guidance_interval)
         stagger = sc.stagger if stagger is None else check_stagger(stagger)
         refine = (sc.refine or 0) if refine is None else check_refine(refine)
+        steer = (sc.steer or 0.0) if steer is None else check_steer(steer)
+        if steer and self.probe is None:
+            raise UserError("steer needs the model folder's state probe (probe.safetensors), which this model has not; "
+                            "train one with worldreel train probe, or use steer 0", param="steer")
         seed = secrets.randbelow(2**31) if seed is None else _check_number(seed, "seed", 0, 2**63 - 1, int)
         if strength is not None:
             strength = _check_number(strength, "strength", 0.0, 1.0)
@@ -333,7 +364,7 @@ class Generator:
         negative_prompt = (negative_prompt or "").strip()
 
         video = self._sample(model_prompt, negative_prompt, conditions, strength, num_frames, (width, height),
-                             steps, guidance, shift, seed, progress, (mode, interval), stagger, refine)
+                             steps, guidance, shift, seed, progress, (mode, interval), stagger, refine, steer)
         sampling = {"sampler": sc.sampler, "steps": steps, "guidance": guidance, "shift": shift, "guidance_mode": mode}
         if mode == "interval":  # the interval matters only to its mode
             sampling["guidance_interval"] = list(interval)
@@ -341,13 +372,15 @@ class Generator:
             sampling["stagger"] = stagger
         if refine and strength is None:
             sampling["refine"] = refine
+        if steer and strength is None:
+            sampling["steer"] = steer
         return Video(frames=video, fps=cfg.fps, prompt=prompt, model_prompt=model_prompt, seed=seed, notes=notes,
                      sampling=sampling)
 
     @torch.no_grad()
     def _sample(self, model_prompt, negative_prompt, conditions, strength, num_frames, size, steps, guidance,
                 shift, seed, progress, guidance_mode=("cfg", None), stagger: float = 0.0,
-                refine: int = 0) -> np.ndarray:
+                refine: int = 0, steer: float = 0.0) -> np.ndarray:
         from worldreel import precision as precisions
         from worldreel.diffusion import flow, samplers
 
@@ -397,6 +430,8 @@ class Generator:
             ts = torch.cat([ts.new_tensor([strength]), ts[ts < strength]])  # start part-way (SDEdit)
             stagger = 0.0  # an edit starts every frame from the same noisy source
             refine = 0  # and keeps its source where strength is 0
+            steer = 0.0
+        wanted = steer_targets(model_prompt) if steer else []
 
         def schedule(free: torch.Tensor) -> torch.Tensor:
             """The window's times: ``ts``, or per frame when staggered (given frames' columns 0: they never move)."""
@@ -438,6 +473,10 @@ class Generator:
                 x = (1 - strength) * source[:, start:end].to(self.device) + strength * x
             model_fn = self._model_fn(out[None, :, start:end], win_mask, text_states, text_mask, guidance,
                                       guidance_mode, facts)
+            if wanted:  # the first pass only: the refine pass keeps the layout it is given
+                from worldreel.diffusion.steer import steer_wrapper
+
+                model_fn = steer_wrapper(model_fn, self.probe, wanted, steer)
             keep = win_mask[None, :, None, None]  # (1, f, 1, 1)
             x = torch.where(keep, out[:, start:end], x)  # given frames start in place
             x = sample(model_fn, x[None], schedule(~win_mask), callback=tick)[0]  # (C, end - start, h, w)

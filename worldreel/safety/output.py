@@ -112,7 +112,7 @@ def weights_digest(generator) -> str | None:
     """A short SHA-256 over a generator's parameters (the manifest's weights id); None without any."""
     import torch
 
-    modules = [(n, getattr(generator, n, None)) for n in ("vae", "dit")]
+    modules = [(n, getattr(generator, n, None)) for n in ("vae", "dit", "probe")]
     modules = [(n, m) for n, m in modules if isinstance(m, torch.nn.Module)]
     if not modules:  # a stand-in generator (tests) has no weights
         return None

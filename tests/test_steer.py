@@ -1,0 +1,246 @@
+"""Steering by the world's state: the probe, the objective, the sampler wrapper, the generator,
+``train probe`` and ``train pack --probe``."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from worldreel.data.captions import parse_caption
+from worldreel.data.facts import COLORS
+from worldreel.diffusion import flow, samplers
+from worldreel.diffusion.steer import StateProbe, check_steer, objective, steer_wrapper, targets
+from worldreel.errors import UserError
+from worldreel.pipelines.generate import Generator
+
+FAST = dict(steps=4, size="32x32", seconds=1)  # 9 frames: 3 latent frames
+RED, BLUE = COLORS.index("red"), COLORS.index("blue")
+
+
+def _blob(f=5, h=8, w=8, cols=None, rows=None, colour=RED):
+    """Occupancies (1, K, f, h, w) with one cell of ``colour`` per frame at (rows[k], cols[k])."""
+    occ = torch.zeros(1, len(COLORS), f, h, w)
+    for k in range(f):
+        occ[0, colour, k, (rows or [4] * f)[k], (cols or [4] * f)[k]] = 1.0
+    return occ
+
+
+def test_targets_read_each_stated_colour_and_skip_a_colour_stated_two_ways():
+    got = targets(parse_caption("a red ball rolls to the right and a blue box slides to the left"))
+    assert sorted(got) == sorted([(RED, "rolls", 1.0), (BLUE, "rolls", -1.0)])
+    assert targets(parse_caption("a red ball falls")) == [(RED, "falls", 0.0)]
+    assert targets(parse_caption("a green box is thrown to the left")) == [(COLORS.index("green"), "thrown", -1.0)]
+    assert targets(parse_caption("a red ball rolls to the left and a red box falls")) == []  # one centroid, two motions
+    assert targets(parse_caption("two blue balls rest on the floor")) == [(BLUE, "rests", 0.0)]  # the same ask twice
+
+
+def test_the_objective_rewards_what_the_caption_states():
+    right = _blob(cols=[1, 2, 3, 4, 5])
+    assert objective(right, [(RED, "rolls", 1.0)]).item() > 0 > objective(right, [(RED, "rolls", -1.0)]).item()
+    down = _blob(rows=[1, 2, 3, 4, 5])  # y grows downwards
+    assert objective(down, [(RED, "falls", 0.0)]).item() > 0
+    still = _blob()
+    assert objective(still, [(RED, "rests", 0.0)]).item() == 0 > objective(right, [(RED, "rests", 0.0)]).item()
+    arc = _blob(rows=[5, 2, 3, 4, 6], cols=[1, 2, 3, 4, 5])  # up first, then down, to the right
+    flat = _blob(rows=[5, 5, 5, 5, 5], cols=[1, 2, 3, 4, 5])
+    assert objective(arc, [(RED, "thrown", 1.0)]).item() > objective(flat, [(RED, "thrown", 1.0)]).item()
+    assert objective(right, [(BLUE, "rolls", 1.0)]).item() == 0  # no blue anywhere: nothing to reward
+
+
+class _ChannelProbe(nn.Module):
+    """Red's occupancy is latent channel 0 (sigmoid(6 x - 3)); every other colour is absent."""
+
+    def forward(self, x0):
+        logits = torch.full((x0.shape[0], len(COLORS), *x0.shape[2:]), -10.0)
+        logits[:, RED] = 6 * x0[:, 0] - 3
+        return logits
+
+
+def _centres(x):
+    occ = torch.sigmoid(6 * x[0, 0] - 3)  # (f, h, w)
+    cols = occ.sum(1)  # (f, w)
+    return ((cols * torch.arange(cols.shape[1])).sum(1) / cols.sum(1)).tolist()
+
+
+@pytest.mark.parametrize("side", [1.0, -1.0])
+def test_steering_moves_a_still_object_its_stated_way(side):
+    """A model that predicts x itself as the clean clip (v = 0) leaves the blob where it is;
+    steered, the later frames' blob moves the stated side of where frame 0's is."""
+    x = torch.zeros(1, 16, 4, 8, 8)
+    x[0, 0, :, 4, 3:5] = 1.0  # a red blob in the middle of every frame
+    ts = flow.timesteps(6, 1.0)
+    still = lambda x, t: torch.zeros_like(x)  # noqa: E731
+    plain = samplers.sample_euler(still, x.clone(), ts)
+    assert torch.equal(plain, x)
+    steered = samplers.sample_euler(steer_wrapper(still, _ChannelProbe(), [(RED, "rolls", side)], 2.0), x.clone(), ts)
+    centres = _centres(steered)
+    assert all(side * (c - centres[0]) > 0.05 for c in centres[1:]), centres
+    # Below the steering threshold (t < 0.5) nothing changes: the last steps keep what they got.
+    late = flow.timesteps(6, 1.0)[4:]
+    assert float(late[0]) < 0.5
+    assert torch.equal(samplers.sample_euler(steer_wrapper(still, _ChannelProbe(), [(RED, "rolls", side)], 2.0),
+                                             x.clone(), late), x)
+
+
+def test_nothing_to_steer_is_the_same_function():
+    fn = lambda x, t: x  # noqa: E731
+    assert steer_wrapper(fn, _ChannelProbe(), [], 3.0) is fn
+    assert steer_wrapper(fn, _ChannelProbe(), [(RED, "rolls", 1.0)], 0.0) is fn
+
+
+@pytest.mark.parametrize("value", [-1, 21, "x", True, float("nan"), None])
+def test_bad_steer_names_the_parameter(value):
+    with pytest.raises(UserError) as err:
+        check_steer(value)
+    assert err.value.param == "steer"
+
+
+# ----------------------------------------------------------------------------- the generator
+
+
+@pytest.fixture(scope="module")
+def steered_gen(tiny_model):
+    gen = Generator.load(tiny_model)
+    torch.manual_seed(7)
+    gen.probe = StateProbe(16, width=8).eval().requires_grad_(False)
+    return gen
+
+
+def test_generate_steers_with_the_probe_and_records_it(steered_gen):
+    plain = steered_gen.generate("a red ball rolls to the right", seed=2, **FAST)
+    off = steered_gen.generate("a red ball rolls to the right", seed=2, steer=0, **FAST)
+    steered = steered_gen.generate("a red ball rolls to the right", seed=2, steer=3, **FAST)
+    assert np.array_equal(plain.frames, off.frames) and "steer" not in plain.sampling
+    assert steered.sampling["steer"] == 3 and not np.array_equal(plain.frames, steered.frames)
+
+
+def test_an_edit_does_not_steer(steered_gen):
+    source = np.random.default_rng(1).integers(0, 256, (9, 32, 32, 3), dtype=np.uint8)
+    plain = steered_gen.edit(source, "a red ball rolls to the right", strength=0.6, seed=3, steps=4)
+    steered = steered_gen.edit(source, "a red ball rolls to the right", strength=0.6, seed=3, steps=4, steer=3)
+    assert np.array_equal(plain.frames, steered.frames) and "steer" not in steered.sampling
+
+
+def test_steer_without_a_probe_is_a_clear_error(tiny_model, tiny_folder, tmp_path, capsys):
+    from worldreel.cli import main
+
+    gen = Generator.load(tiny_model)
+    assert gen.probe is None
+    with pytest.raises(UserError) as err:
+        gen.generate("a red ball falls", steer=2, **FAST)
+    assert err.value.param == "steer" and "probe" in err.value.message
+    out = tmp_path / "x.mp4"
+    assert main(["generate", "a red ball falls", "--model", tiny_model, "--size", "32x32", "--steps", "1",
+                 "--seed", "1", "--steer", "2", "--out", str(out)]) == 2
+    assert "steer" in capsys.readouterr().err and not out.exists()
+
+
+# ----------------------------------------------------------------------------- train probe, pack --probe
+
+
+def _toy_encode(video):
+    """(B, 3, F, H, W) -> (B, 16, f, H/8, W/8): cell means, a stand-in for the autoencoder."""
+    first = torch.nn.functional.avg_pool3d(video[:, :, :1], (1, 8, 8))
+    rest = torch.nn.functional.avg_pool3d(video[:, :, 1:], (4, 8, 8))
+    z = torch.cat([first, rest], dim=2)
+    return torch.cat([z] * 5 + [z[:, :1]], dim=1)
+
+
+def _toy_text(prompts):
+    g = torch.Generator().manual_seed(len(prompts))
+    return torch.randn(len(prompts), 3, 384, generator=g), torch.ones(len(prompts), 3, dtype=torch.bool)
+
+
+@pytest.fixture(scope="module")
+def probe_file(tiny_model, tmp_path_factory):
+    """A probe trained for 20 steps against the tiny model on a toy reel-world cache, and what training said."""
+    from worldreel.data.latents import WorldItems, build_cache
+    from worldreel.model_folder import read_config_data
+    from worldreel.train.probe import train_probe
+
+    root = tmp_path_factory.mktemp("probe")
+    cache = root / "cache"
+    build_cache(cache, WorldItems(8, sizes=[(64, 64)], seconds=[4.0], seed=5), count=8, encode_video=_toy_encode,
+                encode_text=_toy_text, progress=False,
+                meta={"vae": read_config_data(tiny_model)["vae"], "sizes": [[64, 64]], "seconds": [4.0],
+                      "source": "world", "seed": 5, "command": "toy"})
+    out = root / "probe.safetensors"
+    result = train_probe(tiny_model, str(cache), str(out), steps=20, batch_size=2, command="worldreel train probe --out X")
+    return out, result, cache
+
+
+def test_train_probe_learns_and_records_what_it_read(probe_file, tiny_model):
+    from worldreel.model_folder import load_probe, probe_info, weights_digest
+
+    out, result, cache = probe_file
+    assert result["held_after"] < result["held_before"]
+    meta = probe_info(out)
+    assert meta["dit"] == weights_digest(tiny_model)["dit"] and meta["data"] == str(cache) and meta["steps"] == "20"
+    probe = load_probe(out)
+    assert isinstance(probe, StateProbe) and not any(p.requires_grad for p in probe.parameters())
+
+
+def test_train_probe_bad_inputs_name_the_parameter(tiny_model, probe_file, tmp_path):
+    from worldreel.train.probe import train_probe
+
+    _, _, cache = probe_file
+    for kwargs, param in ((dict(out=str(tmp_path / "p.pt")), "out"), (dict(steps=0), "steps"),
+                          (dict(data=str(tmp_path)), "data"), (dict(batch_size=1), "batch_size")):
+        args = {**dict(model=tiny_model, data=str(cache), out=str(tmp_path / "p.safetensors")), **kwargs}
+        with pytest.raises(UserError) as err:
+            train_probe(args.pop("model"), args.pop("data"), args.pop("out"), **args)
+        assert err.value.param == param, kwargs
+    assert not (tmp_path / "p.safetensors").exists()
+
+
+def test_pack_takes_a_probe_for_its_denoiser_and_steers_by_default(probe_file, tiny_model, tiny_folder, tmp_path):
+    from worldreel.model_folder import PROBE_FILE, load_model, weights_digest
+    from worldreel.train.pack import pack_model
+
+    out_probe, _, _ = probe_file
+    folder = pack_model(tiny_model, tiny_model, tmp_path / "m", probe=out_probe, sampling=["steer=2"])
+    assert (folder / PROBE_FILE).read_bytes() == out_probe.read_bytes()
+    assert weights_digest(folder)["probe"]
+    loaded = load_model(str(folder))
+    assert loaded.probe is not None and loaded.config.sampling.steer == 2
+    card = (folder / "README.md").read_text()
+    assert "| state probe |" in card and "steer 2 (stated objects pushed" in card
+    assert "worldreel train probe --out X" in card and f"--probe X --out OUT" in card
+    video = Generator.load(str(folder)).generate("a red ball rolls to the left", seed=1, **FAST)
+    assert video.sampling["steer"] == 2
+    # The probe read another denoiser: refused. Steering without a probe: refused.
+    other = tiny_folder("other", seed=9)
+    with pytest.raises(UserError) as err:
+        pack_model(other, other, tmp_path / "o", probe=out_probe)
+    assert err.value.param == "probe" and "trained against" in err.value.message
+    with pytest.raises(UserError) as err:
+        pack_model(tiny_model, tiny_model, tmp_path / "n", sampling=["steer=2"])
+    assert err.value.param == "probe"
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a probe")
+    with pytest.raises(UserError) as err:
+        pack_model(tiny_model, tiny_model, tmp_path / "b", probe=bad)
+    assert err.value.param == "probe"
+    # Packing again without the probe leaves none behind.
+    again = pack_model(folder, folder, tmp_path / "again", sampling=["steer=0"])
+    assert not (again / PROBE_FILE).exists() and load_model(str(again)).probe is None
+
+
+def test_a_bench_measured_with_another_probe_is_refused(probe_file, tiny_model, tmp_path):
+    from worldreel.model_folder import weights_digest
+    from worldreel.train.pack import pack_model
+
+    out_probe, _, _ = probe_file
+    digests = {**weights_digest(tiny_model), "probe": "0123456789ab"}
+    used = {"sampler": "euler", "steps": 20, "guidance": 4.0, "shift": 1.0, "guidance_mode": "cfg", "steer": 2}
+    bench = tmp_path / "b.json"
+    bench.write_text(json.dumps({"n_videos": 1, "mean_score": 0.5, "source": {"sampling": used, "weights": digests}}))
+    with pytest.raises(UserError) as err:
+        pack_model(tiny_model, tiny_model, tmp_path / "m", probe=out_probe, sampling=["steer=2"], bench=bench)
+    assert err.value.param == "bench"
+    from worldreel.model_folder import file_digest
+
+    bench.write_text(json.dumps({"n_videos": 1, "mean_score": 0.5, "source": {"sampling": used, "weights": {
+        **weights_digest(tiny_model), "probe": file_digest(out_probe)}}}))
+    pack_model(tiny_model, tiny_model, tmp_path / "ok", probe=out_probe, sampling=["steer=2"], bench=bench)

@@ -1,0 +1,139 @@
+"""Steering by the world's state: a sampler wrapper that pushes each stated object its stated way.
+
+world-tiny reads the colour, the shape and the verb of a prompt but hardly the side: which
+way a mover goes is decided by the start noise (docs/training.md, "The side is not read").
+Steering decides it at sampling time, with a small learnt *state probe* and the parsed
+prompt, as classifier guidance does with a noisy classifier (Dhariwal & Nichol 2021) and
+diffusion self-guidance moves objects through properties read off the network (Epstein et
+al. 2023):
+
+1. The probe (``StateProbe``, trained by ``worldreel train probe`` with the reel world's
+   re-simulated states as targets, ``data/world_state.py``) reads the denoiser's predicted
+   clean latent ``x0 = x - t v`` and gives each palette colour's occupancy per latent cell.
+2. From the occupancy, each stated object's centre per latent frame (its colour's centroid);
+   the *objective* J rewards what the caption states (``objective``): a mover's centre moving
+   its side, a thrown object rising then coming down, a falling one going down, a resting one
+   staying put.
+3. While the noise level is at least ``STEER_FROM`` (where the layout is decided), the
+   gradient of J with respect to the sampler's state ``x``, through the denoiser, is scaled
+   to a largest value of 1, and the velocity becomes ``v - strength * g / t``: the clean
+   prediction moves by ``strength * g`` (the DPS form, Chung et al. 2023, which backpropagates
+   through the denoiser's clean estimate).
+
+Nothing changes where the prompt states no colour the probe knows, below ``STEER_FROM``, or
+with strength 0. Measured on world-tiny: docs/worldbench.md, "Steering".
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+
+from worldreel.data.facts import COLORS
+from worldreel.errors import UserError
+
+STEER_FROM = 0.5  # steer while the noise level t (1 = noise) is at least this
+MAX_STEER = 20.0
+PROBE_WIDTH = 64
+
+ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Target = tuple[int, str, float]  # (colour index in COLORS, verb, side: +1 right, -1 left, 0 none)
+
+
+def check_steer(value) -> float:
+    """A steering strength: a number from 0 (off) to ``MAX_STEER``."""
+    if isinstance(value, bool):
+        raise UserError(f"steer must be a number from 0 to {MAX_STEER:g}, got {value!r}", param="steer")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"steer must be a number from 0 to {MAX_STEER:g}, got {value!r}", param="steer") from None
+    if not math.isfinite(number) or not 0.0 <= number <= MAX_STEER:
+        raise UserError(f"steer must be a number from 0 to {MAX_STEER:g}, got {value!r}", param="steer")
+    return number
+
+
+class StateProbe(nn.Module):
+    """A clean latent (B, C, f, h, w) -> occupancy logits (B, len(COLORS), f, h, w) per latent cell.
+
+    Two small convolutions (one 3x3 per frame, one 3x3x3 across frames) and a 1x1 read-out:
+    about 0.12 M parameters, trained on the denoiser's own clean predictions at every noise level.
+    """
+
+    def __init__(self, channels: int, width: int = PROBE_WIDTH, colors: int = len(COLORS)):
+        super().__init__()
+        self.channels, self.width, self.colors = channels, width, colors
+        self.net = nn.Sequential(nn.Conv3d(channels, width, (1, 3, 3), padding=(0, 1, 1)), nn.GELU(),
+                                 nn.Conv3d(width, width, 3, padding=1), nn.GELU(),
+                                 nn.Conv3d(width, colors, 1))
+
+    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        return self.net(x0)
+
+
+def targets(facts) -> list[Target]:
+    """What steering asks of each stated colour: (colour, verb, side). A colour stated twice
+    with different motions is left alone (its centroid would mix two objects)."""
+    out: dict[int, tuple[str, float] | None] = {}
+    for o in facts.objects:
+        if o.color not in COLORS:
+            continue
+        verb, _, side = o.motion.partition("_")
+        want = (verb, 1.0 if side == "right" else -1.0 if side == "left" else 0.0)
+        c = COLORS.index(o.color)
+        out[c] = None if c in out and out[c] != want else want
+    return [(c, *want) for c, want in out.items() if want is not None]
+
+
+def objective(occupancy: torch.Tensor, wanted: list[Target]) -> torch.Tensor:
+    """J (B,) of occupancies (B, K, f, h, w) in [0, 1]: larger where the stated objects do what is stated.
+
+    Each colour's centre per frame (x right, y down, both -1..1 across the frame); a mover's
+    mean x travel from frame 0 times its side; a thrown object's rise to its highest point in
+    latent frames 1-2 and its fall from there to the end; a falling object's mean y travel
+    down; minus a resting object's mean travel.
+    """
+    f, h, w = occupancy.shape[2:]
+    xs = torch.linspace(-1, 1, w, device=occupancy.device)
+    ys = torch.linspace(-1, 1, h, device=occupancy.device)
+    total = occupancy.new_zeros(occupancy.shape[0])
+    for c, verb, side in wanted:
+        columns, rows = occupancy[:, c].sum(2), occupancy[:, c].sum(3)  # (B, f, w), (B, f, h)
+        cx = (columns * xs).sum(-1) / (columns.sum(-1) + 0.05)  # (B, f)
+        cy = (rows * ys).sum(-1) / (rows.sum(-1) + 0.05)  # (B, f)
+        if verb in ("rolls", "thrown"):
+            total = total + side * (cx[:, 1:] - cx[:, :1]).mean(1)
+        if verb == "thrown" and f >= 3:
+            peak = cy[:, 1:3].amin(1)
+            total = total + (cy[:, 0] - peak) + (cy[:, -1] - peak)
+        elif verb == "falls":
+            total = total + (cy[:, 1:] - cy[:, :1]).mean(1)
+        elif verb == "rests":
+            total = total - ((cx[:, 1:] - cx[:, :1]).abs() + (cy[:, 1:] - cy[:, :1]).abs()).mean(1)
+    return total
+
+
+def steer_wrapper(model_fn: ModelFn, probe: nn.Module, wanted: list[Target], strength: float,
+                  t_from: float = STEER_FROM) -> ModelFn:
+    """``model_fn`` steered towards ``wanted`` (see the module's docstring); the same function
+    when there is nothing to steer. x (B, C, f, h, w); t (B,) or per frame (B, f)."""
+    if not wanted or strength <= 0:
+        return model_fn
+
+    def steered(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if float(t.max()) < t_from or x.shape[2] < 2:
+            return model_fn(x, t)
+        level = (t if t.ndim == 1 else t.amax(1))[:, None, None, None, None]  # (B, 1, 1, 1, 1)
+        per_frame = level if t.ndim == 1 else t[:, None, :, None, None]  # (B, 1, f or 1, 1, 1)
+        with torch.enable_grad():
+            xr = x.detach().requires_grad_(True)
+            v = model_fn(xr, t)
+            x0 = xr - per_frame * v  # the clean prediction (given frames: their clean latents)
+            gain = objective(torch.sigmoid(probe(x0.float())), wanted).sum()
+            (grad,) = torch.autograd.grad(gain, xr)
+        scale = grad.abs().amax(dim=(1, 2, 3, 4), keepdim=True).clamp(min=1e-12)  # (B, 1, 1, 1, 1)
+        return v.detach() - strength * (grad / scale) / level.clamp(min=0.05)
+
+    return steered
