@@ -33,6 +33,9 @@ def test_targets_read_each_stated_colour_and_skip_a_colour_stated_two_ways():
     assert targets(parse_caption("a green box is thrown to the left")) == [(COLORS.index("green"), "thrown", -1.0)]
     assert targets(parse_caption("a red ball rolls to the left and a red box falls")) == []  # one centroid, two motions
     assert targets(parse_caption("two blue balls rest on the floor")) == [(BLUE, "rests", 0.0)]  # the same ask twice
+    # Under a pan a resting object crosses the screen: only its height is kept.
+    orange = COLORS.index("orange")
+    assert targets(parse_caption("an orange ball rests; the camera pans right")) == [(orange, "rests_panned", 0.0)]
 
 
 def test_the_objective_rewards_what_the_caption_states():
@@ -46,6 +49,21 @@ def test_the_objective_rewards_what_the_caption_states():
     flat = _blob(rows=[5, 5, 5, 5, 5], cols=[1, 2, 3, 4, 5])
     assert objective(arc, [(RED, "thrown", 1.0)]).item() > objective(flat, [(RED, "thrown", 1.0)]).item()
     assert objective(right, [(BLUE, "rolls", 1.0)]).item() == 0  # no blue anywhere: nothing to reward
+    assert objective(right, [(RED, "rests_panned", 0.0)]).item() == 0  # sideways under a pan: still resting
+
+
+def test_a_frame_where_the_object_is_not_seen_asks_nothing():
+    """A plain centroid pushes hardest where the object is faint (a trace of colour moves it
+    most), which draws ghosts; each frame's term is weighted by how much of the colour is there."""
+    occ = _blob(cols=[1, 2, 3, 4, 5])
+    occ[0, RED, 2] = 0.0  # hidden in frame 2 (behind the pillar)
+    occ[0, RED, 3, 0, 7] = 0.01  # and a faint trace at the far right of frame 3
+    occ.requires_grad_(True)
+    gain = objective(occ, [(RED, "rolls", 1.0)])
+    (grad,) = torch.autograd.grad(gain.sum(), occ)
+    assert torch.isfinite(grad).all() and grad[0, RED, 2].abs().max() == 0
+    whole = grad[0, RED, 4].abs().max()
+    assert grad[0, RED, 3].abs().max() < 2 * whole  # the faint frame is not pushed hardest
 
 
 class _ChannelProbe(nn.Module):
@@ -166,7 +184,8 @@ def probe_file(tiny_model, tmp_path_factory):
                 meta={"vae": read_config_data(tiny_model)["vae"], "sizes": [[64, 64]], "seconds": [4.0],
                       "source": "world", "seed": 5, "command": "toy"})
     out = root / "probe.safetensors"
-    result = train_probe(tiny_model, str(cache), str(out), steps=20, batch_size=2, command="worldreel train probe --out X")
+    result = train_probe(tiny_model, str(cache), str(out), steps=20, batch_size=2,
+                         command="worldreel train probe --model M --out X")
     return out, result, cache
 
 
@@ -206,7 +225,11 @@ def test_pack_takes_a_probe_for_its_denoiser_and_steers_by_default(probe_file, t
     assert loaded.probe is not None and loaded.config.sampling.steer == 2
     card = (folder / "README.md").read_text()
     assert "| state probe |" in card and "steer 2 (stated objects pushed" in card
-    assert "worldreel train probe --out X" in card and f"--probe X --out OUT" in card
+    commands = [line for line in card.splitlines() if line.startswith("worldreel train")]
+    # the rebuild: a first pack without steering, the probe reading it, the pack with the probe
+    assert commands[-3].endswith("--out OUT") and "steer" not in commands[-3]
+    assert commands[-2] == "worldreel train probe --model OUT --out X"
+    assert "--probe X --out OUT" in commands[-1] and commands[-1].endswith("--sampling steer=2.0")
     video = Generator.load(str(folder)).generate("a red ball rolls to the left", seed=1, **FAST)
     assert video.sampling["steer"] == 2
     # The probe read another denoiser: refused. Steering without a probe: refused.

@@ -75,12 +75,15 @@ class StateProbe(nn.Module):
 
 def targets(facts) -> list[Target]:
     """What steering asks of each stated colour: (colour, verb, side). A colour stated twice
-    with different motions is left alone (its centroid would mix two objects)."""
+    with different motions is left alone (its centroid would mix two objects). Under a camera
+    pan a resting object moves across the screen: its verb is then "rests_panned" (kept level only)."""
     out: dict[int, tuple[str, float] | None] = {}
     for o in facts.objects:
         if o.color not in COLORS:
             continue
         verb, _, side = o.motion.partition("_")
+        if verb == "rests" and facts.camera != "static":
+            verb = "rests_panned"
         want = (verb, 1.0 if side == "right" else -1.0 if side == "left" else 0.0)
         c = COLORS.index(o.color)
         out[c] = None if c in out and out[c] != want else want
@@ -93,7 +96,13 @@ def objective(occupancy: torch.Tensor, wanted: list[Target]) -> torch.Tensor:
     Each colour's centre per frame (x right, y down, both -1..1 across the frame); a mover's
     mean x travel from frame 0 times its side; a thrown object's rise to its highest point in
     latent frames 1-2 and its fall from there to the end; a falling object's mean y travel
-    down; minus a resting object's mean travel.
+    down; minus a resting object's mean travel (its y travel alone under a camera pan).
+
+    Each frame's term counts as much as the colour is seen in it, ``mass / (mass + 0.5)``
+    (held constant: no gradient), with mass the summed occupancy (about 1-2 for a whole
+    object). So a frame where the object is hidden (behind the pillar) or not yet formed asks
+    nothing; a plain centroid would push hardest exactly there, where moving a trace of colour
+    shifts the centre most, and draw ghosts.
     """
     f, h, w = occupancy.shape[2:]
     xs = torch.linspace(-1, 1, w, device=occupancy.device)
@@ -101,17 +110,27 @@ def objective(occupancy: torch.Tensor, wanted: list[Target]) -> torch.Tensor:
     total = occupancy.new_zeros(occupancy.shape[0])
     for c, verb, side in wanted:
         columns, rows = occupancy[:, c].sum(2), occupancy[:, c].sum(3)  # (B, f, w), (B, f, h)
-        cx = (columns * xs).sum(-1) / (columns.sum(-1) + 0.05)  # (B, f)
-        cy = (rows * ys).sum(-1) / (rows.sum(-1) + 0.05)  # (B, f)
+        mass = columns.sum(-1)  # (B, f)
+        seen = (mass / (mass + 0.5)).detach()  # (B, f) in [0, 1)
+        cx = (columns * xs).sum(-1) / mass.clamp(min=1e-4)  # (B, f)
+        cy = (rows * ys).sum(-1) / mass.clamp(min=1e-4)  # (B, f)
+        both = seen[:, 1:] * seen[:, :1]  # (B, f - 1): frame k and frame 0 both seen
+
+        def travel(v: torch.Tensor) -> torch.Tensor:  # (B, f) -> (B, f - 1), weighted
+            return both * (v[:, 1:] - v[:, :1])
+
         if verb in ("rolls", "thrown"):
-            total = total + side * (cx[:, 1:] - cx[:, :1]).mean(1)
+            total = total + side * travel(cx).mean(1)
         if verb == "thrown" and f >= 3:
-            peak = cy[:, 1:3].amin(1)
-            total = total + (cy[:, 0] - peak) + (cy[:, -1] - peak)
+            k = 1 + torch.argmin(cy[:, 1:3], dim=1, keepdim=True)  # (B, 1): the highest of frames 1-2
+            peak, at_peak = cy.gather(1, k)[:, 0], seen.gather(1, k)[:, 0]
+            total = total + at_peak * (seen[:, 0] * (cy[:, 0] - peak) + seen[:, -1] * (cy[:, -1] - peak))
         elif verb == "falls":
-            total = total + (cy[:, 1:] - cy[:, :1]).mean(1)
+            total = total + travel(cy).mean(1)
         elif verb == "rests":
-            total = total - ((cx[:, 1:] - cx[:, :1]).abs() + (cy[:, 1:] - cy[:, :1]).abs()).mean(1)
+            total = total - (travel(cx).abs() + travel(cy).abs()).mean(1)
+        elif verb == "rests_panned":
+            total = total - travel(cy).abs().mean(1)
     return total
 
 

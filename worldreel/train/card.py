@@ -219,17 +219,21 @@ def commands(config: ModelConfig, vae_stages: list[StageRecord], dit_stages: lis
     if probe and probe.get("command"):
         unsteered = "".join(f" --sampling {part}" for part in changed.split(" --sampling ")[1:] if not part.startswith("steer="))
         first = pack.replace(changed, unsteered) if changed else pack
-        return [todo[i][0] for i in done] + [first, probe["command"],
-                                             pack.replace(" --out OUT", f" --probe {_probe_out(probe['command'])} --out OUT")]
+        probe_command, probe_out = _probe_command(probe["command"])
+        return [todo[i][0] for i in done] + [first, probe_command, pack.replace(" --out OUT", f" --probe {probe_out} --out OUT")]
     return [todo[i][0] for i in done] + [pack]
 
 
-def _probe_out(command: str) -> str:
-    """The file a ``train probe`` command writes (its --out)."""
+def _probe_command(command: str) -> tuple[str, str]:
+    """A ``train probe`` command reading the first pack's OUT (the same denoiser weights as the
+    model it read when it ran), and the file it writes (its --out)."""
     import shlex
 
     words = shlex.split(command)
-    return words[words.index("--out") + 1] if "--out" in words[:-1] else "PROBE.safetensors"
+    if "--model" in words[:-1]:
+        words[words.index("--model") + 1] = "OUT"
+    out = words[words.index("--out") + 1] if "--out" in words[:-1] else "PROBE.safetensors"
+    return shlex.join(words), out
 
 
 def _prediction_lines(predict: dict | None, previous: dict | None = None) -> list[str]:
