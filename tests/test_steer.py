@@ -133,6 +133,24 @@ def test_generate_steers_with_the_probe_and_records_it(steered_gen):
     assert steered.sampling["steer"] == 3 and not np.array_equal(plain.frames, steered.frames)
 
 
+def test_the_caption_blind_twin_of_bench_predict_keeps_the_probe(steered_gen):
+    """bench predict's no-caption continuation shares the model, probe included: a model that
+    steers by default must not fail there (its empty prompt states nothing, so nothing is steered)."""
+    from dataclasses import replace
+
+    from worldreel.eval.predict import NO_CAPTION_PROMPT, caption_blind
+
+    steered_gen.sampling = replace(steered_gen.sampling, steer=3.0)
+    try:
+        blind = caption_blind(steered_gen)
+        assert blind.probe is steered_gen.probe and blind.precision == steered_gen.precision
+        given = np.random.default_rng(0).integers(0, 256, (9, 32, 32, 3), dtype=np.uint8)
+        video = blind.extend(given, NO_CAPTION_PROMPT, guidance=1.0, seconds=1, steps=2, rewrite=False)
+        assert np.array_equal(video.frames[:9], given)
+    finally:
+        steered_gen.sampling = replace(steered_gen.sampling, steer=0.0)
+
+
 def test_an_edit_does_not_steer(steered_gen):
     source = np.random.default_rng(1).integers(0, 256, (9, 32, 32, 3), dtype=np.uint8)
     plain = steered_gen.edit(source, "a red ball rolls to the right", strength=0.6, seed=3, steps=4)

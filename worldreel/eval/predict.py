@@ -245,7 +245,8 @@ def caption_blind(generator):
     from worldreel.pipelines.generate import Generator
 
     return Generator(generator.config, generator.vae, generator.dit, _CaptionBlind(generator.text_encoder),
-                     device=str(generator.device), sampling=generator.sampling)
+                     device=str(generator.device), sampling=generator.sampling, precision=generator.precision,
+                     probe=generator.probe)
 
 
 # ---------------------------------------------------------------------------------------
