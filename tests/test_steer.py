@@ -27,15 +27,25 @@ def _blob(f=5, h=8, w=8, cols=None, rows=None, colour=RED):
 
 
 def test_targets_read_each_stated_colour_and_skip_a_colour_stated_two_ways():
-    got = targets(parse_caption("a red ball rolls to the right and a blue box slides to the left"))
+    def every(caption):
+        return targets(parse_caption(caption), every_verb=True)
+
+    got = every("a red ball rolls to the right and a blue box slides to the left")
     assert sorted(got) == sorted([(RED, "rolls", 1.0), (BLUE, "rolls", -1.0)])
-    assert targets(parse_caption("a red ball falls")) == [(RED, "falls", 0.0)]
-    assert targets(parse_caption("a green box is thrown to the left")) == [(COLORS.index("green"), "thrown", -1.0)]
-    assert targets(parse_caption("a red ball rolls to the left and a red box falls")) == []  # one centroid, two motions
-    assert targets(parse_caption("two blue balls rest on the floor")) == [(BLUE, "rests", 0.0)]  # the same ask twice
+    assert every("a red ball falls") == [(RED, "falls", 0.0)]
+    assert every("a green box is thrown to the left") == [(COLORS.index("green"), "thrown", -1.0)]
+    assert every("a red ball rolls to the left and a red box falls") == []  # one centroid, two motions
+    assert every("two blue balls rest on the floor") == [(BLUE, "rests", 0.0)]  # the same ask twice
     # Under a pan a resting object crosses the screen: only its height is kept.
     orange = COLORS.index("orange")
-    assert targets(parse_caption("an orange ball rests; the camera pans right")) == [(orange, "rests_panned", 0.0)]
+    assert every("an orange ball rests; the camera pans right") == [(orange, "rests_panned", 0.0)]
+
+
+def test_by_default_only_the_movers_sides_are_steered():
+    green = COLORS.index("green")
+    assert targets(parse_caption("a green box is thrown to the left and a red ball falls")) == [(green, "rolls", -1.0)]
+    assert targets(parse_caption("a blue ball rolls to the right; the camera pans left")) == [(BLUE, "rolls", 1.0)]
+    assert targets(parse_caption("a red ball falls and a blue box rests")) == []
 
 
 def test_the_objective_rewards_what_the_caption_states():

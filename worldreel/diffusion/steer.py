@@ -73,10 +73,19 @@ class StateProbe(nn.Module):
         return self.net(x0)
 
 
-def targets(facts) -> list[Target]:
-    """What steering asks of each stated colour: (colour, verb, side). A colour stated twice
+def targets(facts, every_verb: bool = False) -> list[Target]:
+    """What steering asks of each stated colour: (colour, verb, side).
+
+    By default only the side of each mover: rollers, sliders and thrown objects, all as
+    ("rolls", side), their horizontal travel. That is what the model does not read from the
+    prompt; asking the other verbs too (``every_verb``: a thrown object's arc, a fall, a rest)
+    cost more ghosts than it bought (docs/worldbench.md, "Steering"). A colour stated twice
     with different motions is left alone (its centroid would mix two objects). Under a camera
-    pan a resting object moves across the screen: its verb is then "rests_panned" (kept level only)."""
+    pan a resting object moves across the screen: its verb is then "rests_panned" (kept level only).
+    """
+    if not every_verb:
+        return [(c, "rolls", side) for c, verb, side in targets(facts, every_verb=True)
+                if verb in ("rolls", "thrown") and side]
     out: dict[int, tuple[str, float] | None] = {}
     for o in facts.objects:
         if o.color not in COLORS:
