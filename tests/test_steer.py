@@ -252,7 +252,7 @@ def test_pack_takes_a_probe_for_its_denoiser_and_steers_by_default(probe_file, t
     loaded = load_model(str(folder))
     assert loaded.probe is not None and loaded.config.sampling.steer == 2
     card = (folder / "README.md").read_text()
-    assert "| state probe |" in card and "steer 2 (stated objects pushed" in card
+    assert "| state probe |" in card and "steer 2 (movers pushed their stated side" in card
     commands = [line for line in card.splitlines() if line.startswith("worldreel train")]
     # the rebuild: a first pack without steering, the probe reading it, the pack with the probe
     assert commands[-3].endswith("--out OUT") and "steer" not in commands[-3]

@@ -43,7 +43,7 @@ def _refine_text(refine: int) -> str:
 
 
 def _steer_text(steer: float) -> str:
-    return f", steer {steer:g} (stated objects pushed their stated way by the state probe)" if steer else ""
+    return f", steer {steer:g} (movers pushed their stated side by the state probe)" if steer else ""
 
 
 def _probe_lines(probe: dict | None) -> list[str]:
