@@ -162,9 +162,9 @@ def state_digest(state: dict) -> str:
 
 
 def weights_digest(name_or_path: str | Path) -> dict[str, str]:
-    """The first 12 hex digits of each weights file's SHA-256, e.g. {"vae": "...", "dit": "..."} (and "probe"
-    when the folder has a state probe):
-    which weights a result was measured with, even when two models share a name."""
+    """The first 12 hex digits of each weights file's SHA-256, e.g. {"vae": "...", "dit": "..."}, and
+    "probe" when the folder has a state probe: which weights a result was measured with, even
+    when two models share a name."""
     folder = find(name_or_path)
     digests = {}
     for part, name in WEIGHTS.items():
