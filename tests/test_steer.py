@@ -10,9 +10,9 @@ from torch import nn
 from worldreel.data.captions import parse_caption
 from worldreel.data.facts import COLORS
 from worldreel.diffusion import flow, samplers
-from worldreel.diffusion.steer import StateProbe, check_steer, objective, steer_wrapper, targets
+from worldreel.diffusion.steer import StateProbe, objective, steer_wrapper, targets
 from worldreel.errors import UserError
-from worldreel.pipelines.generate import Generator
+from worldreel.pipelines.generate import Generator, check_steer
 
 FAST = dict(steps=4, size="32x32", seconds=1)  # 9 frames: 3 latent frames
 RED, BLUE = COLORS.index("red"), COLORS.index("blue")

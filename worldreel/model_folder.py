@@ -293,7 +293,8 @@ def probe_info(path: Path, param: str = "probe") -> dict[str, str]:
 
 
 def load_probe(path: Path, device: str = "cpu", param: str = "probe"):
-    """The ``StateProbe`` in ``path`` (fp32, eval mode, no gradients of its own)."""
+    """The ``StateProbe`` in ``path`` (fp32, eval mode, no gradients of its own), with the file's
+    metadata (``probe_info``) as its ``info``."""
     from worldreel.diffusion.steer import StateProbe
 
     meta = probe_info(path, param)
@@ -303,6 +304,7 @@ def load_probe(path: Path, device: str = "cpu", param: str = "probe"):
         raise UserError(f"{path}: its metadata does not give the probe's layout (channels, width, colors)", param=param) from None
     load_weights(probe, path, param)
     probe.requires_grad_(False)
+    probe.info = meta
     return probe.to(device).eval()
 
 

@@ -25,14 +25,12 @@ with strength 0. Measured on world-tiny: docs/worldbench.md, "Steering".
 """
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
 from torch import nn
 
 from worldreel.data.facts import COLORS
-from worldreel.errors import UserError
 
 STEER_FROM = 0.5  # steer while the noise level t (1 = noise) is at least this
 MAX_STEER = 20.0
@@ -40,19 +38,6 @@ PROBE_WIDTH = 64
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Target = tuple[int, str, float]  # (colour index in COLORS, verb, side: +1 right, -1 left, 0 none)
-
-
-def check_steer(value) -> float:
-    """A steering strength: a number from 0 (off) to ``MAX_STEER``."""
-    if isinstance(value, bool):
-        raise UserError(f"steer must be a number from 0 to {MAX_STEER:g}, got {value!r}", param="steer")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise UserError(f"steer must be a number from 0 to {MAX_STEER:g}, got {value!r}", param="steer") from None
-    if not math.isfinite(number) or not 0.0 <= number <= MAX_STEER:
-        raise UserError(f"steer must be a number from 0 to {MAX_STEER:g}, got {value!r}", param="steer")
-    return number
 
 
 class StateProbe(nn.Module):

