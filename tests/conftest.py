@@ -61,3 +61,17 @@ def dit_times():
             del dit.forward
 
     return run
+
+
+@pytest.fixture(scope="module")
+def probed_gen(tiny_model):
+    """The tiny model's Generator with a random state probe (diffusion/steer.py): steering and picking the start run."""
+    import torch
+
+    from worldreel.diffusion.steer import StateProbe
+    from worldreel.pipelines.generate import Generator
+
+    gen = Generator.load(tiny_model)
+    torch.manual_seed(7)
+    gen.probe = StateProbe(16, width=8).eval().requires_grad_(False)
+    return gen

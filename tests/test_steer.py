@@ -127,44 +127,36 @@ def test_bad_steer_names_the_parameter(value):
 # ----------------------------------------------------------------------------- the generator
 
 
-@pytest.fixture(scope="module")
-def steered_gen(tiny_model):
-    gen = Generator.load(tiny_model)
-    torch.manual_seed(7)
-    gen.probe = StateProbe(16, width=8).eval().requires_grad_(False)
-    return gen
-
-
-def test_generate_steers_with_the_probe_and_records_it(steered_gen):
-    plain = steered_gen.generate("a red ball rolls to the right", seed=2, **FAST)
-    off = steered_gen.generate("a red ball rolls to the right", seed=2, steer=0, **FAST)
-    steered = steered_gen.generate("a red ball rolls to the right", seed=2, steer=3, **FAST)
+def test_generate_steers_with_the_probe_and_records_it(probed_gen):
+    plain = probed_gen.generate("a red ball rolls to the right", seed=2, **FAST)
+    off = probed_gen.generate("a red ball rolls to the right", seed=2, steer=0, **FAST)
+    steered = probed_gen.generate("a red ball rolls to the right", seed=2, steer=3, **FAST)
     assert np.array_equal(plain.frames, off.frames) and "steer" not in plain.sampling
     assert steered.sampling["steer"] == 3 and not np.array_equal(plain.frames, steered.frames)
 
 
-def test_the_caption_blind_twin_of_bench_predict_keeps_the_probe(steered_gen):
+def test_the_caption_blind_twin_of_bench_predict_keeps_the_probe(probed_gen):
     """bench predict's no-caption continuation shares the model, probe included: a model that
     steers by default must not fail there (its empty prompt states nothing, so nothing is steered)."""
     from dataclasses import replace
 
     from worldreel.eval.predict import NO_CAPTION_PROMPT, caption_blind
 
-    steered_gen.sampling = replace(steered_gen.sampling, steer=3.0)
+    probed_gen.sampling = replace(probed_gen.sampling, steer=3.0)
     try:
-        blind = caption_blind(steered_gen)
-        assert blind.probe is steered_gen.probe and blind.precision == steered_gen.precision
+        blind = caption_blind(probed_gen)
+        assert blind.probe is probed_gen.probe and blind.precision == probed_gen.precision
         given = np.random.default_rng(0).integers(0, 256, (9, 32, 32, 3), dtype=np.uint8)
         video = blind.extend(given, NO_CAPTION_PROMPT, guidance=1.0, seconds=1, steps=2, rewrite=False)
         assert np.array_equal(video.frames[:9], given)
     finally:
-        steered_gen.sampling = replace(steered_gen.sampling, steer=0.0)
+        probed_gen.sampling = replace(probed_gen.sampling, steer=0.0)
 
 
-def test_an_edit_does_not_steer(steered_gen):
+def test_an_edit_does_not_steer(probed_gen):
     source = np.random.default_rng(1).integers(0, 256, (9, 32, 32, 3), dtype=np.uint8)
-    plain = steered_gen.edit(source, "a red ball rolls to the right", strength=0.6, seed=3, steps=4)
-    steered = steered_gen.edit(source, "a red ball rolls to the right", strength=0.6, seed=3, steps=4, steer=3)
+    plain = probed_gen.edit(source, "a red ball rolls to the right", strength=0.6, seed=3, steps=4)
+    steered = probed_gen.edit(source, "a red ball rolls to the right", strength=0.6, seed=3, steps=4, steer=3)
     assert np.array_equal(plain.frames, steered.frames) and "steer" not in steered.sampling
 
 

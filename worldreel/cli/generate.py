@@ -1,8 +1,8 @@
 """CLI commands: generate, animate, extend, interpolate, loop, edit; and ``bench drift``.
 
 Every mode takes the same options (``--seconds --size --steps --guidance --shift
---guidance-mode --guidance-interval --stagger --refine --steer --seed --negative-prompt --model --out --show-prompt
---no-rewrite``) and runs the one loop in
+--guidance-mode --guidance-interval --stagger --refine --steer --best-of --seed --negative-prompt --model --out
+--show-prompt --no-rewrite``) and runs the one loop in
 ``pipelines/generate.py``. The output format follows the extension of ``--out``: .mp4
 (H.264), .gif, or .png (a still image). Bad input is a one-line error naming the
 parameter (exit 2) and nothing is written; files are written atomically by ``video_io``.
@@ -34,6 +34,7 @@ GuidanceInterval = Annotated[Optional[str], typer.Option("--guidance-interval", 
 Stagger = Annotated[Optional[float], typer.Option("--stagger", help="How far the first frame runs ahead of the last while denoising (0 = all together; default: the model's).")]
 Refine = Annotated[Optional[int], typer.Option("--refine", help="Latent frames after the first made again given all the others, against ghosts at the start (0 = off; default: the model's).")]
 Steer = Annotated[Optional[float], typer.Option("--steer", help="Push each object the prompt states its stated way (left, right, up, down, still) while the layout forms, with the model's state probe (0 = off; default: the model's).")]
+BestOf = Annotated[Optional[int], typer.Option("--best-of", help="Start noises to pick from: each runs a few steps and the model's state probe keeps the one whose layout best fits the prompt (1 = the seed's own; default: the model's). Costs about a fifth of a clip more per extra start.")]
 Seed = Annotated[Optional[int], typer.Option("--seed", help="Seed; the same seed gives the same video (default: random, printed).")]
 Negative = Annotated[str, typer.Option("--negative-prompt", help="What the video should not look like.")]
 Model = Annotated[str, typer.Option("--model", help="A shipped model name or a model folder.")]
@@ -53,7 +54,7 @@ NoSign = Annotated[bool, typer.Option("--no-sign", help="Research only: leave ou
 SHARED_OPTIONS = [
     ("seconds", Seconds, None), ("size", Size, None), ("steps", Steps, None), ("guidance", Guidance, None),
     ("shift", Shift, None), ("guidance_mode", GuidanceMode, None), ("guidance_interval", GuidanceInterval, None),
-    ("stagger", Stagger, None), ("refine", Refine, None), ("steer", Steer, None),
+    ("stagger", Stagger, None), ("refine", Refine, None), ("steer", Steer, None), ("best_of", BestOf, None),
     ("seed", Seed, None), ("negative_prompt", Negative, ""),
     ("model", Model, "world-tiny"), ("out", Out, None), ("show_prompt", ShowPrompt, False),
     ("no_rewrite", NoRewrite, False), ("device", Device, "cpu"),
@@ -155,7 +156,7 @@ def _run(mode: str, prompt: str, opts: dict, call, *, read=None, still: bool = F
 
     check_sampling(opts["steps"], opts["guidance"], opts["shift"], guidance_mode=opts["guidance_mode"],
                    guidance_interval=opts["guidance_interval"], stagger=opts["stagger"], refine=opts["refine"],
-                   steer=opts["steer"])
+                   steer=opts["steer"], best_of=opts["best_of"])
     rewriter = _rewriter(opts)
 
     # 2. Load the model (a UserError names a missing model), check sizes, read the inputs.
@@ -173,7 +174,7 @@ def _run(mode: str, prompt: str, opts: dict, call, *, read=None, still: bool = F
     # 3. Generate with a progress bar on stderr.
     common = dict(size=opts["size"], steps=opts["steps"], guidance=opts["guidance"], shift=opts["shift"], seed=seed,
                   guidance_mode=opts["guidance_mode"], guidance_interval=opts["guidance_interval"], stagger=opts["stagger"],
-                  refine=opts["refine"], steer=opts["steer"], negative_prompt=opts["negative_prompt"], rewrite=not opts["no_rewrite"])
+                  refine=opts["refine"], steer=opts["steer"], best_of=opts["best_of"], negative_prompt=opts["negative_prompt"], rewrite=not opts["no_rewrite"])
     with tqdm(total=100, desc=mode, unit="%", file=sys.stderr, leave=False,
               bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}") as bar:
         def progress(fraction: float) -> None:

@@ -22,6 +22,14 @@ al. 2023):
 
 Nothing changes where the prompt states no colour the probe knows, below ``STEER_FROM``, or
 with strength 0. Measured on world-tiny: docs/worldbench.md, "Steering".
+
+The same probe also *picks the start* (``pick_start``, sampling ``best_of``): the layout of a
+clip is set by its start noise in the first few steps, so K start noises are each run
+``LOOK_STEPS`` steps, the probe reads each one's clean prediction, and the one whose layout
+best fits the prompt (``layout_score``: the stated motions, no colour the prompt did not
+state, no more of a colour than it states, no object that pops in or out away from the
+borders) goes on. Unlike a push, a picked start is an ordinary sample of the model: nothing
+is drawn off its path. Measured: docs/worldbench.md, "Picking the start".
 """
 from __future__ import annotations
 
@@ -34,6 +42,12 @@ from worldreel.data.facts import COLORS
 
 STEER_FROM = 0.5  # steer while the noise level t (1 = noise) is at least this
 MAX_STEER = 20.0
+MAX_BEST_OF = 16  # most start noises picked from
+LOOK_STEPS = 4  # sampler steps each start noise runs before the probe reads it (t 1 -> 0.92 at 20 steps, shift 3)
+TIDY_WEIGHT = 0.3  # layout_score: weight of the untidiness (extra colour, surplus, popping) against the motions
+OBJECT_MASS = 3.5  # summed occupancy of one object in a 64x64 clip's 8x8 latent cells (world-tiny's probe: 3-4)
+SURPLUS_SLACK = 1.5  # mass over the stated count's that is not yet a surplus
+EDGE = 0.7  # |centre x| beyond this (of -1..1) is at the border, where an object may come and go
 PROBE_WIDTH = 64
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -150,3 +164,59 @@ def steer_wrapper(model_fn: ModelFn, probe: nn.Module, wanted: list[Target], str
         return v.detach() - strength * (grad / scale) / level.clamp(min=0.05)
 
     return steered
+
+
+def layout_score(occupancy: torch.Tensor, facts) -> torch.Tensor:
+    """How well occupancies (B, K, f, h, w) in [0, 1] fit the prompt's facts: (B,), larger is better.
+
+    ``objective`` for every stated verb (``targets(every_verb=True)``), minus ``TIDY_WEIGHT``
+    times the untidiness, each term a mean over latent frames: the mass of each colour the
+    prompt does not state; a stated colour's mass beyond its count's (``OBJECT_MASS`` each, in
+    a 64x64 clip's cells, scaled with the latent area, plus ``SURPLUS_SLACK``); and, with no
+    pillar to hide behind, how much a stated colour's mass changes between frames where it is
+    away from the side borders (an object popping in or out). Where a stated object's colour is
+    not in the palette, only the motions count.
+    """
+    wanted = targets(facts, every_verb=True)
+    score = objective(occupancy, wanted) if wanted else occupancy.new_zeros(occupancy.shape[0])
+    counts: dict[int, int] = {}
+    for o in facts.objects:
+        if o.color not in COLORS:
+            return score
+        counts[COLORS.index(o.color)] = counts.get(COLORS.index(o.color), 0) + 1
+    f, h, w = occupancy.shape[2:]
+    per_object = OBJECT_MASS * (h * w) / 64
+    xs = torch.linspace(-1, 1, w, device=occupancy.device)
+    untidy = occupancy.new_zeros(occupancy.shape[0])
+    for c in range(occupancy.shape[1]):
+        columns = occupancy[:, c].sum(2)  # (B, f, w)
+        mass = columns.sum(-1)  # (B, f)
+        n = counts.get(c, 0)
+        if n == 0:
+            untidy = untidy + mass.mean(1)
+            continue
+        untidy = untidy + (mass - n * per_object - SURPLUS_SLACK).clamp(min=0).mean(1)
+        if not facts.pillar and f >= 2:
+            cx = (columns * xs).sum(-1) / mass.clamp(min=1e-4)
+            inside = ((cx.abs() < EDGE) & (mass > 1.0)).float()  # (B, f)
+            either = torch.maximum(inside[:, 1:], inside[:, :-1])  # the step shows it inside on one side
+            untidy = untidy + (either * (mass[:, 1:] - mass[:, :-1]).abs()).mean(1)
+    return score - TIDY_WEIGHT * untidy
+
+
+@torch.no_grad()
+def pick_start(look: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], starts: list[torch.Tensor],
+               probe: nn.Module, facts) -> tuple[int, torch.Tensor, list[float]]:
+    """The start that fits the prompt best: (its index, its state after the look-ahead, every score).
+
+    ``look(x)`` runs one start ``LOOK_STEPS`` steps and returns (the state there, the clean
+    prediction there); the probe reads the clean prediction and ``layout_score`` scores it.
+    Ties go to the earliest start (so the seed's own noise wins a tie).
+    """
+    scores, states = [], []
+    for x in starts:
+        state, x0 = look(x)
+        scores.append(float(layout_score(torch.sigmoid(probe(x0.float())), facts)[0]))
+        states.append(state)
+    best = max(range(len(starts)), key=lambda k: (scores[k], -k))
+    return best, states[best], scores

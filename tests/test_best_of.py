@@ -1,0 +1,177 @@
+"""Picking the start (sampling ``best_of``): the layout score, ``pick_start``, the generator, the
+CLI and ``train pack``."""
+import numpy as np
+import pytest
+import torch
+
+from worldreel.data.captions import parse_caption
+from worldreel.data.facts import COLORS
+from worldreel.diffusion import steer
+from worldreel.diffusion.steer import layout_score, pick_start
+from worldreel.errors import UserError
+from worldreel.pipelines.generate import Generator, check_best_of
+
+FAST = dict(steps=6, size="32x32", seconds=1)  # 9 frames: 3 latent frames
+RED, BLUE, GREEN = COLORS.index("red"), COLORS.index("blue"), COLORS.index("green")
+
+
+def _occ(f=4, h=8, w=8):
+    return torch.zeros(1, len(COLORS), f, h, w)
+
+
+def _ball(occ, colour, col, row=4, mass=3.5, frames=None):
+    """Spread ``mass`` of ``colour`` over a 2x2 block at (row, col) in each of ``frames`` (all by default)."""
+    for k in frames if frames is not None else range(occ.shape[2]):
+        occ[0, colour, k, row:row + 2, col:col + 2] = mass / 4
+    return occ
+
+
+def test_an_unstated_colour_lowers_the_score():
+    facts = parse_caption("a red ball rests on the floor")
+    tidy = _ball(_occ(), RED, 3)
+    extra = _ball(_ball(_occ(), RED, 3), GREEN, 6)
+    assert layout_score(tidy, facts).item() > layout_score(extra, facts).item()
+
+
+def test_more_of_a_colour_than_stated_lowers_the_score_and_the_stated_count_does_not():
+    one = parse_caption("a red ball rests on the floor")
+    two = parse_caption("two red balls rest on the floor")
+    pair = _ball(_ball(_occ(), RED, 1), RED, 5)
+    single = _ball(_occ(), RED, 3)
+    assert layout_score(pair, one).item() < layout_score(single, one).item() == pytest.approx(0.0, abs=1e-6)
+    assert layout_score(pair, two).item() == pytest.approx(0.0, abs=1e-6)  # two stated, two there: tidy
+
+
+def test_an_object_that_pops_in_mid_frame_lowers_the_score_but_not_at_the_border_or_by_a_pillar():
+    still = parse_caption("a red ball rests on the floor")
+    steady = _ball(_occ(), RED, 3)
+    pops = _ball(_occ(), RED, 3, frames=[2, 3])  # appears from nowhere in frame 2
+    assert layout_score(pops, still).item() < layout_score(steady, still).item()
+    # Entering across the side border is how a rolling object comes into a pan: not popping.
+    rolls = parse_caption("a red ball rolls to the right; the camera pans left")
+    entering = _ball(_occ(), RED, 6, frames=[2, 3])
+    entering[0, RED, :2] = 0.0
+    inside_pop = _ball(_occ(), RED, 3, frames=[2, 3])
+    assert layout_score(entering, rolls).item() > layout_score(inside_pop, rolls).item()
+    # With a pillar an object may come out from behind it: no popping term.
+    pillar = parse_caption("a red ball rolls to the right behind a gray pillar")
+    assert layout_score(pops, pillar).item() == pytest.approx(layout_score(steady, pillar).item(), abs=1e-6)
+
+
+def test_the_stated_motion_counts_in_the_score():
+    facts = parse_caption("a red ball rolls to the right")
+    right, left = _occ(f=5), _occ(f=5)
+    for k in range(5):
+        _ball(right, RED, 1 + k, frames=[k])
+        _ball(left, RED, 5 - k, frames=[k])
+    assert layout_score(right, facts).item() > layout_score(left, facts).item()
+
+
+def test_pick_start_takes_the_best_and_the_earliest_of_equals():
+    calls = []
+
+    def look(x):
+        calls.append(float(x.sum()))
+        return x + 1, x  # (the state after the look-ahead, the clean prediction)
+
+    class Probe(torch.nn.Module):  # red where channel 0 is positive: more red cells, more untidy for a blue prompt
+        def forward(self, x0):
+            logits = torch.full((1, len(COLORS), *x0.shape[2:]), -20.0)
+            logits[:, RED] = 40 * x0[:, 0] - 20
+            return logits
+
+    facts = parse_caption("a blue ball rests on the floor")
+    starts = [torch.ones(1, 2, 3, 4, 4), torch.zeros(1, 2, 3, 4, 4), torch.zeros(1, 2, 3, 4, 4)]
+    best, state, scores = pick_start(look, starts, Probe(), facts)
+    assert len(calls) == 3 and best == 1 and torch.equal(state, starts[1] + 1)
+    assert scores[0] < scores[1] == scores[2]
+
+
+@pytest.mark.parametrize("value", [0, 17, 2.5, "x", True, None])
+def test_bad_best_of_names_the_parameter(value):
+    with pytest.raises(UserError) as err:
+        check_best_of(value)
+    assert err.value.param == "best_of"
+
+
+# ----------------------------------------------------------------------------- the generator
+
+
+def _fixed_scores(monkeypatch, scores):
+    """layout_score returning ``scores`` in call order (one per start), recording the calls."""
+    seen = []
+
+    def fake(occupancy, facts):
+        seen.append(occupancy.shape)
+        return torch.tensor([scores[len(seen) - 1]])
+
+    monkeypatch.setattr(steer, "layout_score", fake)
+    return seen
+
+
+def test_the_seed_own_start_picked_is_the_seed_own_video(probed_gen, monkeypatch):
+    """Picking runs each start a few steps and the picked one goes on from there: when the seed's
+    own start wins, the video is the one best_of 1 makes, frame for frame."""
+    plain = probed_gen.generate("a red ball rolls to the right", seed=4, **FAST)
+    seen = _fixed_scores(monkeypatch, [1.0, 0.0, 0.0])
+    own = probed_gen.generate("a red ball rolls to the right", seed=4, best_of=3, **FAST)
+    assert len(seen) == 3 and np.array_equal(plain.frames, own.frames)
+    assert own.sampling["best_of"] == 3 and "best_of" not in plain.sampling
+
+
+def test_another_start_picked_makes_another_video_and_a_seed_still_means_one(probed_gen, monkeypatch):
+    plain = probed_gen.generate("a red ball rolls to the right", seed=4, **FAST)
+    _fixed_scores(monkeypatch, [0.0, 0.0, 1.0])
+    third = probed_gen.generate("a red ball rolls to the right", seed=4, best_of=3, **FAST)
+    _fixed_scores(monkeypatch, [0.0, 0.0, 1.0])
+    again = probed_gen.generate("a red ball rolls to the right", seed=4, best_of=3, **FAST)
+    assert not np.array_equal(plain.frames, third.frames) and np.array_equal(third.frames, again.frames)
+
+
+def test_picking_with_the_real_score_and_a_progress_bar_that_ends_full(probed_gen):
+    marks = []
+    video = probed_gen.generate("a red ball rolls to the right and a blue box rests", seed=1, best_of=4,
+                                progress=marks.append, **FAST)
+    assert video.frames.shape == (9, 32, 32, 3) and video.sampling["best_of"] == 4
+    assert marks == sorted(marks) and marks[-1] == 1.0 and max(marks[:-1]) <= 1.0
+
+
+def test_free_text_an_image_and_an_edit_are_not_picked(probed_gen, monkeypatch):
+    seen = _fixed_scores(monkeypatch, [0.0, 0.0, 1.0])
+    free = probed_gen.generate("zzz qqq", seed=2, best_of=3, rewrite=False, **FAST)
+    assert np.array_equal(free.frames, probed_gen.generate("zzz qqq", seed=2, rewrite=False, **FAST).frames)
+    image = probed_gen.generate("a red ball rests on the floor", seed=2, best_of=3, size="32x32", seconds=0, steps=4)
+    assert image.frames.shape[0] == 1
+    source = np.random.default_rng(1).integers(0, 256, (9, 32, 32, 3), dtype=np.uint8)
+    edit = probed_gen.edit(source, "a red ball rolls to the right", strength=0.6, seed=3, steps=4, best_of=3)
+    plain_edit = probed_gen.edit(source, "a red ball rolls to the right", strength=0.6, seed=3, steps=4)
+    assert np.array_equal(edit.frames, plain_edit.frames) and "best_of" not in edit.sampling
+    assert seen == []  # nothing was scored
+
+
+def test_best_of_without_a_probe_is_a_clear_error(tiny_model, capsys, tmp_path):
+    from worldreel.cli import main
+
+    gen = Generator.load(tiny_model)
+    with pytest.raises(UserError) as err:
+        gen.generate("a red ball falls", best_of=2, **FAST)
+    assert err.value.param == "best_of" and "probe" in err.value.message
+    out = tmp_path / "x.mp4"
+    for value in ("2", "0"):
+        assert main(["generate", "a red ball falls", "--model", tiny_model, "--size", "32x32", "--steps", "1",
+                     "--seed", "1", "--best-of", value, "--out", str(out)]) == 2
+        assert "best_of" in capsys.readouterr().err and not out.exists()
+
+
+def test_pack_needs_a_probe_for_best_of_and_the_card_says_it(tiny_model, tmp_path):
+    from worldreel.model_folder import load_model
+    from worldreel.train.pack import pack_model
+
+    with pytest.raises(UserError) as err:
+        pack_model(tiny_model, tiny_model, tmp_path / "n", sampling=["best_of=4"])
+    assert err.value.param == "probe" and "best_of" in err.value.message
+    with pytest.raises(UserError) as err:
+        pack_model(tiny_model, tiny_model, tmp_path / "b", sampling=["best_of=0"])
+    assert err.value.param == "sampling" and "best_of" in err.value.message
+    plain = pack_model(tiny_model, tiny_model, tmp_path / "p", sampling=["best_of=1"])
+    assert load_model(str(plain)).config.sampling.best_of == 1
