@@ -42,6 +42,16 @@ def test_more_of_a_colour_than_stated_lowers_the_score_and_the_stated_count_does
     assert layout_score(pair, two).item() == pytest.approx(0.0, abs=1e-6)  # two stated, two there: tidy
 
 
+def test_the_count_scales_with_the_frame_height_as_the_world_does():
+    """At 128x128 (a 16x16 latent) an object covers four times the cells; at 128x64 as many as at 64x64."""
+    one = parse_caption("a red ball rests on the floor")
+    tall = _ball(_occ(h=16, w=16), RED, 6, row=6, mass=4 * 3.5)
+    wide = _ball(_occ(h=8, w=16), RED, 6, mass=3.5)
+    assert layout_score(tall, one).item() == pytest.approx(0.0, abs=1e-6)
+    assert layout_score(wide, one).item() == pytest.approx(0.0, abs=1e-6)
+    assert layout_score(_ball(_occ(h=8, w=16), RED, 6, mass=4 * 3.5), one).item() < 0
+
+
 def test_an_object_that_pops_in_mid_frame_lowers_the_score_but_not_at_the_border_or_by_a_pillar():
     still = parse_caption("a red ball rests on the floor")
     steady = _ball(_occ(), RED, 3)

@@ -46,7 +46,8 @@ MAX_BEST_OF = 16  # most start noises picked from
 LOOK_STEPS = 4  # sampler steps each start noise runs before the probe reads it (t 1 -> 0.92 at 20 steps, shift 3)
 TIDY_WEIGHT = 0.3  # layout_score: weight of the untidiness (extra colour, surplus, popping) against the motions
 OBJECT_MASS = 3.5  # summed occupancy of one object in a 64x64 clip's 8x8 latent cells (world-tiny's probe: 3-4)
-SURPLUS_SLACK = 1.5  # mass over the stated count's that is not yet a surplus
+SURPLUS_SLACK = 1.5  # mass over the stated count's that is not yet a surplus (64x64)
+SEEN_MASS = 1.0  # mass from which a colour counts as there in a frame (64x64)
 EDGE = 0.7  # |centre x| beyond this (of -1..1) is at the border, where an object may come and go
 PROBE_WIDTH = 64
 
@@ -171,11 +172,12 @@ def layout_score(occupancy: torch.Tensor, facts) -> torch.Tensor:
 
     ``objective`` for every stated verb (``targets(every_verb=True)``), minus ``TIDY_WEIGHT``
     times the untidiness, each term a mean over latent frames: the mass of each colour the
-    prompt does not state; a stated colour's mass beyond its count's (``OBJECT_MASS`` each, in
-    a 64x64 clip's cells, scaled with the latent area, plus ``SURPLUS_SLACK``); and, with no
+    prompt does not state; a stated colour's mass beyond its count's (``OBJECT_MASS`` each plus
+    ``SURPLUS_SLACK``); and, with no
     pillar to hide behind, how much a stated colour's mass changes between frames where it is
     away from the side borders (an object popping in or out). Where a stated object's colour is
-    not in the palette, only the motions count.
+    not in the palette, only the motions count. The masses are a 64x64 clip's; the world
+    scales with the frame height (WORLD.md), so an object covers (h / 8)^2 times as many cells.
     """
     wanted = targets(facts, every_verb=True)
     score = objective(occupancy, wanted) if wanted else occupancy.new_zeros(occupancy.shape[0])
@@ -185,7 +187,7 @@ def layout_score(occupancy: torch.Tensor, facts) -> torch.Tensor:
             return score
         counts[COLORS.index(o.color)] = counts.get(COLORS.index(o.color), 0) + 1
     f, h, w = occupancy.shape[2:]
-    per_object = OBJECT_MASS * (h * w) / 64
+    scale = (h / 8) ** 2  # cells an object covers, against a 64x64 clip's 8x8 latent
     xs = torch.linspace(-1, 1, w, device=occupancy.device)
     untidy = occupancy.new_zeros(occupancy.shape[0])
     for c in range(occupancy.shape[1]):
@@ -195,10 +197,10 @@ def layout_score(occupancy: torch.Tensor, facts) -> torch.Tensor:
         if n == 0:
             untidy = untidy + mass.mean(1)
             continue
-        untidy = untidy + (mass - n * per_object - SURPLUS_SLACK).clamp(min=0).mean(1)
+        untidy = untidy + (mass - scale * (n * OBJECT_MASS + SURPLUS_SLACK)).clamp(min=0).mean(1)
         if not facts.pillar and f >= 2:
             cx = (columns * xs).sum(-1) / mass.clamp(min=1e-4)
-            inside = ((cx.abs() < EDGE) & (mass > 1.0)).float()  # (B, f)
+            inside = ((cx.abs() < EDGE) & (mass > scale * SEEN_MASS)).float()  # (B, f)
             either = torch.maximum(inside[:, 1:], inside[:, :-1])  # the step shows it inside on one side
             untidy = untidy + (either * (mass[:, 1:] - mass[:, :-1]).abs()).mean(1)
     return score - TIDY_WEIGHT * untidy
