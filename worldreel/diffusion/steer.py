@@ -28,8 +28,9 @@ clip is set by its start noise in the first few steps, so K start noises are eac
 ``LOOK_STEPS`` steps, the probe reads each one's clean prediction, and the one whose layout
 best fits the prompt (``layout_score``: the stated motions, no colour the prompt did not
 state, no more of a colour than it states, no object that pops in or out away from the
-borders) goes on. Unlike a push, a picked start is an ordinary sample of the model: nothing
-is drawn off its path. Measured: docs/worldbench.md, "Picking the start".
+borders) goes on: a search over start noises with a verifier, as Ma et al. 2025 scale
+diffusion sampling at inference, here with the probe as a cheap verifier read early. Unlike a
+push, a picked start is an ordinary sample of the model: nothing is drawn off its path. Measured: docs/worldbench.md, "Picking the start".
 """
 from __future__ import annotations
 
