@@ -30,7 +30,8 @@ best fits the prompt (``layout_score``: the stated motions, no colour the prompt
 state, no more of a colour than it states, no object that pops in or out away from the
 borders) goes on: a search over start noises with a verifier, as Ma et al. 2025 scale
 diffusion sampling at inference, here with the probe as a cheap verifier read early. Unlike a
-push, a picked start is an ordinary sample of the model: nothing is drawn off its path. Measured: docs/worldbench.md, "Picking the start".
+push, a picked start is an ordinary sample of the model: nothing is drawn off its path.
+Measured: docs/worldbench.md, "Picking the start".
 """
 from __future__ import annotations
 
@@ -174,10 +175,9 @@ def layout_score(occupancy: torch.Tensor, facts) -> torch.Tensor:
     ``objective`` for every stated verb (``targets(every_verb=True)``), minus ``TIDY_WEIGHT``
     times the untidiness, each term a mean over latent frames: the mass of each colour the
     prompt does not state; a stated colour's mass beyond its count's (``OBJECT_MASS`` each plus
-    ``SURPLUS_SLACK``); and, with no
-    pillar to hide behind, how much a stated colour's mass changes between frames where it is
-    away from the side borders (an object popping in or out). Where a stated object's colour is
-    not in the palette, only the motions count. The masses are a 64x64 clip's; the world
+    ``SURPLUS_SLACK``); and, with no pillar to hide behind, how much a stated colour's mass
+    changes between frames where it is away from the side borders (an object popping in or
+    out). Where a stated object's colour is not in the palette, only the motions count. The masses are a 64x64 clip's; the world
     scales with the frame height (WORLD.md), so an object covers (h / 8)^2 times as many cells.
     """
     wanted = targets(facts, every_verb=True)

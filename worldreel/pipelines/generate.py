@@ -196,23 +196,15 @@ def check_best_of(value) -> int:
 
 
 def prompt_facts(model_prompt: str):
-    """The prompt's parsed facts (``captions.parse_caption``), or None when it is not in the
-    captions' style the parser reads (free text is made unsteered and unpicked)."""
+    """The prompt's parsed facts (``captions.parse_caption``), what steering and picking the
+    start read; None when it is not in the captions' style the parser reads (free text is made
+    unsteered and unpicked)."""
     from worldreel.data.captions import parse_caption
 
     try:
         return parse_caption(model_prompt)
     except UserError:
         return None
-
-
-def steer_targets(model_prompt: str) -> list:
-    """What steering asks of the prompt's objects (``steer.targets``); none when the prompt is
-    not in the captions' style the parser reads."""
-    from worldreel.diffusion.steer import targets
-
-    facts = prompt_facts(model_prompt)
-    return [] if facts is None else targets(facts)
 
 
 def check_refine(value) -> int:
@@ -410,7 +402,7 @@ class Generator:
                 refine: int = 0, steer: float = 0.0, best_of: int = 1) -> np.ndarray:
         from worldreel import precision as precisions
         from worldreel.diffusion import flow, samplers
-        from worldreel.diffusion.steer import LOOK_STEPS
+        from worldreel.diffusion.steer import LOOK_STEPS, targets
 
         cfg, sc = self.config, self.sampling
         tf = cfg.vae.time_factor
@@ -460,8 +452,8 @@ class Generator:
             refine = 0  # and keeps its source where strength is 0
             steer = 0.0
             best_of = 1  # and from its source, not from a start noise
-        stated = prompt_facts(model_prompt) if best_of > 1 else None  # what picking the start reads
-        wanted = steer_targets(model_prompt) if steer else []
+        stated = prompt_facts(model_prompt) if steer or best_of > 1 else None
+        wanted = targets(stated) if steer and stated is not None else []  # what steering asks of the objects
 
         def schedule(free: torch.Tensor) -> torch.Tensor:
             """The window's times: ``ts``, or per frame when staggered (given frames' columns 0: they never move)."""
@@ -484,7 +476,7 @@ class Generator:
         # Progress units: one per sampler step, DECODE_COST per decoded chunk (decoding a long
         # video on a CPU takes as long as many steps; the bar should keep moving).
         total_steps = (len(windows) + sum(bool(r.any()) for r in redos)) * (len(ts) - 1) + DECODE_COST * chunks
-        picking = stated is not None and int((~torch.from_numpy(mask[windows[0][0]:windows[0][1]])).sum()) >= 2
+        picking = best_of > 1 and stated is not None and (~mask[windows[0][0]:windows[0][1]]).sum() >= 2
         look_steps = min(LOOK_STEPS, len(ts) - 2)
         if picking:  # every start's look-ahead and its reading; the picked one's look-ahead steps are its own
             total_steps += best_of * (look_steps + 1) - look_steps

@@ -216,9 +216,10 @@ def commands(config: ModelConfig, vae_stages: list[StageRecord], dit_stages: lis
                       for k, v in to_dict(config.sampling).items() if v != default[k])
     pack = f"worldreel train pack --vae {vae_stages[-1].run} --dit {dit_stages[-1].run} --out OUT{changed}"
     if probe and probe.get("command"):
-        unsteered = "".join(f" --sampling {part}" for part in changed.split(" --sampling ")[1:] 
-                            if not part.startswith(("steer=", "best_of=")))
-        first = pack.replace(changed, unsteered) if changed else pack
+        # The first pack has no probe yet: without the settings that read one.
+        probe_free = "".join(f" --sampling {part}" for part in changed.split(" --sampling ")[1:]
+                             if not part.startswith(("steer=", "best_of=")))
+        first = pack.replace(changed, probe_free) if changed else pack
         probe_command, probe_out = _probe_command(probe["command"])
         return [todo[i][0] for i in done] + [first, probe_command, pack.replace(" --out OUT", f" --probe {probe_out} --out OUT")]
     return [todo[i][0] for i in done] + [pack]
