@@ -77,6 +77,55 @@ def test_the_stated_motion_counts_in_the_score():
     assert layout_score(right, facts).item() > layout_score(left, facts).item()
 
 
+def test_a_stated_object_missing_lowers_the_score_below_a_start_that_draws_it():
+    """An empty scene moves nothing the wrong way; without the shortfall term it outscored every
+    start that drew a resting ball that jitters (world-tiny: 'a white ball rests on the floor')."""
+    facts = parse_caption("a red ball rests on the floor")
+    empty = _occ()
+    jitter = _occ()
+    for k, col in enumerate([3, 4, 3, 4]):
+        _ball(jitter, RED, col, frames=[k])
+    assert layout_score(jitter, facts).item() < 0  # the jitter costs something
+    assert layout_score(empty, facts).item() < layout_score(jitter, facts).item()
+    # Two stated, one drawn (at 2.5, as the probe reads a whole object early on): short of the second.
+    two = parse_caption("two red balls rest on the floor")
+    one_drawn = _ball(_occ(), RED, 3, mass=2.5)
+    both_drawn = _ball(_ball(_occ(), RED, 1, mass=2.5), RED, 5, mass=2.5)
+    assert layout_score(one_drawn, two).item() < layout_score(both_drawn, two).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_world_drift_is_the_pan_against_the_camera_in_centre_units():
+    # 64x64, 4 s: the camera pans 0.0625 frame heights a second = 0.5 px a frame, 2 px a latent
+    # frame; the outer cells' centres are 56 px apart, 2 units.
+    assert steer.world_drift("pan_left", 4.0, (64, 64), 8, 4, 8) == pytest.approx(2 * 2 / 56)
+    assert steer.world_drift("pan_right", 4.0, (64, 64), 8, 4, 8) == pytest.approx(-2 * 2 / 56)
+    assert steer.world_drift("static", 4.0, (64, 64), 8, 4, 8) == 0.0
+    # A longer clip pans slower (0.25 frame heights in all), a taller frame as many heights.
+    assert steer.world_drift("pan_left", 8.0, (64, 64), 8, 4, 8) == pytest.approx(1 * 2 / 56)
+    assert steer.world_drift("pan_left", 4.0, (128, 128), 16, 4, 8) == pytest.approx(4 * 2 / 120)
+
+
+def test_under_a_pan_a_resting_object_must_move_with_the_world():
+    """Under 'the camera pans left' the world moves right across the screen: a resting ball that
+    does scores above one fixed on the screen and one going left (world-tiny drew those)."""
+    facts = parse_caption("a red ball rests on the floor; the camera pans left")
+    drift = steer.world_drift("pan_left", 4.0, (64, 64), 8, 4, 8)
+    f = 9
+    with_world, fixed, against = _occ(f=f, w=8), _occ(f=f, w=8), _occ(f=f, w=8)
+    for k in range(f):
+        shift = k * drift * 3.5  # centre units -> cells (8 cells span 2 units from centre to centre: 3.5 a unit)
+        for occ, at in ((with_world, 2 + shift), (fixed, 3.0), (against, 4 - shift)):
+            lo = int(np.floor(at))
+            occ[0, RED, k, 4:6, lo] = 3.5 / 2 * (1 - (at - lo))
+            occ[0, RED, k, 4:6, lo + 1] = 3.5 / 2 * (at - lo)
+    scores = [layout_score(o, facts, drift).item() for o in (with_world, fixed, against)]
+    assert scores[0] > scores[1] > scores[2]
+    assert scores[0] == pytest.approx(0.0, abs=0.02)
+    # Without the drift (unknown), only the height counts: all three the same.
+    plain = [layout_score(o, facts).item() for o in (with_world, fixed, against)]
+    assert plain == pytest.approx([plain[0]] * 3, abs=1e-6)
+
+
 def test_pick_start_takes_the_best_and_the_earliest_of_equals():
     calls = []
 
@@ -111,7 +160,7 @@ def _fixed_scores(monkeypatch, scores):
     """layout_score returning ``scores`` in call order (one per start), recording the calls."""
     seen = []
 
-    def fake(occupancy, facts):
+    def fake(occupancy, facts, drift=None):
         seen.append(occupancy.shape)
         return torch.tensor([scores[len(seen) - 1]])
 
@@ -136,6 +185,25 @@ def test_another_start_picked_makes_another_video_and_a_seed_still_means_one(pro
     _fixed_scores(monkeypatch, [0.0, 0.0, 1.0])
     again = probed_gen.generate("a red ball rolls to the right", seed=4, best_of=3, **FAST)
     assert not np.array_equal(plain.frames, third.frames) and np.array_equal(third.frames, again.frames)
+
+
+def test_the_generator_scores_with_the_pan_of_its_clip(probed_gen, monkeypatch):
+    """The drift the score gets is the world's pan for this clip: against the camera, at the
+    clip's size, length and latent grid; none without a pan."""
+    drifts = []
+    score = steer.layout_score
+
+    def spy(occupancy, facts, drift=None):
+        drifts.append(drift)
+        return score(occupancy, facts, drift)
+
+    monkeypatch.setattr(steer, "layout_score", spy)
+    probed_gen.generate("a red box rests on the floor; the camera pans left", seed=0, best_of=2, **FAST)
+    probed_gen.generate("a red box rests on the floor; the camera pans right", seed=0, best_of=2, **FAST)
+    probed_gen.generate("a red box rests on the floor", seed=0, best_of=2, **FAST)
+    vae = probed_gen.config.vae
+    want = steer.world_drift("pan_left", 1.0, (32, 32), 32 // vae.space_factor, vae.time_factor, probed_gen.config.fps)
+    assert want > 0 and drifts == pytest.approx([want, want, -want, -want, 0.0, 0.0])
 
 
 def test_picking_with_the_real_score_and_a_progress_bar_that_ends_full(probed_gen):

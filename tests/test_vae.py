@@ -240,6 +240,22 @@ def test_adversarial_switch():
     assert model.vae.decoder[0].conv.weight.grad.abs().sum() > 0
 
 
+def test_the_critic_scores_an_image_batch_the_same_under_bf16_autocast():
+    """The autoencoder's image batches are one frame; torch's CPU bf16 Conv3d got those wrong
+    (NaN at 32x32) and a bf16 run with the critic diverged. The critic runs in fp32."""
+    from worldreel.train.vae_critic import PatchCritic
+
+    torch.manual_seed(0)
+    critic = PatchCritic()
+    for shape in [(2, 3, 1, 32, 32), (2, 3, 1, 64, 64), (2, 3, 9, 32, 32)]:
+        video = torch.rand(shape) * 2 - 1
+        plain = critic(video)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = critic(video)
+        assert mixed.dtype == torch.float32 and torch.isfinite(mixed).all()
+        assert torch.allclose(mixed, plain, atol=1e-6)
+
+
 def test_bench_cli_needs_a_model_or_training(tmp_path):
     from worldreel.cli import main
 
@@ -332,6 +348,39 @@ def test_decoder_can_train_on_a_denoisers_estimates(tmp_path):
     small = tiny_task(**opts, denoised_prob=1.0, denoised_t=1e-4)
     small.build_model()
     assert (small._denoiser(z, torch.Generator().manual_seed(1)) - z).abs().max() < 1e-2
+
+
+def test_the_denoisers_estimate_can_be_a_several_step_sample(tmp_path):
+    """task.denoised_steps: the estimate is K Euler steps of the flow from the same x_t to 0
+    (the same draws of pick, t and noise as one step), not one jump; out of range is refused."""
+    from worldreel.diffusion import flow
+
+    folder = _with_denoiser(tmp_path, tiny_task(image_prob=0.0))
+    opts = dict(image_prob=0.0, init=str(tmp_path / "start"), freeze_encoder=True, denoiser=str(folder),
+                denoised_prob=1.0, denoised_t=0.8)
+    z = torch.randn(2, 4, 2, 2, 2)
+    one, three = tiny_task(**opts), tiny_task(**opts, denoised_steps=3)
+    one.build_model(), three.build_model()
+    a = one._denoiser(z, torch.Generator().manual_seed(3))
+    b = three._denoiser(z, torch.Generator().manual_seed(3))
+    # The same draws by hand: pick (all, prob 1), t, noise; then three Euler steps.
+    gen = torch.Generator().manual_seed(3)
+    torch.rand(2, generator=gen)
+    t = torch.rand(2, generator=gen) * 0.8
+    noise = torch.randn(z.shape, generator=gen)
+    den = three._denoiser
+    states, mask = (x.expand(2, *x.shape[1:]) for x in den.text)
+    x = flow.noisy(z, noise, t[:, None].expand(2, 2))
+    with torch.no_grad():
+        first = x - t.view(2, 1, 1, 1, 1) * den.dit(x, t[:, None].expand(2, 2), states, mask)
+        for k in range(3):
+            x = x - (t / 3).view(2, 1, 1, 1, 1) * den.dit(x, (t * (1 - k / 3))[:, None].expand(2, 2), states, mask)
+    assert torch.allclose(a, first, atol=1e-5) and torch.allclose(b, x, atol=1e-5)
+    assert (a - b).abs().max() > 1e-4
+    for bad in (0, 51, 2.5, True):
+        with pytest.raises(UserError) as err:
+            tiny_task(**opts, denoised_steps=bad).build_model()
+        assert err.value.param == "task.denoised_steps"
 
 
 def test_a_denoiser_for_the_decoder_needs_its_encoder(tmp_path):

@@ -50,6 +50,7 @@ TIDY_WEIGHT = 0.3  # layout_score: weight of the untidiness (extra colour, surpl
 OBJECT_MASS = 3.5  # summed occupancy of one object in a 64x64 clip's 8x8 latent cells (world-tiny's probe: 3-4)
 SURPLUS_SLACK = 1.5  # mass over the stated count's that is not yet a surplus (64x64)
 SEEN_MASS = 1.0  # mass from which a colour counts as there in a frame (64x64)
+PRESENT_MASS = 1.5  # mass each stated object should have in every frame (64x64; a whole one reads 2-3.5 early)
 EDGE = 0.7  # |centre x| beyond this (of -1..1) is at the border, where an object may come and go
 PROBE_WIDTH = 64
 
@@ -101,13 +102,16 @@ def targets(facts, every_verb: bool = False) -> list[Target]:
     return [(c, *want) for c, want in out.items() if want is not None]
 
 
-def objective(occupancy: torch.Tensor, wanted: list[Target]) -> torch.Tensor:
+def objective(occupancy: torch.Tensor, wanted: list[Target], drift: float | None = None) -> torch.Tensor:
     """J (B,) of occupancies (B, K, f, h, w) in [0, 1]: larger where the stated objects do what is stated.
 
     Each colour's centre per frame (x right, y down, both -1..1 across the frame); a mover's
     mean x travel from frame 0 times its side; a thrown object's rise to its highest point in
     latent frames 1-2 and its fall from there to the end; a falling object's mean y travel
-    down; minus a resting object's mean travel (its y travel alone under a camera pan).
+    down; minus a resting object's mean travel. Under a camera pan the world moves across the
+    screen: ``drift`` is how far per latent frame, in the same units (``world_drift``), and x
+    travel is then counted in the world (the screen's less the drift), so a resting object
+    must move with the floor; without ``drift`` a resting object under a pan is kept level only.
 
     Each frame's term counts as much as the colour is seen in it, ``mass / (mass + 0.5)``
     (held constant: no gradient), with mass the summed occupancy (about 1-2 for a whole
@@ -125,6 +129,8 @@ def objective(occupancy: torch.Tensor, wanted: list[Target]) -> torch.Tensor:
         seen = (mass / (mass + 0.5)).detach()  # (B, f) in [0, 1)
         cx = (columns * xs).sum(-1) / mass.clamp(min=1e-4)  # (B, f)
         cy = (rows * ys).sum(-1) / mass.clamp(min=1e-4)  # (B, f)
+        if drift:  # the world's x: the screen's less the pan's drift (no gradient: a constant)
+            cx = cx - drift * torch.arange(f, device=occupancy.device, dtype=cx.dtype)
         both = seen[:, 1:] * seen[:, :1]  # (B, f - 1): frame k and frame 0 both seen
 
         def travel(v: torch.Tensor) -> torch.Tensor:  # (B, f) -> (B, f - 1), weighted
@@ -141,8 +147,24 @@ def objective(occupancy: torch.Tensor, wanted: list[Target]) -> torch.Tensor:
         elif verb == "rests":
             total = total - (travel(cx).abs() + travel(cy).abs()).mean(1)
         elif verb == "rests_panned":
-            total = total - travel(cy).abs().mean(1)
+            moved = travel(cy).abs() if drift is None else travel(cx).abs() + travel(cy).abs()
+            total = total - moved.mean(1)
     return total
+
+
+def world_drift(camera: str, seconds: float, size: tuple[int, int], latent_width: int, time_factor: int,
+                fps: float) -> float:
+    """How far the world moves across the screen per latent frame under the camera's pan, in
+    ``objective``'s centre units (-1..1 between the outer latent cells' centres; + right).
+
+    The pan's speed is the world's (``physics.pan_speed``: world units, frame heights, a
+    second; slower over long clips); the world moves against the camera.
+    """
+    from worldreel.data.physics import pan_speed
+
+    width, height = size
+    pixels = -pan_speed(camera, seconds) * height / fps * time_factor  # per latent frame, + right
+    return pixels * 2 / (width - width / latent_width) if latent_width > 1 else 0.0
 
 
 def steer_wrapper(model_fn: ModelFn, probe: nn.Module, wanted: list[Target], strength: float,
@@ -169,19 +191,24 @@ def steer_wrapper(model_fn: ModelFn, probe: nn.Module, wanted: list[Target], str
     return steered
 
 
-def layout_score(occupancy: torch.Tensor, facts) -> torch.Tensor:
+def layout_score(occupancy: torch.Tensor, facts, drift: float | None = None) -> torch.Tensor:
     """How well occupancies (B, K, f, h, w) in [0, 1] fit the prompt's facts: (B,), larger is better.
 
-    ``objective`` for every stated verb (``targets(every_verb=True)``), minus ``TIDY_WEIGHT``
-    times the untidiness, each term a mean over latent frames: the mass of each colour the
-    prompt does not state; a stated colour's mass beyond its count's (``OBJECT_MASS`` each plus
-    ``SURPLUS_SLACK``); and, with no pillar to hide behind, how much a stated colour's mass
-    changes between frames where it is away from the side borders (an object popping in or
-    out). Where a stated object's colour is not in the palette, only the motions count. The masses are a 64x64 clip's; the world
-    scales with the frame height (WORLD.md), so an object covers (h / 8)^2 times as many cells.
+    ``objective`` for every stated verb (``targets(every_verb=True)``; ``drift`` as there),
+    minus ``TIDY_WEIGHT`` times the untidiness, each term a mean over latent frames: the mass of
+    each colour the prompt does not state; a stated colour's mass beyond its count's
+    (``OBJECT_MASS`` each plus ``SURPLUS_SLACK``) and short of it (``PRESENT_MASS`` each: a
+    stated object missing; the world keeps every object in view, and with a pillar, which may
+    hide one for a while, the colour's largest mass over the frames counts); and, with no
+    pillar to hide behind, how much a stated colour's mass changes between frames where it is
+    away from the side borders (an object popping in or out). Without the shortfall an empty
+    scene, which moves nothing the wrong way, outscored every start that drew the object.
+    Where a stated object's colour is not in the palette, only the motions count. The masses
+    are a 64x64 clip's; the world scales with the frame height (WORLD.md), so an object covers
+    (h / 8)^2 times as many cells.
     """
     wanted = targets(facts, every_verb=True)
-    score = objective(occupancy, wanted) if wanted else occupancy.new_zeros(occupancy.shape[0])
+    score = objective(occupancy, wanted, drift) if wanted else occupancy.new_zeros(occupancy.shape[0])
     counts: dict[int, int] = {}
     for o in facts.objects:
         if o.color not in COLORS:
@@ -199,6 +226,8 @@ def layout_score(occupancy: torch.Tensor, facts) -> torch.Tensor:
             untidy = untidy + mass.mean(1)
             continue
         untidy = untidy + (mass - scale * (n * OBJECT_MASS + SURPLUS_SLACK)).clamp(min=0).mean(1)
+        shown = mass if not facts.pillar else mass.amax(1, keepdim=True)  # behind a pillar: drawn at all
+        untidy = untidy + (scale * n * PRESENT_MASS - shown).clamp(min=0).mean(1)
         if not facts.pillar and f >= 2:
             cx = (columns * xs).sum(-1) / mass.clamp(min=1e-4)
             inside = ((cx.abs() < EDGE) & (mass > scale * SEEN_MASS)).float()  # (B, f)
@@ -209,17 +238,18 @@ def layout_score(occupancy: torch.Tensor, facts) -> torch.Tensor:
 
 @torch.no_grad()
 def pick_start(look: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], starts: list[torch.Tensor],
-               probe: nn.Module, facts) -> tuple[int, torch.Tensor, list[float]]:
+               probe: nn.Module, facts, drift: float | None = None) -> tuple[int, torch.Tensor, list[float]]:
     """The start that fits the prompt best: (its index, its state after the look-ahead, every score).
 
     ``look(x)`` runs one start ``LOOK_STEPS`` steps and returns (the state there, the clean
-    prediction there); the probe reads the clean prediction and ``layout_score`` scores it.
-    Ties go to the earliest start (so the seed's own noise wins a tie).
+    prediction there); the probe reads the clean prediction and ``layout_score`` scores it
+    (``drift``: the pan's, ``world_drift``). Ties go to the earliest start (so the seed's own
+    noise wins a tie).
     """
     scores, states = [], []
     for x in starts:
         state, x0 = look(x)
-        scores.append(float(layout_score(torch.sigmoid(probe(x0.float())), facts)[0]))
+        scores.append(float(layout_score(torch.sigmoid(probe(x0.float())), facts, drift)[0]))
         states.append(state)
     best = max(range(len(starts)), key=lambda k: (scores[k], -k))
     return best, states[best], scores

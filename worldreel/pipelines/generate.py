@@ -402,7 +402,7 @@ class Generator:
                 refine: int = 0, steer: float = 0.0, best_of: int = 1) -> np.ndarray:
         from worldreel import precision as precisions
         from worldreel.diffusion import flow, samplers
-        from worldreel.diffusion.steer import LOOK_STEPS, targets
+        from worldreel.diffusion.steer import LOOK_STEPS, targets, world_drift
 
         cfg, sc = self.config, self.sampling
         tf = cfg.vae.time_factor
@@ -503,8 +503,9 @@ class Generator:
             x = torch.where(keep, out[:, start:end], x)  # given frames start in place
             times = schedule(~win_mask)
             if picking and start == windows[0][0]:  # the layout is set here: pick the start (the whole video's noise)
+                drift = world_drift(stated.camera, (num_frames - 1) / cfg.fps, size, lw, tf, cfg.fps)
                 noise, x, times = self._pick_start(model_fn, sample, noise, x, keep, times, (start, end), best_of,
-                                                   gen, stated, look_steps, tick)
+                                                   gen, stated, drift, look_steps, tick)
             if wanted:  # the first pass only: the refine pass keeps the layout it is given
                 from worldreel.diffusion.steer import steer_wrapper
 
@@ -540,13 +541,14 @@ class Generator:
             progress(1.0)
         return frames
 
-    def _pick_start(self, model_fn, sample, noise, x, keep, times, window, best_of, gen, facts, look_steps, tick):
+    def _pick_start(self, model_fn, sample, noise, x, keep, times, window, best_of, gen, facts, drift, look_steps,
+                    tick):
         """Pick the first window's start among ``best_of`` (``steer.pick_start``): the seed's own
         noise and ``best_of - 1`` more drawn from the seed's generator after it (so a seed still
         means one video). Each runs ``look_steps`` unsteered steps; the picked one goes on from
         there. x (C, f, h, w): the window's start, given frames in place (kept in every start);
-        window: its (start, end). Returns (the whole video's noise, the window's state, the
-        schedule left)."""
+        window: its (start, end); drift: the pan's (``steer.world_drift``). Returns (the whole
+        video's noise, the window's state, the schedule left)."""
         from worldreel.diffusion.samplers import _t_batch
         from worldreel.diffusion.steer import pick_start
 
@@ -560,7 +562,7 @@ class Generator:
             tick()
             return state, state - t_x * model_fn(state, _t_batch(t, state))
 
-        best, state, _ = pick_start(look, starts, self.probe, facts)
+        best, state, _ = pick_start(look, starts, self.probe, facts, drift)
         return noises[best], state[0], times[look_steps:]
 
     def _encode(self, video: torch.Tensor) -> torch.Tensor:

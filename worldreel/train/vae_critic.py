@@ -22,7 +22,11 @@ class PatchCritic(nn.Module):
         )
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
-        return self.net(video)  # (B, 1, F, H/4, W/4) patch scores
+        # In fp32 whatever the autocast: torch 2.13's CPU bf16 Conv3d gives wrong values (NaN at
+        # 32x32) on a one-frame input with temporal padding, the autoencoder's image batches; the
+        # trainer's bf16 path then diverged within 4 steps. The critic is a small part of a step.
+        with torch.autocast(video.device.type, enabled=False):
+            return self.net(video.float())  # (B, 1, F, H/4, W/4) patch scores
 
 
 class VAEWithCritic(nn.Module):

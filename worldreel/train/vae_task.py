@@ -89,6 +89,7 @@ class VAETaskConfig:
     denoiser: str = ""
     denoised_prob: float = 0.5
     denoised_t: float = 0.5
+    denoised_steps: int = 1  # Euler steps from t to 0 for those estimates (1: one step, x_t - t * v)
     stats_clips: int = 32  # full clips encoded at export to measure latent_shift / latent_scale
     stats_seed: int = 1234  # seed of those clips
 
@@ -146,7 +147,8 @@ class VAETask:
             from worldreel.train.denoised import DenoisedLatents
 
             self._denoiser = DenoisedLatents(self.cfg.denoiser, vae.cfg, prob=self.cfg.denoised_prob,
-                                             t_max=self.cfg.denoised_t, frozen_encoder=self.cfg.freeze_encoder)
+                                             t_max=self.cfg.denoised_t, frozen_encoder=self.cfg.freeze_encoder,
+                                             steps=self.cfg.denoised_steps)
         return VAEWithCritic(vae) if self.cfg.adversarial else vae
 
     def batches(self, *, seed: int, rank: int, world_size: int, start_step: int) -> Iterator[torch.Tensor]:
