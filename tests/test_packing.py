@@ -69,7 +69,7 @@ def test_pack_joins_the_autoencoder_statistics_with_the_denoiser(tmp_path, tiny_
     assert "--set train.lr=0.0007" in card and f"latent cache `{tmp_path / 'cache'}`" in card
     assert "Compositional hold-out" in card and "Not measured yet." in card
     assert "score **0.500**" in card and "| camera | 0.0% |" in card
-    assert ("replace (`runs/old`, dit weights 0123456789ab, vae weights ba9876543210), same prompts and seeds: "
+    assert ("replaces (`runs/old`, dit weights 0123456789ab, vae weights ba9876543210), same prompts and seeds: "
             "default suite 0.800 -> 0.875 (+0.075).") in card
     assert "- 1 video, permanence: the COLOUR box vanishes after frame N" in card
     assert [c.split()[2] for c in _commands(out)] == ["vae", "cache", "dit", "pack"]
@@ -102,6 +102,12 @@ def test_pack_says_same_prompts_and_seeds_only_when_they_are():
     line = _change_line(before, other, None, None)[0]
     assert "same prompts" not in line and "(+0.100; other videos: 2 then, 2 now)" in line
     assert _change_line(before, None, None, after) == []  # no suite measured on both
+    # The same weights measured before and after (a sampling change): the line says so.
+    was = {"model": "world-tiny", "weights": {"dit": "aaa", "vae": "bbb"}}
+    line = _change_line(dict(before, source=was), dict(after, source=dict(was, model="OUT")), None, None)[0]
+    assert "(`world-tiny`, dit weights aaa, vae weights bbb, the same weights as these: the change is in the sampling)" in line
+    line = _change_line(dict(before, source=was), dict(after, source={"weights": {"dit": "ccc", "vae": "bbb"}}), None, None)[0]
+    assert "(`world-tiny`, dit weights aaa, vae weights bbb)" in line and "same weights" not in line
     # With per-video scores, the paired 95 % interval says whether the change is more than seed noise.
     scored = {"a": {"prompt": "p", "seed": 0, "score": 0.4}, "b": {"prompt": "p", "seed": 1, "score": 0.6}}
     for bumps, noise in (((0.1, 0.1), "; paired 95 % interval ± 0.000)"), ((0.3, -0.1), "; paired 95 % interval ± 0.392, within noise)")):
@@ -273,7 +279,7 @@ def test_pack_writes_the_prediction_section_from_bench_predict(tmp_path, tiny_fo
     card = (pack_model(vae_run, dit_run, tmp_path / "model", predict=now, previous_predict=before) / "README.md").read_text()
     section = card.split("## Prediction (bench predict)")[1].split("## Limits")[0]
     assert "12 held-out reel-world clips" in section and "for 3 s" in section
-    assert "model 0.040/0.040/0.040 (the weights before these: 0.050/0.050/0.050)" in section
+    assert "model 0.040/0.040/0.040 (the model this one replaces: 0.050/0.050/0.050)" in section
     assert "copy-last-frame 0.060/0.060/0.060" in section and "falls 0.050 against constant velocity 0.065" in section
     assert "It loses 10% of object-frames (10% without the caption)" in section
     assert "## Prediction" not in (pack_model(vae_run, dit_run, tmp_path / "plain") / "README.md").read_text()

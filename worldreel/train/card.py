@@ -139,9 +139,13 @@ def _change_line(previous: dict | None, bench: dict | None, holdout_previous: di
         return []
     source = (previous or holdout_previous or {}).get("source") or {}
     named = [f"`{source['model']}`"] if source.get("model") else []
-    named += [f"{part} weights {digest}" for part, digest in sorted((source.get("weights") or {}).items())]
+    weights = source.get("weights") or {}
+    named += [f"{part} weights {digest}" for part, digest in sorted(weights.items())]
+    now = ((bench or holdout or {}).get("source") or {}).get("weights") or {}
+    if weights and now == weights:  # the same weights measured both times: what changed is how they are sampled
+        named.append("the same weights as these: the change is in the sampling")
     which = f" ({', '.join(named)})" if named else ""
-    return [f"Compared with the model these weights replace{which}"
+    return [f"Compared with the model this one replaces{which}"
             + (", same prompts and seeds" if all_same else "") + ": " + "; ".join(parts) + ".", ""]
 
 
@@ -251,7 +255,7 @@ def _prediction_lines(predict: dict | None, previous: dict | None = None) -> lis
     def whole(method: str, motion: str) -> float | None:
         return ((table.get(method) or {}).get(motion) or {}).get("all", {}).get("position")
 
-    before = f" (the weights before these: {errors('model', previous)})" if previous else ""
+    before = f" (the model this one replaces: {errors('model', previous)})" if previous else ""
     run = predict["config"]
     clips = run["clips"] * len(run["suites"])  # clips per suite, from each suite
     lines = ["## Prediction (bench predict)", "",
