@@ -82,10 +82,11 @@ class VAETaskConfig:
     freeze_encoder: bool = False
     # Decode what a denoiser makes, not only what the encoder makes (needs freeze_encoder):
     # for a share ``denoised_prob`` of the samples, the clean latents are noised to a time
-    # t ~ U(0, denoised_t) and replaced by this model's denoiser's one-step estimate of them,
-    # x_t - t * v (empty prompt), while the target stays the real clip. A denoiser's estimates
-    # are off the encoder's manifold (smoothed, errors spread over a clip); a decoder that has
-    # seen them learns to render them as the clips they stand for. "" = off.
+    # t ~ U(0, denoised_t) and replaced by this model's denoiser's estimate of them, x_t - t * v
+    # (empty prompt; ``denoised_steps`` Euler steps to t = 0 instead of one), while the target
+    # stays the real clip. A denoiser's estimates are off the encoder's manifold (smoothed,
+    # errors spread over a clip); a decoder that has seen them learns to render them as the
+    # clips they stand for. "" = off.
     denoiser: str = ""
     denoised_prob: float = 0.5
     denoised_t: float = 0.5
