@@ -144,11 +144,10 @@ def objective(occupancy: torch.Tensor, wanted: list[Target], drift: float | None
             total = total + at_peak * (seen[:, 0] * (cy[:, 0] - peak) + seen[:, -1] * (cy[:, -1] - peak))
         elif verb == "falls":
             total = total + travel(cy).mean(1)
-        elif verb == "rests":
+        elif verb == "rests" or (verb == "rests_panned" and drift is not None):  # still in the world
             total = total - (travel(cx).abs() + travel(cy).abs()).mean(1)
-        elif verb == "rests_panned":
-            moved = travel(cy).abs() if drift is None else travel(cx).abs() + travel(cy).abs()
-            total = total - moved.mean(1)
+        elif verb == "rests_panned":  # the pan's drift unknown: kept level only
+            total = total - travel(cy).abs().mean(1)
     return total
 
 

@@ -32,6 +32,9 @@ class DenoisedLatents:
             raise UserError(f"task.denoised_prob must be in [0, 1], got {prob}", param="task.denoised_prob")
         if not 0.0 < t_max <= 1.0:
             raise UserError(f"task.denoised_t must be in (0, 1], got {t_max}", param="task.denoised_t")
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 50:
+            raise UserError(f"task.denoised_steps must be a whole number from 1 to 50, got {steps!r}",
+                            param="task.denoised_steps")
         folder = find(denoiser, "task.denoiser")
         config = read_config(folder)
         if config.dit.in_channels != vae_cfg.latent_channels:
@@ -42,9 +45,6 @@ class DenoisedLatents:
         if not all(same):
             raise UserError(f"task.denoiser {denoiser} was trained on latents normalised differently from "
                             f"task.init's (latent_shift / latent_scale differ)", param="task.denoiser")
-        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 50:
-            raise UserError(f"task.denoised_steps must be a whole number from 1 to 50, got {steps!r}",
-                            param="task.denoised_steps")
         self.dit = DiT(config.dit)
         load_weights(self.dit, folder / DIT_FILE, "task.denoiser")
         self.dit.eval().requires_grad_(False)
