@@ -1,4 +1,4 @@
-"""Picking the start (sampling ``best_of``): the layout score, ``pick_start``, the generator, the
+"""Picking the start (sampling ``best_of``): the layout score, ``rank_starts``, the generator, the
 CLI and ``train pack``."""
 import numpy as np
 import pytest
@@ -7,9 +7,9 @@ import torch
 from worldreel.data.captions import parse_caption
 from worldreel.data.facts import COLORS
 from worldreel.diffusion import steer
-from worldreel.diffusion.steer import layout_score, pick_start
+from worldreel.diffusion.steer import layout_score, rank_starts
 from worldreel.errors import UserError
-from worldreel.pipelines.generate import Generator, check_best_of
+from worldreel.pipelines.generate import Generator, check_best_of, check_finalists
 
 FAST = dict(steps=6, size="32x32", seconds=1)  # 9 frames: 3 latent frames
 RED, BLUE, GREEN = COLORS.index("red"), COLORS.index("blue"), COLORS.index("green")
@@ -94,6 +94,21 @@ def test_a_stated_object_missing_lowers_the_score_below_a_start_that_draws_it():
     assert layout_score(one_drawn, two).item() < layout_score(both_drawn, two).item() == pytest.approx(0.0, abs=1e-6)
 
 
+def test_read_by_its_worst_frame_one_ghost_frame_outweighs_a_faint_steady_tint():
+    """Finished latents are read by each untidiness term's worst frame (``worst``): a ghost in
+    one frame, or the stated object gone from one, fails the world's rules however short; the
+    mean over frames ranks a faint tint in every frame below it."""
+    facts = parse_caption("a red ball rests on the floor")
+    flash = _ball(_ball(_occ(), RED, 3), GREEN, 6, mass=2.0, frames=[2])  # mean 0.5 a frame, worst 2.0
+    tint = _ball(_ball(_occ(), RED, 3), GREEN, 6, mass=0.6)  # 0.6 in every frame
+    assert layout_score(flash, facts).item() > layout_score(tint, facts).item()
+    assert layout_score(flash, facts, worst=True).item() < layout_score(tint, facts, worst=True).item()
+    gone = _ball(_occ(), RED, 3, frames=[0, 1, 3])  # missing in frame 2 (and popping out and in around it)
+    steady = _ball(_ball(_occ(), RED, 3), GREEN, 6, mass=0.6)  # every frame alike: its worst is its mean
+    assert layout_score(gone, facts, worst=True).item() < layout_score(gone, facts).item() < 0
+    assert layout_score(steady, facts, worst=True).item() == pytest.approx(layout_score(steady, facts).item())
+
+
 def test_world_drift_is_the_pan_against_the_camera_in_centre_units():
     # 64x64, 4 s: the camera pans 0.0625 frame heights a second = 0.5 px a frame, 2 px a latent
     # frame; the outer cells' centres are 56 px apart, 2 units.
@@ -126,7 +141,7 @@ def test_under_a_pan_a_resting_object_must_move_with_the_world():
     assert plain == pytest.approx([plain[0]] * 3, abs=1e-6)
 
 
-def test_pick_start_takes_the_best_and_the_earliest_of_equals():
+def test_rank_starts_puts_the_best_first_and_the_earlier_of_equals_before():
     calls = []
 
     def look(x):
@@ -141,8 +156,8 @@ def test_pick_start_takes_the_best_and_the_earliest_of_equals():
 
     facts = parse_caption("a blue ball rests on the floor")
     starts = [torch.ones(1, 2, 3, 4, 4), torch.zeros(1, 2, 3, 4, 4), torch.zeros(1, 2, 3, 4, 4)]
-    best, state, scores = pick_start(look, starts, Probe(), facts)
-    assert len(calls) == 3 and best == 1 and torch.equal(state, starts[1] + 1)
+    order, states, scores = rank_starts(look, starts, Probe(), facts)
+    assert len(calls) == 3 and order == [1, 2, 0] and torch.equal(states[1], starts[1] + 1)
     assert scores[0] < scores[1] == scores[2]
 
 
@@ -160,8 +175,8 @@ def _fixed_scores(monkeypatch, scores):
     """layout_score returning ``scores`` in call order (one per start), recording the calls."""
     seen = []
 
-    def fake(occupancy, facts, drift=None):
-        seen.append(occupancy.shape)
+    def fake(occupancy, facts, drift=None, worst=False):
+        seen.append((occupancy.shape, worst))
         return torch.tensor([scores[len(seen) - 1]])
 
     monkeypatch.setattr(steer, "layout_score", fake)
@@ -193,7 +208,7 @@ def test_the_generator_scores_with_the_pan_of_its_clip(probed_gen, monkeypatch):
     drifts = []
     score = steer.layout_score
 
-    def spy(occupancy, facts, drift=None):
+    def spy(occupancy, facts, drift=None, worst=False):
         drifts.append(drift)
         return score(occupancy, facts, drift)
 
@@ -212,6 +227,51 @@ def test_picking_with_the_real_score_and_a_progress_bar_that_ends_full(probed_ge
                                 progress=marks.append, **FAST)
     assert video.frames.shape == (9, 32, 32, 3) and video.sampling["best_of"] == 4
     assert marks == sorted(marks) and marks[-1] == 1.0 and max(marks[:-1]) <= 1.0
+
+
+def test_finalists_are_made_to_the_end_and_the_best_read_there_is_kept(probed_gen, monkeypatch):
+    """The look-ahead ranks the starts; the best two are made to the end and read again: the
+    video is the finalist the end reading prefers, frame for frame the video that start makes
+    alone, and a tie at the end goes to the look-ahead's first."""
+    prompt = "a red ball rolls to the right"
+    _fixed_scores(monkeypatch, [0.0, 1.0, 0.0])
+    second = probed_gen.generate(prompt, seed=4, best_of=3, **FAST)  # start 1 alone
+    _fixed_scores(monkeypatch, [1.0, 0.0, 0.0])
+    first = probed_gen.generate(prompt, seed=4, best_of=3, **FAST)  # start 0 alone
+    assert not np.array_equal(first.frames, second.frames)
+    seen = _fixed_scores(monkeypatch, [1.0, 0.5, 0.0, 0.2, 0.9])  # look-ahead: 0 then 1; at the end 1 wins
+    late = probed_gen.generate(prompt, seed=4, best_of=3, finalists=2, **FAST)
+    assert len(seen) == 5 and np.array_equal(late.frames, second.frames)
+    assert late.sampling["best_of"] == 3 and late.sampling["finalists"] == 2
+    _fixed_scores(monkeypatch, [1.0, 0.5, 0.0, 0.3, 0.3])  # a tie at the end: the look-ahead's best
+    assert np.array_equal(probed_gen.generate(prompt, seed=4, best_of=3, finalists=2, **FAST).frames, first.frames)
+
+
+def test_finalists_read_the_clean_latents_and_the_progress_bar_counts_them(probed_gen, monkeypatch):
+    shapes = _fixed_scores(monkeypatch, [0.0] * 6)
+    marks = []
+    video = probed_gen.generate("a red ball rolls to the right and a blue box rests", seed=1, best_of=4,
+                                finalists=2, refine=1, progress=marks.append, **FAST)
+    assert len(shapes) == 6 and shapes[4][0] == shapes[5][0] == shapes[0][0]  # 4 look-aheads, 2 finalists: one grid
+    assert [worst for _, worst in shapes] == [False] * 4 + [True] * 2  # finished latents: read by the worst frame
+    assert marks == sorted(marks) and marks[-2] == pytest.approx(1.0) and marks[-1] == 1.0
+    assert video.sampling["finalists"] == 2
+    _fixed_scores(monkeypatch, [0.0] * 4)
+    more = probed_gen.generate("a red ball rolls to the right", seed=1, best_of=2, finalists=5, **FAST)
+    assert more.sampling["finalists"] == 2  # at most the starts there are
+    assert "finalists" not in probed_gen.generate("a red ball rolls to the right", seed=1, finalists=3,
+                                                  **FAST).sampling  # nothing picked: nothing to make again
+
+
+@pytest.mark.parametrize("value", [0, 17, 2.5, "x", True, None])
+def test_bad_finalists_names_the_parameter(value, probed_gen):
+    with pytest.raises(UserError) as err:
+        check_finalists(value)
+    assert err.value.param == "finalists"
+    if value is not None:
+        with pytest.raises(UserError) as err:
+            probed_gen.generate("a red ball falls", best_of=2, finalists=value, **FAST)
+        assert err.value.param == "finalists"
 
 
 def test_free_text_an_image_and_an_edit_are_not_picked(probed_gen, monkeypatch):
@@ -253,3 +313,4 @@ def test_pack_needs_a_probe_for_best_of_and_the_card_says_it(tiny_model, tmp_pat
     assert err.value.param == "sampling" and "best_of" in err.value.message
     plain = pack_model(tiny_model, tiny_model, tmp_path / "p", sampling=["best_of=1"])
     assert load_model(str(plain)).config.sampling.best_of == 1
+

@@ -287,3 +287,51 @@ def test_a_bench_measured_with_another_probe_is_refused(probe_file, tiny_model, 
     bench.write_text(json.dumps({"n_videos": 1, "mean_score": 0.5, "source": {"sampling": used, "weights": {
         **weights_digest(tiny_model), "probe": file_digest(out_probe)}}}))
     pack_model(tiny_model, tiny_model, tmp_path / "ok", probe=out_probe, sampling=["steer=2"], bench=bench)
+
+
+# --------------------------------------------------- finalists (sampling best_of, then made to the end)
+
+
+def test_pack_sets_finalists_the_card_says_it_and_the_rebuild_packs_first_without_them(probe_file, tiny_model,
+                                                                                       tmp_path):
+    from worldreel.model_folder import load_model
+    from worldreel.train.pack import pack_model
+
+    out_probe, _, _ = probe_file
+    folder = pack_model(tiny_model, tiny_model, tmp_path / "m", probe=out_probe,
+                        sampling=["best_of=4", "finalists=2"])
+    assert load_model(str(folder)).config.sampling.finalists == 2
+    card = (folder / "README.md").read_text()
+    assert "best of 4 (start noises, picked by the state probe; the best 2 made to the end and read again)" in card
+    commands = [line for line in card.splitlines() if line.startswith("worldreel train")]
+    assert "best_of" not in commands[-3] and "finalists" not in commands[-3]
+    assert commands[-1].endswith("--sampling best_of=4 --sampling finalists=2")
+    with pytest.raises(UserError) as err:
+        pack_model(tiny_model, tiny_model, tmp_path / "b", probe=out_probe, sampling=["best_of=4", "finalists=0"])
+    assert err.value.param == "sampling" and "finalists" in err.value.message
+
+
+def test_the_cli_takes_finalists_and_refuses_a_bad_one_by_name(probe_file, tiny_model, tmp_path, capsys):
+    from worldreel.cli import main
+    from worldreel.train.pack import pack_model
+
+    out_probe, _, _ = probe_file
+    folder = pack_model(tiny_model, tiny_model, tmp_path / "m", probe=out_probe)
+    out = tmp_path / "x.mp4"
+    base = ["generate", "a red ball rolls to the right", "--model", str(folder), "--size", "32x32", "--seconds", "1",
+            "--steps", "6", "--seed", "1", "--best-of", "3", "--out", str(out)]
+    assert main(base + ["--finalists", "0"]) == 2
+    assert "finalists" in capsys.readouterr().err and not out.exists()
+    assert main(base + ["--finalists", "2"]) == 0 and out.exists()
+    bench = tmp_path / "b"
+    assert main(["bench", "world", "--model", str(folder), "--prompts", str(_one_prompt(tmp_path)), "--size", "32x32",
+                 "--seconds", "1", "--steps", "6", "--best-of", "3", "--finalists", "2", "--out", str(bench),
+                 "--no-report"]) == 0
+    rows = [json.loads(line) for line in (bench / "captions.jsonl").read_text().splitlines()]
+    assert rows[0]["sampling"]["finalists"] == 2 and rows[0]["settings"]["finalists"] == 2
+
+
+def _one_prompt(tmp_path):
+    path = tmp_path / "prompts.txt"
+    path.write_text("a red ball rolls to the right\n")
+    return path

@@ -36,7 +36,8 @@ class SamplingDefaults:
     stagger: float = 0.0  # lead of the first latent frame over the last (diffusion/flow.py stagger_timesteps); 0 = all together
     refine: int = 0  # latent frames 1..refine made again given all the others after each window (pipelines/generate.py); 0 = off
     steer: float = 0.0  # push each stated object its stated way with the folder's state probe (diffusion/steer.py); 0 = off
-    best_of: int = 1  # start noises the folder's state probe picks from by the prompt (diffusion/steer.py pick_start); 1 = the seed's own
+    best_of: int = 1  # start noises the folder's state probe picks from by the prompt (diffusion/steer.py rank_starts); 1 = the seed's own
+    finalists: int = 1  # of the best_of starts, how many are made to the end and read again by the probe; 1 = the best start's only
 
 
 @dataclass

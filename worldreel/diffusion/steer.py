@@ -23,7 +23,7 @@ al. 2023):
 Nothing changes where the prompt states no colour the probe knows, below ``STEER_FROM``, or
 with strength 0. Measured on world-tiny: docs/worldbench.md, "Steering".
 
-The same probe also *picks the start* (``pick_start``, sampling ``best_of``): the layout of a
+The same probe also *picks the start* (``rank_starts``, sampling ``best_of``): the layout of a
 clip is set by its start noise in the first few steps, so K start noises are each run
 ``LOOK_STEPS`` steps, the probe reads each one's clean prediction, and the one whose layout
 best fits the prompt (``layout_score``: the stated motions, no colour the prompt did not
@@ -31,7 +31,10 @@ state, no more of a colour than it states, no object that pops in or out away fr
 borders) goes on: a search over start noises with a verifier, as Ma et al. 2025 scale
 diffusion sampling at inference, here with the probe as a cheap verifier read early. Unlike a
 push, a picked start is an ordinary sample of the model: nothing is drawn off its path.
-Measured: docs/worldbench.md, "Picking the start".
+With sampling ``finalists`` F > 1 the best F of that ranking (``rank_starts``) are made to the
+end and the probe reads each one's finished latents again, each untidiness term by its worst
+frame (``layout_score(worst=True)``). Measured: docs/worldbench.md, "Picking the start" and
+"Finalists".
 """
 from __future__ import annotations
 
@@ -190,7 +193,7 @@ def steer_wrapper(model_fn: ModelFn, probe: nn.Module, wanted: list[Target], str
     return steered
 
 
-def layout_score(occupancy: torch.Tensor, facts, drift: float | None = None) -> torch.Tensor:
+def layout_score(occupancy: torch.Tensor, facts, drift: float | None = None, worst: bool = False) -> torch.Tensor:
     """How well occupancies (B, K, f, h, w) in [0, 1] fit the prompt's facts: (B,), larger is better.
 
     ``objective`` for every stated verb (``targets(every_verb=True)``; ``drift`` as there),
@@ -204,7 +207,9 @@ def layout_score(occupancy: torch.Tensor, facts, drift: float | None = None) -> 
     scene, which moves nothing the wrong way, outscored every start that drew the object.
     Where a stated object's colour is not in the palette, only the motions count. The masses
     are a 64x64 clip's; the world scales with the frame height (WORLD.md), so an object covers
-    (h / 8)^2 times as many cells.
+    (h / 8)^2 times as many cells. ``worst``: each untidiness term is its worst frame's instead
+    of the mean over frames (for finished latents, where one frame with a ghost or without a
+    stated object is a failure; the finalists are read so).
     """
     wanted = targets(facts, every_verb=True)
     score = objective(occupancy, wanted, drift) if wanted else occupancy.new_zeros(occupancy.shape[0])
@@ -217,32 +222,37 @@ def layout_score(occupancy: torch.Tensor, facts, drift: float | None = None) -> 
     scale = (h / 8) ** 2  # cells an object covers, against a 64x64 clip's 8x8 latent
     xs = torch.linspace(-1, 1, w, device=occupancy.device)
     untidy = occupancy.new_zeros(occupancy.shape[0])
+
+    def over_frames(per_frame: torch.Tensor) -> torch.Tensor:  # (B, frames) -> (B,)
+        return per_frame.amax(1) if worst else per_frame.mean(1)
+
     for c in range(occupancy.shape[1]):
         columns = occupancy[:, c].sum(2)  # (B, f, w)
         mass = columns.sum(-1)  # (B, f)
         n = counts.get(c, 0)
         if n == 0:
-            untidy = untidy + mass.mean(1)
+            untidy = untidy + over_frames(mass)
             continue
-        untidy = untidy + (mass - scale * (n * OBJECT_MASS + SURPLUS_SLACK)).clamp(min=0).mean(1)
+        untidy = untidy + over_frames((mass - scale * (n * OBJECT_MASS + SURPLUS_SLACK)).clamp(min=0))
         shown = mass if not facts.pillar else mass.amax(1, keepdim=True)  # behind a pillar: drawn at all
-        untidy = untidy + (scale * n * PRESENT_MASS - shown).clamp(min=0).mean(1)
+        untidy = untidy + over_frames((scale * n * PRESENT_MASS - shown).clamp(min=0))
         if not facts.pillar and f >= 2:
             cx = (columns * xs).sum(-1) / mass.clamp(min=1e-4)
             inside = ((cx.abs() < EDGE) & (mass > scale * SEEN_MASS)).float()  # (B, f)
             either = torch.maximum(inside[:, 1:], inside[:, :-1])  # the step shows it inside on one side
-            untidy = untidy + (either * (mass[:, 1:] - mass[:, :-1]).abs()).mean(1)
+            untidy = untidy + over_frames(either * (mass[:, 1:] - mass[:, :-1]).abs())
     return score - TIDY_WEIGHT * untidy
 
 
 @torch.no_grad()
-def pick_start(look: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], starts: list[torch.Tensor],
-               probe: nn.Module, facts, drift: float | None = None) -> tuple[int, torch.Tensor, list[float]]:
-    """The start that fits the prompt best: (its index, its state after the look-ahead, every score).
+def rank_starts(look: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], starts: list[torch.Tensor],
+                probe: nn.Module, facts, drift: float | None = None) -> tuple[list[int], list[torch.Tensor], list[float]]:
+    """The starts ranked by how well they fit the prompt: (their indices best first, every
+    start's state after the look-ahead, every score).
 
     ``look(x)`` runs one start ``LOOK_STEPS`` steps and returns (the state there, the clean
     prediction there); the probe reads the clean prediction and ``layout_score`` scores it
-    (``drift``: the pan's, ``world_drift``). Ties go to the earliest start (so the seed's own
+    (``drift``: the pan's, ``world_drift``). Ties go to the earlier start (so the seed's own
     noise wins a tie).
     """
     scores, states = [], []
@@ -250,5 +260,6 @@ def pick_start(look: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
         state, x0 = look(x)
         scores.append(float(layout_score(torch.sigmoid(probe(x0.float())), facts, drift)[0]))
         states.append(state)
-    best = max(range(len(starts)), key=lambda k: (scores[k], -k))
-    return best, states[best], scores
+    order = sorted(range(len(starts)), key=lambda k: (-scores[k], k))
+    return order, states, scores
+

@@ -42,7 +42,7 @@ MIN_SHIFT, MAX_SHIFT = 0.1, 20.0  # accepted timestep shifts (1 = none; SD3 samp
 class SamplingConfig:
     """Defaults of the denoising loop (used when a call leaves the argument out).
 
-    steps, guidance, sampler, shift, guidance_mode, guidance_interval, stagger, refine, steer and best_of left as None take the
+    steps, guidance, sampler, shift, guidance_mode, guidance_interval, stagger, refine, steer, best_of and finalists left as None take the
     model's own values (config.json "sampling", ``presets.SamplingDefaults``) when the
     Generator is built.
     """
@@ -56,7 +56,8 @@ class SamplingConfig:
     stagger: float | None = None  # how far the first latent frame runs ahead of the last (flow.stagger_timesteps); 0 = together
     refine: int | None = None  # latent frames 1..refine of a window made again given all the others; 0 = off
     steer: float | None = None  # how hard stated objects are pushed their stated way (diffusion/steer.py); 0 = off
-    best_of: int | None = None  # start noises the state probe picks from (diffusion/steer.py pick_start); 1 = the seed's own
+    best_of: int | None = None  # start noises the state probe picks from (diffusion/steer.py rank_starts); 1 = the seed's own
+    finalists: int | None = None  # of those, how many are made to the end and read again (steer.rank_starts); 1 = the best start's only
     window_latents: int = 0  # latent frames per window; 0 = the model's native clip (default_seconds)
     overlap_latents: int = 3  # latent frames a window shares with the previous one (given, t = 0)
     max_seconds: float = 120.0  # longest video a call may ask for
@@ -148,12 +149,12 @@ def _check_number(value, name: str, lo: float, hi: float, kind=float):
 
 
 def check_sampling(steps=None, guidance=None, shift=None, sampler=None, guidance_mode=None,
-                   guidance_interval=None, stagger=None, refine=None, steer=None, best_of=None) -> tuple:
+                   guidance_interval=None, stagger=None, refine=None, steer=None, best_of=None, finalists=None) -> tuple:
     """The sampler settings given (to a call, or to a model's config), checked: (steps, guidance,
     shift); None stays None (the model's default). sampler, guidance_mode, guidance_interval,
-    stagger, refine, steer and best_of are only checked (``guidance.check_mode``, ``guidance.check_interval``
-    return them read; ``check_stagger`` the stagger, ``check_refine`` the refine, ``check_steer`` the steer,
-    ``check_best_of`` the best_of)."""
+    stagger, refine, steer, best_of and finalists are only checked (``guidance.check_mode``,
+    ``guidance.check_interval`` return them read; ``check_stagger`` the stagger, ``check_refine`` the refine,
+    ``check_steer`` the steer, ``check_best_of`` the best_of, ``check_finalists`` the finalists)."""
     from worldreel.diffusion.guidance import check_interval, check_mode
     from worldreel.diffusion.samplers import SAMPLERS
 
@@ -171,6 +172,8 @@ def check_sampling(steps=None, guidance=None, shift=None, sampler=None, guidance
         check_steer(steer)
     if best_of is not None:
         check_best_of(best_of)
+    if finalists is not None:
+        check_finalists(finalists)
     return (None if steps is None else _check_number(steps, "steps", 1, 1000, int),
             None if guidance is None else _check_number(guidance, "guidance", 0.0, 50.0),
             None if shift is None else _check_number(shift, "shift", MIN_SHIFT, MAX_SHIFT))
@@ -189,10 +192,18 @@ def check_steer(value) -> float:
 
 
 def check_best_of(value) -> int:
-    """A best_of (start noises picked from, ``steer.pick_start``; 1 = the seed's own): a whole number from 1 to ``MAX_BEST_OF``."""
+    """A best_of (start noises picked from, ``steer.rank_starts``; 1 = the seed's own): a whole number from 1 to ``MAX_BEST_OF``."""
     from worldreel.diffusion.steer import MAX_BEST_OF
 
     return _check_number(value, "best_of", 1, MAX_BEST_OF, int)
+
+
+def check_finalists(value) -> int:
+    """A finalists (of the best_of starts, how many are made to the end and read again,
+    ``steer.rank_starts``; 1 = the best start's only): a whole number from 1 to ``MAX_BEST_OF``."""
+    from worldreel.diffusion.steer import MAX_BEST_OF
+
+    return _check_number(value, "finalists", 1, MAX_BEST_OF, int)
 
 
 def prompt_facts(model_prompt: str):
@@ -319,7 +330,7 @@ class Generator:
                  negative_prompt: str = "", conditions: Sequence[Condition] = (), strength=None,
                  rewrite: bool = True, progress: Callable[[float], None] | None = None,
                  frames: int | None = None, guidance_mode=None, guidance_interval=None, stagger=None,
-                 refine=None, steer=None, best_of=None) -> Video:
+                 refine=None, steer=None, best_of=None, finalists=None) -> Video:
         """Generate a video in which the frames given by ``conditions`` come out unchanged.
 
         seconds: length (0 = a still image); size: "WxH" or (W, H); frames: an exact frame
@@ -338,7 +349,7 @@ class Generator:
         layout forms (``diffusion/steer.py``; needs the folder's state probe; an edit does not
         steer); 0 is off. best_of (1 to ``steer.MAX_BEST_OF``, the model's own by default): how
         many start noises the state probe picks from after a few steps, by how well each one's
-        layout fits the prompt (``steer.pick_start``; needs the probe; an edit does not pick); 1
+        layout fits the prompt (``steer.rank_starts``; needs the probe; an edit does not pick); 1
         keeps the seed's own.
         """
         from worldreel.diffusion.guidance import check_interval, check_mode
@@ -356,6 +367,7 @@ class Generator:
         refine = (sc.refine or 0) if refine is None else check_refine(refine)
         steer = (sc.steer or 0.0) if steer is None else check_steer(steer)
         best_of = (sc.best_of or 1) if best_of is None else check_best_of(best_of)
+        finalists = (sc.finalists or 1) if finalists is None else check_finalists(finalists)
         for name, value, off in (("steer", steer, 0), ("best_of", best_of, 1)):
             if value != off and self.probe is None:
                 raise UserError(f"{name} needs the model folder's state probe (probe.safetensors), which this model has "
@@ -381,7 +393,7 @@ class Generator:
 
         video = self._sample(model_prompt, negative_prompt, conditions, strength, num_frames, (width, height),
                              steps, guidance, shift, seed, progress, (mode, interval), stagger, refine, steer,
-                             best_of)
+                             best_of, finalists)
         sampling = {"sampler": sc.sampler, "steps": steps, "guidance": guidance, "shift": shift, "guidance_mode": mode}
         if mode == "interval":  # the interval matters only to its mode
             sampling["guidance_interval"] = list(interval)
@@ -393,16 +405,18 @@ class Generator:
             sampling["steer"] = steer
         if best_of > 1 and strength is None:
             sampling["best_of"] = best_of
+            if finalists > 1:
+                sampling["finalists"] = min(finalists, best_of)
         return Video(frames=video, fps=cfg.fps, prompt=prompt, model_prompt=model_prompt, seed=seed, notes=notes,
                      sampling=sampling)
 
     @torch.no_grad()
     def _sample(self, model_prompt, negative_prompt, conditions, strength, num_frames, size, steps, guidance,
                 shift, seed, progress, guidance_mode=("cfg", None), stagger: float = 0.0,
-                refine: int = 0, steer: float = 0.0, best_of: int = 1) -> np.ndarray:
+                refine: int = 0, steer: float = 0.0, best_of: int = 1, finalists: int = 1) -> np.ndarray:
         from worldreel import precision as precisions
         from worldreel.diffusion import flow, samplers
-        from worldreel.diffusion.steer import LOOK_STEPS, targets, world_drift
+        from worldreel.diffusion.steer import LOOK_STEPS, layout_score, targets, world_drift
 
         cfg, sc = self.config, self.sampling
         tf = cfg.vae.time_factor
@@ -480,6 +494,10 @@ class Generator:
         look_steps = min(LOOK_STEPS, len(ts) - 2)
         if picking:  # every start's look-ahead and its reading; the picked one's look-ahead steps are its own
             total_steps += best_of * (look_steps + 1) - look_steps
+            finalists = min(finalists, best_of)  # each one after the first: the first window's rest made again
+            total_steps += (finalists - 1) * (len(ts) - 1 - look_steps + bool(redos[0].any()) * (len(ts) - 1))
+        else:
+            finalists = 1
         done_steps = 0
 
         def tick(*_args, units: int = 1, **_kwargs):  # the sampler's callback, and the decoder's
@@ -502,25 +520,24 @@ class Generator:
             keep = win_mask[None, :, None, None]  # (1, f, 1, 1)
             x = torch.where(keep, out[:, start:end], x)  # given frames start in place
             times = schedule(~win_mask)
+            candidates = [(noise, x, times)]
             if picking and start == windows[0][0]:  # the layout is set here: pick the start (the whole video's noise)
                 drift = world_drift(stated.camera, (num_frames - 1) / cfg.fps, size, lw, tf, cfg.fps)
-                noise, x, times = self._pick_start(model_fn, sample, noise, x, keep, times, (start, end), best_of,
-                                                   gen, stated, drift, look_steps, tick)
-            if wanted:  # the first pass only: the refine pass keeps the layout it is given
-                from worldreel.diffusion.steer import steer_wrapper
-
-                model_fn = steer_wrapper(model_fn, self.probe, wanted, steer)
-            x = sample(model_fn, x[None], times, callback=tick)[0]  # (C, end - start, h, w)
-            out[:, start:end] = torch.where(keep, out[:, start:end], x)
+                candidates = self._pick_start(model_fn, sample, noise, x, keep, times, (start, end), best_of,
+                                              gen, stated, drift, look_steps, tick, finalists)
+            made = []  # (the whole video's noise, the window's latents) per candidate
+            for noise, x, times in candidates:
+                made.append((noise, self._finish_window(model_fn, sample, x, times, noise, out, (start, end), keep,
+                                                        redo, wanted, steer, text_states, text_mask, guidance,
+                                                        guidance_mode, facts, ts, tick)))
+            if len(made) > 1:  # the finalists, made to the end: the probe reads each one's clean latents
+                scores = [float(layout_score(torch.sigmoid(self.probe(w[None].float())), stated, drift, worst=True)[0])
+                          for _, w in made]
+                noise, x = made[max(range(len(made)), key=lambda k: (scores[k], -k))]
+            else:
+                noise, x = made[0]
+            out[:, start:end] = x
             determined[start:end] = True
-            if redo.any():  # the refine pass: from their own noise again, every other frame given, clean
-                # (restarting part-way, from t = 0.6, kept the ghosts: the layout is set at high noise)
-                model_fn = self._model_fn(out[None, :, start:end], ~redo, text_states, text_mask, guidance,
-                                          guidance_mode, facts)
-                again = redo[None, :, None, None]  # (1, f, 1, 1)
-                x = torch.where(again, noise[:, start:end], out[:, start:end])  # (C, f, h, w)
-                x = sample(model_fn, x[None], ts, callback=tick)[0]
-                out[:, start:end] = torch.where(again, x, out[:, start:end])
 
         # 7. Decode the whole latent video in chunks (constant memory), trim the padding. The
         # VAE's decode_stream yields the chunks of decode_chunked one by one (same result), so
@@ -541,16 +558,38 @@ class Generator:
             progress(1.0)
         return frames
 
+    def _finish_window(self, model_fn, sample, x, times, noise, out, window, keep, redo, wanted, steer, text_states,
+                       text_mask, guidance, guidance_mode, facts, ts, tick) -> torch.Tensor:
+        """One window made from its state ``x`` at ``times[0]`` to its clean latents (C, f, h, w):
+        steered while the layout forms (``wanted``), given frames kept from ``out``; then (``redo``)
+        its latent frames 1..refine made again from ``noise``, every other frame given."""
+        start, end = window
+        if wanted:  # the first pass only: the refine pass keeps the layout it is given
+            from worldreel.diffusion.steer import steer_wrapper
+
+            model_fn = steer_wrapper(model_fn, self.probe, wanted, steer)
+        x = sample(model_fn, x[None], times, callback=tick)[0]  # (C, end - start, h, w)
+        made = torch.where(keep, out[:, start:end], x)
+        if redo.any():  # the refine pass: from their own noise again, every other frame given, clean
+            # (restarting part-way, from t = 0.6, kept the ghosts: the layout is set at high noise)
+            model_fn = self._model_fn(made[None], ~redo, text_states, text_mask, guidance,
+                                      guidance_mode, facts)
+            again = redo[None, :, None, None]  # (1, f, 1, 1)
+            x = torch.where(again, noise[:, start:end], made)  # (C, f, h, w)
+            x = sample(model_fn, x[None], ts, callback=tick)[0]
+            made = torch.where(again, x, made)
+        return made
+
     def _pick_start(self, model_fn, sample, noise, x, keep, times, window, best_of, gen, facts, drift, look_steps,
-                    tick):
-        """Pick the first window's start among ``best_of`` (``steer.pick_start``): the seed's own
+                    tick, finalists: int = 1) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Pick the first window's start among ``best_of`` (``steer.rank_starts``): the seed's own
         noise and ``best_of - 1`` more drawn from the seed's generator after it (so a seed still
-        means one video). Each runs ``look_steps`` unsteered steps; the picked one goes on from
-        there. x (C, f, h, w): the window's start, given frames in place (kept in every start);
-        window: its (start, end); drift: the pan's (``steer.world_drift``). Returns (the whole
-        video's noise, the window's state, the schedule left)."""
+        means one video). Each runs ``look_steps`` unsteered steps; the best ``finalists`` go on
+        from there, best first. x (C, f, h, w): the window's start, given frames in place (kept
+        in every start); window: its (start, end); drift: the pan's (``steer.world_drift``).
+        Returns per finalist (the whole video's noise, the window's state, the schedule left)."""
         from worldreel.diffusion.samplers import _t_batch
-        from worldreel.diffusion.steer import pick_start
+        from worldreel.diffusion.steer import rank_starts
 
         noises = [noise] + [torch.randn(noise.shape, generator=gen).to(self.device) for _ in range(best_of - 1)]
         starts = [torch.where(keep, x, n[:, window[0]:window[1]])[None] for n in noises]  # (1, C, f, h, w) each
@@ -562,8 +601,8 @@ class Generator:
             tick()
             return state, state - t_x * model_fn(state, _t_batch(t, state))
 
-        best, state, _ = pick_start(look, starts, self.probe, facts, drift)
-        return noises[best], state[0], times[look_steps:]
+        order, states, _ = rank_starts(look, starts, self.probe, facts, drift)
+        return [(noises[k], states[k][0], times[look_steps:]) for k in order[:finalists]]
 
     def _encode(self, video: torch.Tensor) -> torch.Tensor:
         """Deterministic VAE encode of (1, 3, F, H, W) in [-1, 1] -> (1, C, f, h, w)."""
