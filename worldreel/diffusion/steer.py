@@ -262,4 +262,3 @@ def rank_starts(look: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]
         states.append(state)
     order = sorted(range(len(starts)), key=lambda k: (-scores[k], k))
     return order, states, scores
-
