@@ -245,6 +245,13 @@ def layout_score(occupancy: torch.Tensor, facts, drift: float | None = None, wor
 
 
 @torch.no_grad()
+def read_fit(probe: nn.Module, x0: torch.Tensor, facts, drift: float | None = None, worst: bool = False) -> float:
+    """How well a clean latent (1, C, f, h, w) fits the prompt's facts: the probe's occupancy
+    of it scored by ``layout_score`` (``drift`` and ``worst`` as there)."""
+    return float(layout_score(torch.sigmoid(probe(x0.float())), facts, drift, worst)[0])
+
+
+@torch.no_grad()
 def rank_starts(look: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], starts: list[torch.Tensor],
                 probe: nn.Module, facts, drift: float | None = None) -> tuple[list[int], list[torch.Tensor], list[float]]:
     """The starts ranked by how well they fit the prompt: (their indices best first, every
@@ -258,7 +265,7 @@ def rank_starts(look: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]
     scores, states = [], []
     for x in starts:
         state, x0 = look(x)
-        scores.append(float(layout_score(torch.sigmoid(probe(x0.float())), facts, drift)[0]))
+        scores.append(read_fit(probe, x0, facts, drift))
         states.append(state)
     order = sorted(range(len(starts)), key=lambda k: (-scores[k], k))
     return order, states, scores

@@ -367,7 +367,7 @@ class Generator:
         refine = (sc.refine or 0) if refine is None else check_refine(refine)
         steer = (sc.steer or 0.0) if steer is None else check_steer(steer)
         best_of = (sc.best_of or 1) if best_of is None else check_best_of(best_of)
-        finalists = (sc.finalists or 1) if finalists is None else check_finalists(finalists)
+        finalists = min((sc.finalists or 1) if finalists is None else check_finalists(finalists), best_of)
         for name, value, off in (("steer", steer, 0), ("best_of", best_of, 1)):
             if value != off and self.probe is None:
                 raise UserError(f"{name} needs the model folder's state probe (probe.safetensors), which this model has "
@@ -406,7 +406,7 @@ class Generator:
         if best_of > 1 and strength is None:
             sampling["best_of"] = best_of
             if finalists > 1:
-                sampling["finalists"] = min(finalists, best_of)
+                sampling["finalists"] = finalists
         return Video(frames=video, fps=cfg.fps, prompt=prompt, model_prompt=model_prompt, seed=seed, notes=notes,
                      sampling=sampling)
 
@@ -416,7 +416,7 @@ class Generator:
                 refine: int = 0, steer: float = 0.0, best_of: int = 1, finalists: int = 1) -> np.ndarray:
         from worldreel import precision as precisions
         from worldreel.diffusion import flow, samplers
-        from worldreel.diffusion.steer import LOOK_STEPS, layout_score, targets, world_drift
+        from worldreel.diffusion.steer import LOOK_STEPS, read_fit, targets, world_drift
 
         cfg, sc = self.config, self.sampling
         tf = cfg.vae.time_factor
@@ -494,10 +494,8 @@ class Generator:
         look_steps = min(LOOK_STEPS, len(ts) - 2)
         if picking:  # every start's look-ahead and its reading; the picked one's look-ahead steps are its own
             total_steps += best_of * (look_steps + 1) - look_steps
-            finalists = min(finalists, best_of)  # each one after the first: the first window's rest made again
+            # each finalist after the first: the first window's rest made again (and refined)
             total_steps += (finalists - 1) * (len(ts) - 1 - look_steps + bool(redos[0].any()) * (len(ts) - 1))
-        else:
-            finalists = 1
         done_steps = 0
 
         def tick(*_args, units: int = 1, **_kwargs):  # the sampler's callback, and the decoder's
@@ -525,14 +523,29 @@ class Generator:
                 drift = world_drift(stated.camera, (num_frames - 1) / cfg.fps, size, lw, tf, cfg.fps)
                 candidates = self._pick_start(model_fn, sample, noise, x, keep, times, (start, end), best_of,
                                               gen, stated, drift, look_steps, tick, finalists)
-            made = []  # (the whole video's noise, the window's latents) per candidate
-            for noise, x, times in candidates:
-                made.append((noise, self._finish_window(model_fn, sample, x, times, noise, out, (start, end), keep,
-                                                        redo, wanted, steer, text_states, text_mask, guidance,
-                                                        guidance_mode, facts, ts, tick)))
+
+            def finish(x: torch.Tensor, times: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+                """The window from its state ``x`` at ``times[0]`` to its clean latents (C, f, h, w),
+                steered while the layout forms; then (``redo``) its latent frames 1..refine made again
+                from ``noise``, every other frame given."""
+                run = model_fn
+                if wanted:  # the first pass only: the refine pass keeps the layout it is given
+                    from worldreel.diffusion.steer import steer_wrapper
+
+                    run = steer_wrapper(model_fn, self.probe, wanted, steer)
+                made = torch.where(keep, out[:, start:end], sample(run, x[None], times, callback=tick)[0])
+                if redo.any():  # the refine pass: from their own noise again, every other frame given, clean
+                    # (restarting part-way, from t = 0.6, kept the ghosts: the layout is set at high noise)
+                    run = self._model_fn(made[None], ~redo, text_states, text_mask, guidance, guidance_mode, facts)
+                    again = redo[None, :, None, None]  # (1, f, 1, 1)
+                    x = sample(run, torch.where(again, noise[:, start:end], made)[None], ts, callback=tick)[0]
+                    made = torch.where(again, x, made)
+                return made
+
+            # (the whole video's noise, the window's latents) per candidate
+            made = [(noise, finish(x, times, noise)) for noise, x, times in candidates]
             if len(made) > 1:  # the finalists, made to the end: the probe reads each one's clean latents
-                scores = [float(layout_score(torch.sigmoid(self.probe(w[None].float())), stated, drift, worst=True)[0])
-                          for _, w in made]
+                scores = [read_fit(self.probe, w[None], stated, drift, worst=True) for _, w in made]
                 noise, x = made[max(range(len(made)), key=lambda k: (scores[k], -k))]
             else:
                 noise, x = made[0]
@@ -557,28 +570,6 @@ class Generator:
         if progress is not None:
             progress(1.0)
         return frames
-
-    def _finish_window(self, model_fn, sample, x, times, noise, out, window, keep, redo, wanted, steer, text_states,
-                       text_mask, guidance, guidance_mode, facts, ts, tick) -> torch.Tensor:
-        """One window made from its state ``x`` at ``times[0]`` to its clean latents (C, f, h, w):
-        steered while the layout forms (``wanted``), given frames kept from ``out``; then (``redo``)
-        its latent frames 1..refine made again from ``noise``, every other frame given."""
-        start, end = window
-        if wanted:  # the first pass only: the refine pass keeps the layout it is given
-            from worldreel.diffusion.steer import steer_wrapper
-
-            model_fn = steer_wrapper(model_fn, self.probe, wanted, steer)
-        x = sample(model_fn, x[None], times, callback=tick)[0]  # (C, end - start, h, w)
-        made = torch.where(keep, out[:, start:end], x)
-        if redo.any():  # the refine pass: from their own noise again, every other frame given, clean
-            # (restarting part-way, from t = 0.6, kept the ghosts: the layout is set at high noise)
-            model_fn = self._model_fn(made[None], ~redo, text_states, text_mask, guidance,
-                                      guidance_mode, facts)
-            again = redo[None, :, None, None]  # (1, f, 1, 1)
-            x = torch.where(again, noise[:, start:end], made)  # (C, f, h, w)
-            x = sample(model_fn, x[None], ts, callback=tick)[0]
-            made = torch.where(again, x, made)
-        return made
 
     def _pick_start(self, model_fn, sample, noise, x, keep, times, window, best_of, gen, facts, drift, look_steps,
                     tick, finalists: int = 1) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
