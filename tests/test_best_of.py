@@ -9,7 +9,7 @@ from worldreel.data.facts import COLORS
 from worldreel.diffusion import steer
 from worldreel.diffusion.steer import layout_score, rank_starts
 from worldreel.errors import UserError
-from worldreel.pipelines.generate import Generator, check_best_of, check_finalists
+from worldreel.pipelines.generate import Generator, check_best_of, check_finalists, check_likelihood
 
 FAST = dict(steps=6, size="32x32", seconds=1)  # 9 frames: 3 latent frames
 RED, BLUE, GREEN = COLORS.index("red"), COLORS.index("blue"), COLORS.index("green")
@@ -272,6 +272,84 @@ def test_bad_finalists_names_the_parameter(value, probed_gen):
         with pytest.raises(UserError) as err:
             probed_gen.generate("a red ball falls", best_of=2, finalists=value, **FAST)
         assert err.value.param == "finalists"
+
+
+# --------------------------------------------------- likelihood (the finalists read by the denoiser too)
+
+
+def test_flow_error_is_zero_for_the_clip_the_denoiser_expects_and_counts_free_frames_only():
+    """A denoiser that believes the data is ``ref`` predicts the true velocity for ``ref`` at every
+    noise level (error 0) and not for another clip; a difference in a given frame does not count."""
+    torch.manual_seed(0)
+    ref = torch.randn(1, 4, 3, 4, 4)
+    noise = torch.randn(4, 3, 4, 4)
+
+    def believes_ref(x, t):
+        return (x - ref) / t[:, None, None, None, None]
+
+    free = torch.tensor([False, True, True])
+    other = ref.clone()
+    other[:, :, 1] += 1.0
+    assert steer.flow_error(believes_ref, ref, noise, free) == pytest.approx(0.0, abs=1e-10)
+    assert steer.flow_error(believes_ref, other, noise, free) > 0.1
+    given_only = ref.clone()
+    given_only[:, :, 0] += 1.0  # differs in a given frame only
+    assert steer.flow_error(believes_ref, given_only, noise, free) == pytest.approx(0.0, abs=1e-10)
+
+
+def test_pick_finalist_weighs_both_readings_on_their_own_scales_and_a_tie_goes_to_the_first():
+    fits = [1.0, 0.9, 0.0]
+    assert steer.pick_finalist(fits) == 0 and steer.pick_finalist(fits, [9.0, 1.0, 5.0], 0.0) == 0
+    assert steer.pick_finalist(fits, [9.0, 1.0, 5.0], 1.0) == 1  # 0 barely fits better and is far less typical
+    # Each reading is standardised over the finalists: its units do not matter.
+    assert steer.pick_finalist(fits, [9000.0, 1000.0, 5000.0], 1.0) == 1
+    assert steer.pick_finalist(fits, [2.0, 2.0, 2.0], 5.0) == 0  # the same for all: counts nothing
+    assert steer.pick_finalist([0.3, 0.3], [1.0, 1.0], 1.0) == 0  # a tie: the look-ahead's best
+    assert steer.pick_finalist([0.3, 0.3], [1.0, 0.5], 0.1) == 1
+
+
+def test_likelihood_keeps_the_finalist_the_denoiser_finds_more_typical(probed_gen, monkeypatch):
+    """Two finalists the probe reads alike: with likelihood the one of lower flow error is kept,
+    frame for frame the video its start makes alone; the progress bar counts the reading."""
+    prompt = "a red ball rolls to the right"
+    _fixed_scores(monkeypatch, [0.0, 1.0, 0.0])
+    second = probed_gen.generate(prompt, seed=4, best_of=3, **FAST)  # start 1 alone
+    _fixed_scores(monkeypatch, [1.0, 0.5, 0.0, 0.3, 0.3])  # the look-ahead ranks 0 then 1; the probe ties them
+    errors = iter([0.5, 0.1])
+    read = []
+
+    def fake_error(model_fn, x0, noise, free):
+        read.append((x0.shape, noise.shape, free.clone()))
+        return next(errors)
+
+    monkeypatch.setattr(steer, "flow_error", fake_error)
+    marks = []
+    typical = probed_gen.generate(prompt, seed=4, best_of=3, finalists=2, likelihood=1.0, progress=marks.append, **FAST)
+    assert np.array_equal(typical.frames, second.frames)
+    assert len(read) == 2 and read[0][0][1:] == read[0][1] and bool(read[0][2].all())  # one shared noise, every frame free
+    assert typical.sampling["finalists"] == 2 and typical.sampling["likelihood"] == 1.0
+    assert marks == sorted(marks) and marks[-2] == pytest.approx(1.0) and marks[-1] == 1.0
+
+
+def test_likelihood_with_the_real_flow_error_is_repeatable_and_recorded_only_when_used(probed_gen):
+    prompt = "a red ball rolls to the right and a blue box rests"
+    one = probed_gen.generate(prompt, seed=3, best_of=3, finalists=3, likelihood=2.0, **FAST)
+    assert np.array_equal(one.frames, probed_gen.generate(prompt, seed=3, best_of=3, finalists=3, likelihood=2.0,
+                                                          **FAST).frames)  # a seed is still one video
+    assert one.sampling["likelihood"] == 2.0
+    assert "likelihood" not in probed_gen.generate(prompt, seed=3, best_of=3, likelihood=2.0, **FAST).sampling
+    assert "likelihood" not in probed_gen.generate(prompt, seed=3, best_of=3, finalists=2, **FAST).sampling
+
+
+@pytest.mark.parametrize("value", [-0.5, 11, "x", True, None])
+def test_bad_likelihood_names_the_parameter(value, probed_gen):
+    with pytest.raises(UserError) as err:
+        check_likelihood(value)
+    assert err.value.param == "likelihood"
+    if value is not None:
+        with pytest.raises(UserError) as err:
+            probed_gen.generate("a red ball falls", best_of=2, finalists=2, likelihood=value, **FAST)
+        assert err.value.param == "likelihood"
 
 
 def test_free_text_an_image_and_an_edit_are_not_picked(probed_gen, monkeypatch):

@@ -152,6 +152,16 @@ def test_bad_input_exits_2_names_the_parameter_and_writes_nothing(tmp_path, mode
     assert set(tmp_path.rglob("*")) == before  # nothing written
 
 
+@pytest.mark.parametrize("option, value", [("--steps", "x"), ("--likelihood", "nope"), ("--best-of", "2.5"),
+                                           ("--seed", "-")])
+def test_an_option_value_that_is_not_a_number_exits_2_naming_the_option(tmp_path, model, capsys, option, value):
+    """Typer's own parse errors (its copy of click's, not click's) are a usage message, not a traceback."""
+    out = tmp_path / "out.mp4"
+    assert main(["generate", "a red ball falls", "--model", model, "--out", str(out), option, value]) == 2
+    err = capsys.readouterr().err
+    assert f"'{option}'" in err and "Traceback" not in err and not out.exists()
+
+
 def test_bench_drift_writes_per_window_scores(tmp_path, model):
     out = tmp_path / "drift.json"
     args = ["bench", "drift", "--model", model, "--json", str(out), "--prompts", "1", "--seconds", "2", "--window", "1",

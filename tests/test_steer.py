@@ -331,6 +331,38 @@ def test_the_cli_takes_finalists_and_refuses_a_bad_one_by_name(probe_file, tiny_
     assert rows[0]["sampling"]["finalists"] == 2 and rows[0]["settings"]["finalists"] == 2
 
 
+def test_pack_sets_likelihood_the_card_says_it_and_the_cli_takes_it(probe_file, tiny_model, tmp_path, capsys):
+    from worldreel.cli import main
+    from worldreel.model_folder import load_model
+    from worldreel.train.pack import pack_model
+
+    out_probe, _, _ = probe_file
+    folder = pack_model(tiny_model, tiny_model, tmp_path / "m", probe=out_probe,
+                        sampling=["best_of=4", "finalists=2", "likelihood=1.5"])
+    assert load_model(str(folder)).config.sampling.likelihood == 1.5
+    card = (folder / "README.md").read_text()
+    assert ("the best 2 made to the end and read again, with the denoiser's own likelihood at weight 1.5)"
+            in card)
+    commands = [line for line in card.splitlines() if line.startswith("worldreel train")]
+    assert "likelihood" not in commands[-3]  # the first pack, before the probe
+    assert commands[-1].endswith("--sampling finalists=2 --sampling likelihood=1.5")
+    with pytest.raises(UserError) as err:
+        pack_model(tiny_model, tiny_model, tmp_path / "b", probe=out_probe, sampling=["likelihood=-1"])
+    assert err.value.param == "sampling" and "likelihood" in err.value.message
+    out = tmp_path / "x.mp4"
+    base = ["generate", "a red ball rolls to the right", "--model", str(folder), "--size", "32x32", "--seconds", "1",
+            "--steps", "6", "--seed", "1", "--out", str(out)]
+    assert main(base + ["--likelihood", "nope"]) == 2 and not out.exists()
+    assert main(base + ["--likelihood", "-2"]) == 2
+    assert "likelihood" in capsys.readouterr().err and not out.exists()
+    assert main(base + ["--likelihood", "0.5"]) == 0 and out.exists()
+    bench = tmp_path / "b"
+    assert main(["bench", "world", "--model", str(folder), "--prompts", str(_one_prompt(tmp_path)), "--size", "32x32",
+                 "--seconds", "1", "--steps", "6", "--likelihood", "0.5", "--out", str(bench), "--no-report"]) == 0
+    rows = [json.loads(line) for line in (bench / "captions.jsonl").read_text().splitlines()]
+    assert rows[0]["sampling"]["likelihood"] == 0.5 and rows[0]["settings"]["likelihood"] == 0.5
+
+
 def _one_prompt(tmp_path):
     path = tmp_path / "prompts.txt"
     path.write_text("a red ball rolls to the right\n")

@@ -38,6 +38,7 @@ class SamplingDefaults:
     steer: float = 0.0  # push each stated object its stated way with the folder's state probe (diffusion/steer.py); 0 = off
     best_of: int = 1  # start noises the folder's state probe picks from by the prompt (diffusion/steer.py rank_starts); 1 = the seed's own
     finalists: int = 1  # of the best_of starts, how many are made to the end and read again by the probe; 1 = the best start's only
+    likelihood: float = 0.0  # weight of the denoiser's own flow error against the probe's fit when reading the finalists; 0 = the probe's only
 
 
 @dataclass

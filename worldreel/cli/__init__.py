@@ -63,10 +63,22 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as err:  # click's own usage errors carry their message and exit code
-        import click
-
-        if isinstance(err, click.ClickException):
+        if isinstance(err, _click_errors()):
             err.show()
             return err.exit_code
         raise
     return 0
+
+
+def _click_errors() -> tuple[type, ...]:
+    """click's usage-error base class, from click and from the copy that newer typer releases carry
+    (``typer._click``), whose errors (a bad number for an option) are not click's own."""
+    import importlib
+
+    found = []
+    for name in ("click.exceptions", "typer._click.exceptions"):
+        try:
+            found.append(importlib.import_module(name).ClickException)
+        except (ImportError, AttributeError):
+            pass
+    return tuple(found)

@@ -78,7 +78,8 @@ def make_videos(out: Path, prompts: list[str], seeds: int, *, model: Optional[st
                 guidance_mode: Optional[str] = None, guidance_interval: Optional[str] = None,
                 precision: Optional[str] = None, stagger: Optional[float] = None,
                 refine: Optional[int] = None, steer: Optional[float] = None,
-                best_of: Optional[int] = None, finalists: Optional[int] = None) -> list[dict]:
+                best_of: Optional[int] = None, finalists: Optional[int] = None,
+                likelihood: Optional[float] = None) -> list[dict]:
     """Write one video per (prompt, seed) and captions.jsonl into ``out``.
 
     model None renders the truth (the world's realisation of each prompt), reconstructed by
@@ -101,7 +102,8 @@ def make_videos(out: Path, prompts: list[str], seeds: int, *, model: Optional[st
         from worldreel.pipelines.generate import check_sampling
 
         check_sampling(steps, guidance, shift, guidance_mode=guidance_mode, guidance_interval=guidance_interval,
-                       stagger=stagger, refine=refine, steer=steer, best_of=best_of, finalists=finalists)
+                       stagger=stagger, refine=refine, steer=steer, best_of=best_of, finalists=finalists,
+                       likelihood=likelihood)
     elif precision is not None:
         raise UserError("--precision goes with --model (the truth is rendered, not computed)", param="precision")
     if model is None:
@@ -128,7 +130,8 @@ def make_videos(out: Path, prompts: list[str], seeds: int, *, model: Optional[st
     # (with the model's own guidance) can still be added to.
     settings.update({k: v for k, v in (("guidance_mode", guidance_mode), ("guidance_interval", guidance_interval),
                                        ("precision", precision), ("stagger", stagger), ("refine", refine),
-                                       ("steer", steer), ("best_of", best_of), ("finalists", finalists))
+                                       ("steer", steer), ("best_of", best_of), ("finalists", finalists),
+                                       ("likelihood", likelihood))
                      if v is not None})
     rows = _kept_rows(out, settings) if add else []
     out.mkdir(parents=True, exist_ok=True)
@@ -157,7 +160,7 @@ def make_videos(out: Path, prompts: list[str], seeds: int, *, model: Optional[st
             video = generator.generate(prompt, seconds=seconds, size=size, steps=steps, guidance=guidance, shift=shift,
                                        seed=seed, rewrite=rewrite, guidance_mode=guidance_mode,
                                        guidance_interval=guidance_interval, stagger=stagger, refine=refine,
-                                       steer=steer, best_of=best_of, finalists=finalists)
+                                       steer=steer, best_of=best_of, finalists=finalists, likelihood=likelihood)
             frames, fps = video.frames, video.fps
             row.update(size=list(video.size), seconds=video.seconds, model=model, model_prompt=video.model_prompt,
                        sampling=video.sampling)
@@ -265,7 +268,8 @@ def bench_world(videos: Optional[Path] = None, model: Optional[str] = None, trut
                 device: str = "cpu", rewrite: bool = True, autoencoder: Optional[str] = None, add: bool = False,
                 guidance_mode: Optional[str] = None, guidance_interval: Optional[str] = None,
                 precision: Optional[str] = None, stagger: Optional[float] = None, refine: Optional[int] = None,
-                steer: Optional[float] = None, best_of: Optional[int] = None, finalists: Optional[int] = None) -> dict:
+                steer: Optional[float] = None, best_of: Optional[int] = None, finalists: Optional[int] = None,
+                likelihood: Optional[float] = None) -> dict:
     """The whole command; returns the result dict (also written as JSON)."""
     from worldreel.eval.report import score_folder, write_json, write_report
 
@@ -303,7 +307,7 @@ def bench_world(videos: Optional[Path] = None, model: Optional[str] = None, trut
         rows = make_videos(out, prompt_list, seeds, model=model, seed_base=seed_base, size=size, seconds=seconds, steps=steps,
                     guidance=guidance, shift=shift, device=device, rewrite=rewrite, autoencoder=autoencoder, add=add,
                     guidance_mode=guidance_mode, guidance_interval=guidance_interval, precision=precision, stagger=stagger,
-                    refine=refine, steer=steer, best_of=best_of, finalists=finalists)
+                    refine=refine, steer=steer, best_of=best_of, finalists=finalists, likelihood=likelihood)
         made = time.perf_counter() - start
     start = time.perf_counter()
     result = score_folder(folder, progress=True)
@@ -379,6 +383,7 @@ def register(groups) -> None:
         steer: Annotated[Optional[float], typer.Option("--steer", help="Push each stated object its stated way with the model's state probe (--model; 0 = off; default: the model's).")] = None,
         best_of: Annotated[Optional[int], typer.Option("--best-of", help="Start noises the model's state probe picks from by the prompt (--model; 1 = the seed's own; default: the model's).")] = None,
         finalists: Annotated[Optional[int], typer.Option("--finalists", help="Of the --best-of starts, how many are made to the end and read again by the probe (--model; 1 = the best start's only; default: the model's).")] = None,
+        likelihood: Annotated[Optional[float], typer.Option("--likelihood", help="How much the finalists' reading weighs the denoiser's own flow error on each finished clip against the probe's fit (--model; 0 = the probe's only; default: the model's).")] = None,
         device: Annotated[str, typer.Option("--device", help="Device for --model: cpu, cuda, ...")] = "cpu",
         precision: Annotated[Optional[str], typer.Option("--precision", help="fp32, bf16 or auto for --model (default fp32: the weights as trained; generate defaults to auto).")] = None,
         no_rewrite: Annotated[bool, typer.Option("--no-rewrite", help="Give the model the prompt as written.")] = False,
@@ -388,4 +393,4 @@ def register(groups) -> None:
         """world-bench: does each video follow its prompt and obey the reel world's physics?"""
         bench_world(videos, model, truth, prompts, suite, seeds, seed_base, out, json_out, report, no_report, size,
                     seconds, steps, guidance, shift, device, not no_rewrite, autoencoder, add, guidance_mode, guidance_interval,
-                    precision, stagger, refine, steer, best_of, finalists)
+                    precision, stagger, refine, steer, best_of, finalists, likelihood)

@@ -1,7 +1,7 @@
 """CLI commands: generate, animate, extend, interpolate, loop, edit; and ``bench drift``.
 
 Every mode takes the same options (``--seconds --size --steps --guidance --shift
---guidance-mode --guidance-interval --stagger --refine --steer --best-of --finalists --seed --negative-prompt --model --out
+--guidance-mode --guidance-interval --stagger --refine --steer --best-of --finalists --likelihood --seed --negative-prompt --model --out
 --show-prompt --no-rewrite``) and runs the one loop in
 ``pipelines/generate.py``. The output format follows the extension of ``--out``: .mp4
 (H.264), .gif, or .png (a still image). Bad input is a one-line error naming the
@@ -36,6 +36,7 @@ Refine = Annotated[Optional[int], typer.Option("--refine", help="Latent frames a
 Steer = Annotated[Optional[float], typer.Option("--steer", help="Push each object the prompt states its stated way (left, right, up, down, still) while the layout forms, with the model's state probe (0 = off; default: the model's).")]
 BestOf = Annotated[Optional[int], typer.Option("--best-of", help="Start noises to pick from: each runs a few steps and the model's state probe keeps the one whose layout best fits the prompt (1 = the seed's own; default: the model's). Each extra start costs about a tenth of a clip's time (best of 8: 1.5 -> 2.4 s on 2 CPU cores).")]
 Finalists = Annotated[Optional[int], typer.Option("--finalists", help="Of the --best-of starts, how many are made to the end and read again by the state probe, which keeps the one that fits the prompt best (1 = the best start's only; default: the model's). Each finalist after the first costs about half a clip's time.")]
+Likelihood = Annotated[Optional[float], typer.Option("--likelihood", help="How much the finalists' reading weighs how typical each finished clip is for the prompt by the model's own denoiser, against the state probe's fit (0 = the probe's only; default: the model's). Costs about a tenth of a clip's time per finalist.")]
 Seed = Annotated[Optional[int], typer.Option("--seed", help="Seed; the same seed gives the same video (default: random, printed).")]
 Negative = Annotated[str, typer.Option("--negative-prompt", help="What the video should not look like.")]
 Model = Annotated[str, typer.Option("--model", help="A shipped model name or a model folder.")]
@@ -56,7 +57,7 @@ SHARED_OPTIONS = [
     ("seconds", Seconds, None), ("size", Size, None), ("steps", Steps, None), ("guidance", Guidance, None),
     ("shift", Shift, None), ("guidance_mode", GuidanceMode, None), ("guidance_interval", GuidanceInterval, None),
     ("stagger", Stagger, None), ("refine", Refine, None), ("steer", Steer, None), ("best_of", BestOf, None),
-    ("finalists", Finalists, None),
+    ("finalists", Finalists, None), ("likelihood", Likelihood, None),
     ("seed", Seed, None), ("negative_prompt", Negative, ""),
     ("model", Model, "world-tiny"), ("out", Out, None), ("show_prompt", ShowPrompt, False),
     ("no_rewrite", NoRewrite, False), ("device", Device, "cpu"),
@@ -158,7 +159,8 @@ def _run(mode: str, prompt: str, opts: dict, call, *, read=None, still: bool = F
 
     check_sampling(opts["steps"], opts["guidance"], opts["shift"], guidance_mode=opts["guidance_mode"],
                    guidance_interval=opts["guidance_interval"], stagger=opts["stagger"], refine=opts["refine"],
-                   steer=opts["steer"], best_of=opts["best_of"], finalists=opts["finalists"])
+                   steer=opts["steer"], best_of=opts["best_of"], finalists=opts["finalists"],
+                   likelihood=opts["likelihood"])
     rewriter = _rewriter(opts)
 
     # 2. Load the model (a UserError names a missing model), check sizes, read the inputs.
@@ -176,7 +178,8 @@ def _run(mode: str, prompt: str, opts: dict, call, *, read=None, still: bool = F
     # 3. Generate with a progress bar on stderr.
     common = dict(size=opts["size"], steps=opts["steps"], guidance=opts["guidance"], shift=opts["shift"], seed=seed,
                   guidance_mode=opts["guidance_mode"], guidance_interval=opts["guidance_interval"], stagger=opts["stagger"],
-                  refine=opts["refine"], steer=opts["steer"], best_of=opts["best_of"], finalists=opts["finalists"], negative_prompt=opts["negative_prompt"], rewrite=not opts["no_rewrite"])
+                  refine=opts["refine"], steer=opts["steer"], best_of=opts["best_of"], finalists=opts["finalists"],
+                  likelihood=opts["likelihood"], negative_prompt=opts["negative_prompt"], rewrite=not opts["no_rewrite"])
     with tqdm(total=100, desc=mode, unit="%", file=sys.stderr, leave=False,
               bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}") as bar:
         def progress(fraction: float) -> None:

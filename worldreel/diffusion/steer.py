@@ -33,8 +33,13 @@ diffusion sampling at inference, here with the probe as a cheap verifier read ea
 push, a picked start is an ordinary sample of the model: nothing is drawn off its path.
 With sampling ``finalists`` F > 1 the best F of that ranking (``rank_starts``) are made to the
 end and the probe reads each one's finished latents again, each untidiness term by its worst
-frame (``layout_score(worst=True)``). Measured: docs/worldbench.md, "Picking the start" and
-"Finalists".
+frame (``layout_score(worst=True)``). With sampling ``likelihood`` W > 0 the denoiser reads them
+too: ``flow_error`` re-noises each finished clip with one shared noise and measures how far the
+denoiser's velocity is from the true one (a Monte Carlo estimate of the flow-matching loss, so
+of the clip's negative log-likelihood under the model up to a weighting), and
+``pick_finalist`` keeps the finalist with the largest ``z(fit) - W z(error)``: a clip the model
+finds atypical for its prompt (a teleport, a flicker the probe's layout misses) loses to one
+it finds typical. Measured: docs/worldbench.md, "Picking the start" and "Finalists".
 """
 from __future__ import annotations
 
@@ -249,6 +254,43 @@ def read_fit(probe: nn.Module, x0: torch.Tensor, facts, drift: float | None = No
     """How well a clean latent (1, C, f, h, w) fits the prompt's facts: the probe's occupancy
     of it scored by ``layout_score`` (``drift`` and ``worst`` as there)."""
     return float(layout_score(torch.sigmoid(probe(x0.float())), facts, drift, worst)[0])
+
+
+LIKELIHOOD_TIMES = (0.3, 0.5, 0.7, 0.9)  # noise levels at which flow_error re-noises a finished clip
+MAX_LIKELIHOOD = 10.0
+
+
+@torch.no_grad()
+def flow_error(model_fn: ModelFn, x0: torch.Tensor, noise: torch.Tensor, free: torch.Tensor) -> float:
+    """The denoiser's own flow-matching error on clean latents x0 (1, C, f, h, w): the mean
+    squared error of its velocity on x0 re-noised with ``noise`` (C, f, h, w) at each of
+    ``LIKELIHOOD_TIMES``, over the ``free`` (f,) latent frames (given frames are the same in
+    every candidate). A Monte Carlo estimate of the flow-matching loss, which bounds the clip's
+    negative log-likelihood under the model up to a weighting of the noise levels: lower is
+    a clip more typical of what the model learnt for the prompt. ``model_fn(x, t)`` is the
+    prompt's denoiser without guidance. Candidates compared by it should share ``noise``."""
+    errors = []
+    for t in LIKELIHOOD_TIMES:
+        x_t = (1 - t) * x0 + t * noise
+        v = model_fn(x_t, x0.new_full((x0.shape[0],), t))
+        errors.append(((v - (noise - x0)) ** 2)[:, :, free].mean())
+    return float(torch.stack(errors).mean())
+
+
+def pick_finalist(fits: list[float], errors: list[float] | None = None, weight: float = 0.0) -> int:
+    """The finalist to keep: the largest ``z(fit) - weight * z(error)``, each reading standardised
+    over the finalists (the probe's fit and ``flow_error`` have unrelated scales; a reading that
+    is the same for all counts 0). ``weight`` 0 (or no errors) keeps the best fit. Ties go to the
+    first (the look-ahead's best)."""
+    def z(values: list[float]) -> torch.Tensor:
+        v = torch.tensor(values, dtype=torch.float64)
+        spread = v.std(unbiased=False)
+        return (v - v.mean()) / spread if spread > 0 else torch.zeros_like(v)
+
+    total = z(fits)
+    if weight and errors is not None:
+        total = total - weight * z(errors)
+    return max(range(len(fits)), key=lambda k: (float(total[k]), -k))
 
 
 @torch.no_grad()

@@ -42,7 +42,7 @@ MIN_SHIFT, MAX_SHIFT = 0.1, 20.0  # accepted timestep shifts (1 = none; SD3 samp
 class SamplingConfig:
     """Defaults of the denoising loop (used when a call leaves the argument out).
 
-    steps, guidance, sampler, shift, guidance_mode, guidance_interval, stagger, refine, steer, best_of and finalists left as None take the
+    steps, guidance, sampler, shift, guidance_mode, guidance_interval, stagger, refine, steer, best_of, finalists and likelihood left as None take the
     model's own values (config.json "sampling", ``presets.SamplingDefaults``) when the
     Generator is built.
     """
@@ -58,6 +58,7 @@ class SamplingConfig:
     steer: float | None = None  # how hard stated objects are pushed their stated way (diffusion/steer.py); 0 = off
     best_of: int | None = None  # start noises the state probe picks from (diffusion/steer.py rank_starts); 1 = the seed's own
     finalists: int | None = None  # of those, how many are made to the end and read again (steer.rank_starts); 1 = the best start's only
+    likelihood: float | None = None  # weight of the denoiser's flow error in that reading (steer.pick_finalist); 0 = the probe's only
     window_latents: int = 0  # latent frames per window; 0 = the model's native clip (default_seconds)
     overlap_latents: int = 3  # latent frames a window shares with the previous one (given, t = 0)
     max_seconds: float = 120.0  # longest video a call may ask for
@@ -149,12 +150,14 @@ def _check_number(value, name: str, lo: float, hi: float, kind=float):
 
 
 def check_sampling(steps=None, guidance=None, shift=None, sampler=None, guidance_mode=None,
-                   guidance_interval=None, stagger=None, refine=None, steer=None, best_of=None, finalists=None) -> tuple:
+                   guidance_interval=None, stagger=None, refine=None, steer=None, best_of=None, finalists=None,
+                   likelihood=None) -> tuple:
     """The sampler settings given (to a call, or to a model's config), checked: (steps, guidance,
     shift); None stays None (the model's default). sampler, guidance_mode, guidance_interval,
-    stagger, refine, steer, best_of and finalists are only checked (``guidance.check_mode``,
+    stagger, refine, steer, best_of, finalists and likelihood are only checked (``guidance.check_mode``,
     ``guidance.check_interval`` return them read; ``check_stagger`` the stagger, ``check_refine`` the refine,
-    ``check_steer`` the steer, ``check_best_of`` the best_of, ``check_finalists`` the finalists)."""
+    ``check_steer`` the steer, ``check_best_of`` the best_of, ``check_finalists`` the finalists,
+    ``check_likelihood`` the likelihood)."""
     from worldreel.diffusion.guidance import check_interval, check_mode
     from worldreel.diffusion.samplers import SAMPLERS
 
@@ -174,6 +177,8 @@ def check_sampling(steps=None, guidance=None, shift=None, sampler=None, guidance
         check_best_of(best_of)
     if finalists is not None:
         check_finalists(finalists)
+    if likelihood is not None:
+        check_likelihood(likelihood)
     return (None if steps is None else _check_number(steps, "steps", 1, 1000, int),
             None if guidance is None else _check_number(guidance, "guidance", 0.0, 50.0),
             None if shift is None else _check_number(shift, "shift", MIN_SHIFT, MAX_SHIFT))
@@ -204,6 +209,14 @@ def check_finalists(value) -> int:
     from worldreel.diffusion.steer import MAX_BEST_OF
 
     return _check_number(value, "finalists", 1, MAX_BEST_OF, int)
+
+
+def check_likelihood(value) -> float:
+    """A likelihood (weight of the denoiser's own flow error against the probe's fit when the
+    finalists are read, ``steer.pick_finalist``; 0 = the probe's only): a number from 0 to ``MAX_LIKELIHOOD``."""
+    from worldreel.diffusion.steer import MAX_LIKELIHOOD
+
+    return _check_number(value, "likelihood", 0.0, MAX_LIKELIHOOD)
 
 
 def prompt_facts(model_prompt: str):
@@ -330,7 +343,7 @@ class Generator:
                  negative_prompt: str = "", conditions: Sequence[Condition] = (), strength=None,
                  rewrite: bool = True, progress: Callable[[float], None] | None = None,
                  frames: int | None = None, guidance_mode=None, guidance_interval=None, stagger=None,
-                 refine=None, steer=None, best_of=None, finalists=None) -> Video:
+                 refine=None, steer=None, best_of=None, finalists=None, likelihood=None) -> Video:
         """Generate a video in which the frames given by ``conditions`` come out unchanged.
 
         seconds: length (0 = a still image); size: "WxH" or (W, H); frames: an exact frame
@@ -350,7 +363,11 @@ class Generator:
         steer); 0 is off. best_of (1 to ``steer.MAX_BEST_OF``, the model's own by default): how
         many start noises the state probe picks from after a few steps, by how well each one's
         layout fits the prompt (``steer.rank_starts``; needs the probe; an edit does not pick); 1
-        keeps the seed's own.
+        keeps the seed's own. finalists (1 to best_of, the model's own by default): how many of
+        the best starts are made to the end and read again, the best kept. likelihood (0 to
+        ``steer.MAX_LIKELIHOOD``, the model's own by default): how much that reading weighs the
+        denoiser's own flow error on each finished clip (``steer.flow_error``) against the probe's
+        fit (``steer.pick_finalist``); 0 reads the probe only.
         """
         from worldreel.diffusion.guidance import check_interval, check_mode
 
@@ -368,6 +385,7 @@ class Generator:
         steer = (sc.steer or 0.0) if steer is None else check_steer(steer)
         best_of = (sc.best_of or 1) if best_of is None else check_best_of(best_of)
         finalists = min((sc.finalists or 1) if finalists is None else check_finalists(finalists), best_of)
+        likelihood = (sc.likelihood or 0.0) if likelihood is None else check_likelihood(likelihood)
         for name, value, off in (("steer", steer, 0), ("best_of", best_of, 1)):
             if value != off and self.probe is None:
                 raise UserError(f"{name} needs the model folder's state probe (probe.safetensors), which this model has "
@@ -393,7 +411,7 @@ class Generator:
 
         video = self._sample(model_prompt, negative_prompt, conditions, strength, num_frames, (width, height),
                              steps, guidance, shift, seed, progress, (mode, interval), stagger, refine, steer,
-                             best_of, finalists)
+                             best_of, finalists, likelihood)
         sampling = {"sampler": sc.sampler, "steps": steps, "guidance": guidance, "shift": shift, "guidance_mode": mode}
         if mode == "interval":  # the interval matters only to its mode
             sampling["guidance_interval"] = list(interval)
@@ -407,16 +425,20 @@ class Generator:
             sampling["best_of"] = best_of
             if finalists > 1:
                 sampling["finalists"] = finalists
+                if likelihood:
+                    sampling["likelihood"] = likelihood
         return Video(frames=video, fps=cfg.fps, prompt=prompt, model_prompt=model_prompt, seed=seed, notes=notes,
                      sampling=sampling)
 
     @torch.no_grad()
     def _sample(self, model_prompt, negative_prompt, conditions, strength, num_frames, size, steps, guidance,
                 shift, seed, progress, guidance_mode=("cfg", None), stagger: float = 0.0,
-                refine: int = 0, steer: float = 0.0, best_of: int = 1, finalists: int = 1) -> np.ndarray:
+                refine: int = 0, steer: float = 0.0, best_of: int = 1, finalists: int = 1,
+                likelihood: float = 0.0) -> np.ndarray:
         from worldreel import precision as precisions
         from worldreel.diffusion import flow, samplers
-        from worldreel.diffusion.steer import LOOK_STEPS, read_fit, targets, world_drift
+        from worldreel.diffusion.steer import (LIKELIHOOD_TIMES, LOOK_STEPS, flow_error, pick_finalist, read_fit,
+                                               targets, world_drift)
 
         cfg, sc = self.config, self.sampling
         tf = cfg.vae.time_factor
@@ -492,10 +514,13 @@ class Generator:
         total_steps = (len(windows) + sum(bool(r.any()) for r in redos)) * (len(ts) - 1) + DECODE_COST * chunks
         picking = best_of > 1 and stated is not None and (~mask[windows[0][0]:windows[0][1]]).sum() >= 2
         look_steps = min(LOOK_STEPS, len(ts) - 2)
+        read_units = math.ceil(len(LIKELIHOOD_TIMES) / 2)  # a finalist's flow error: unguided passes, two to a step
         if picking:  # every start's look-ahead and its reading; the picked one's look-ahead steps are its own
             total_steps += best_of * (look_steps + 1) - look_steps
             # each finalist after the first: the first window's rest made again (and refined)
             total_steps += (finalists - 1) * (len(ts) - 1 - look_steps + bool(redos[0].any()) * (len(ts) - 1))
+            if finalists > 1 and likelihood:
+                total_steps += finalists * read_units
         done_steps = 0
 
         def tick(*_args, units: int = 1, **_kwargs):  # the sampler's callback, and the decoder's
@@ -545,8 +570,17 @@ class Generator:
             # (the whole video's noise, the window's latents) per candidate
             made = [(noise, finish(x, times, noise)) for noise, x, times in candidates]
             if len(made) > 1:  # the finalists, made to the end: the probe reads each one's clean latents
-                scores = [read_fit(self.probe, w[None], stated, drift, worst=True) for _, w in made]
-                noise, x = made[max(range(len(made)), key=lambda k: (scores[k], -k))]
+                fits = [read_fit(self.probe, w[None], stated, drift, worst=True) for _, w in made]
+                errors = None
+                if likelihood:  # and the denoiser: how typical each one is for the prompt, on one shared noise
+                    plain = self._model_fn(out[None, :, start:end], win_mask, text_states[:1], text_mask[:1], 1.0,
+                                           guidance_mode, facts)
+                    again = torch.randn(made[0][1].shape, generator=gen).to(self.device)
+                    errors = []
+                    for _, w in made:
+                        errors.append(flow_error(plain, w[None], again, ~win_mask))
+                        tick(units=read_units)
+                noise, x = made[pick_finalist(fits, errors, likelihood)]
             else:
                 noise, x = made[0]
             out[:, start:end] = x

@@ -40,11 +40,12 @@ def _steer_text(steer: float) -> str:
     return f", steer {steer:g} (movers pushed their stated side by the state probe)" if steer else ""
 
 
-def _best_of_text(best_of: int, finalists: int = 1) -> str:
+def _best_of_text(best_of: int, finalists: int = 1, likelihood: float = 0.0) -> str:
     if best_of <= 1:
         return ""
     late = min(finalists, best_of)
-    end = f"; the best {late} made to the end and read again" if late > 1 else ""
+    by = f", with the denoiser's own likelihood at weight {likelihood:g}" if likelihood else ""
+    end = f"; the best {late} made to the end and read again{by}" if late > 1 else ""
     return f", best of {best_of} (start noises, picked by the state probe{end})"
 
 
@@ -226,7 +227,7 @@ def commands(config: ModelConfig, vae_stages: list[StageRecord], dit_stages: lis
     if probe and probe.get("command"):
         # The first pack has no probe yet: without the settings that read one.
         probe_free = "".join(f" --sampling {part}" for part in changed.split(" --sampling ")[1:]
-                             if not part.startswith(("steer=", "best_of=", "finalists=")))
+                             if not part.startswith(("steer=", "best_of=", "finalists=", "likelihood=")))
         first = pack.replace(changed, probe_free) if changed else pack
         probe_command, probe_out = _probe_command(probe["command"])
         return [todo[i][0] for i in done] + [first, probe_command, pack.replace(" --out OUT", f" --probe {probe_out} --out OUT")]
@@ -343,7 +344,7 @@ def model_card(config: ModelConfig, vae, dit, vae_stages: list[StageRecord], dit
               f"timestep shift {config.sampling.shift:g}"
               f"{f', stagger {config.sampling.stagger:g}' if config.sampling.stagger else ''}"
               f"{_refine_text(config.sampling.refine)}{_steer_text(config.sampling.steer)}"
-              f"{_best_of_text(config.sampling.best_of, config.sampling.finalists)}: config.json \"sampling\"), "
+              f"{_best_of_text(config.sampling.best_of, config.sampling.finalists, config.sampling.likelihood)}: config.json \"sampling\"), "
               "then scored by the seven checks of "
               "WORLD.md.", ""]
     lines += _change_line(previous, bench, holdout_previous, holdout)
