@@ -1,8 +1,8 @@
 """CLI commands: generate, animate, extend, interpolate, loop, edit; and ``bench drift``.
 
 Every mode takes the same options (``--seconds --size --steps --guidance --shift
---guidance-mode --guidance-interval --stagger --refine --steer --best-of --finalists --likelihood --seed --negative-prompt --model --out
---show-prompt --no-rewrite``) and runs the one loop in
+--guidance-mode --guidance-interval --stagger --refine --steer --best-of --finalists
+--likelihood --seed --negative-prompt --model --out --show-prompt --no-rewrite``) and runs the one loop in
 ``pipelines/generate.py``. The output format follows the extension of ``--out``: .mp4
 (H.264), .gif, or .png (a still image). Bad input is a one-line error naming the
 parameter (exit 2) and nothing is written; files are written atomically by ``video_io``.

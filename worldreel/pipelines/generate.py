@@ -42,9 +42,9 @@ MIN_SHIFT, MAX_SHIFT = 0.1, 20.0  # accepted timestep shifts (1 = none; SD3 samp
 class SamplingConfig:
     """Defaults of the denoising loop (used when a call leaves the argument out).
 
-    steps, guidance, sampler, shift, guidance_mode, guidance_interval, stagger, refine, steer, best_of, finalists and likelihood left as None take the
-    model's own values (config.json "sampling", ``presets.SamplingDefaults``) when the
-    Generator is built.
+    steps, guidance, sampler, shift, guidance_mode, guidance_interval, stagger, refine, steer,
+    best_of, finalists and likelihood left as None take the model's own values (config.json
+    "sampling", ``presets.SamplingDefaults``) when the Generator is built.
     """
 
     steps: int | None = None  # sampler steps per window
