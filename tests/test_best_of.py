@@ -263,15 +263,16 @@ def test_finalists_read_the_clean_latents_and_the_progress_bar_counts_them(probe
                                                   **FAST).sampling  # nothing picked: nothing to make again
 
 
-@pytest.mark.parametrize("value", [0, 17, 2.5, "x", True, None])
-def test_bad_finalists_names_the_parameter(value, probed_gen):
+@pytest.mark.parametrize("name, check, value", [("finalists", check_finalists, v) for v in (0, 17, 2.5, "x", True, None)]
+                         + [("likelihood", check_likelihood, v) for v in (-0.5, 11, "x", True, None)])
+def test_bad_finalists_or_likelihood_names_the_parameter(name, check, value, probed_gen):
     with pytest.raises(UserError) as err:
-        check_finalists(value)
-    assert err.value.param == "finalists"
+        check(value)
+    assert err.value.param == name
     if value is not None:
         with pytest.raises(UserError) as err:
-            probed_gen.generate("a red ball falls", best_of=2, finalists=value, **FAST)
-        assert err.value.param == "finalists"
+            probed_gen.generate("a red ball falls", best_of=2, **{"finalists": 2, name: value}, **FAST)
+        assert err.value.param == name
 
 
 # --------------------------------------------------- likelihood (the finalists read by the denoiser too)
@@ -340,17 +341,6 @@ def test_likelihood_with_the_real_flow_error_is_repeatable_and_recorded_only_whe
     assert one.sampling["likelihood"] == 2.0
     assert "likelihood" not in probed_gen.generate(prompt, seed=3, best_of=3, likelihood=2.0, **FAST).sampling
     assert "likelihood" not in probed_gen.generate(prompt, seed=3, best_of=3, finalists=2, **FAST).sampling
-
-
-@pytest.mark.parametrize("value", [-0.5, 11, "x", True, None])
-def test_bad_likelihood_names_the_parameter(value, probed_gen):
-    with pytest.raises(UserError) as err:
-        check_likelihood(value)
-    assert err.value.param == "likelihood"
-    if value is not None:
-        with pytest.raises(UserError) as err:
-            probed_gen.generate("a red ball falls", best_of=2, finalists=2, likelihood=value, **FAST)
-        assert err.value.param == "likelihood"
 
 
 def test_free_text_an_image_and_an_edit_are_not_picked(probed_gen, monkeypatch):

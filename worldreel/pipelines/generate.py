@@ -438,7 +438,7 @@ class Generator:
         from worldreel import precision as precisions
         from worldreel.diffusion import flow, samplers
         from worldreel.diffusion.steer import (LIKELIHOOD_TIMES, LOOK_STEPS, flow_error, pick_finalist, read_fit,
-                                               targets, world_drift)
+                                               steer_wrapper, targets, world_drift)
 
         cfg, sc = self.config, self.sampling
         tf = cfg.vae.time_factor
@@ -555,8 +555,6 @@ class Generator:
                 from ``noise``, every other frame given."""
                 run = model_fn
                 if wanted:  # the first pass only: the refine pass keeps the layout it is given
-                    from worldreel.diffusion.steer import steer_wrapper
-
                     run = steer_wrapper(model_fn, self.probe, wanted, steer)
                 made = torch.where(keep, out[:, start:end], sample(run, x[None], times, callback=tick)[0])
                 if redo.any():  # the refine pass: from their own noise again, every other frame given, clean
