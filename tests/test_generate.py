@@ -205,6 +205,49 @@ def test_bad_arguments_name_the_parameter(gen, kwargs, param):
     assert err.value.param == param
 
 
+@pytest.mark.parametrize("kwargs, param", [(dict(sampler="dpm"), "sampler"), (dict(sampler="heun", steps=0), "steps")])
+def test_a_bad_sampler_names_it(gen, kwargs, param):
+    with pytest.raises(UserError) as err:
+        gen.generate("a red ball falls", seconds=1, **kwargs)
+    assert err.value.param == param
+
+
+def test_the_sampler_options_are_one_table():
+    """Every SamplingDefaults field is an option checked in one place, a call's keyword, a
+    SamplingConfig field and (but the sampler) a CLI option of every generation command and of
+    bench world; a name that is none of them is a caller's bug, not a user's."""
+    import dataclasses
+
+    import typer
+
+    from worldreel.cli import app
+    from worldreel.cli.generate import SAMPLER_OPTIONS
+    from worldreel.pipelines.generate import SAMPLING_OPTIONS, check_sampling
+    from worldreel.presets import SamplingDefaults
+
+    plain = dataclasses.asdict(SamplingDefaults())
+    assert set(SAMPLING_OPTIONS) == set(plain)
+    assert check_sampling(**plain) == {k: tuple(v) if isinstance(v, list) else v for k, v in plain.items()}
+    assert check_sampling(steps=None, guidance="2") == {"guidance": 2.0}  # None: not given; values read
+    assert set(SAMPLING_OPTIONS) <= {f.name for f in dataclasses.fields(SamplingConfig)}
+    flags = [name for name, _, _ in SAMPLER_OPTIONS]
+    assert flags == [name for name in SAMPLING_OPTIONS if name != "sampler"]
+    group = typer.main.get_command(app)
+    bench = [p.name for p in group.commands["bench"].commands["world"].params]
+    assert bench[-len(flags):] == flags
+    with pytest.raises(TypeError, match="stepz"):
+        check_sampling(stepz=3)
+
+
+def test_an_edit_records_only_what_it_did(gen):
+    """An edit does not stagger, refine, steer or pick: its video's record says so."""
+    clip = gen.generate("a red ball falls", seconds=1, seed=1, **FAST).frames
+    edited = gen.edit(clip, "a blue ball falls", strength=0.3, seed=2, stagger=1.0, refine=1, **FAST)
+    made = gen.generate("a red ball falls", seconds=1, seed=2, stagger=1.0, refine=1, **FAST)
+    assert "stagger" not in edited.sampling and "refine" not in edited.sampling
+    assert made.sampling["stagger"] == 1.0 and made.sampling["refine"] == 1
+
+
 def test_the_models_own_sampler_settings_apply_unless_the_call_gives_others(tmp_path):
     """config.json "sampling" sets the defaults; a call's steps/shift and a SamplingConfig's fields win."""
     from worldreel.diffusion.flow import shift_for_tokens, timesteps

@@ -41,6 +41,9 @@ class SamplingDefaults:
     likelihood: float = 0.0  # weight of the denoiser's own flow error against the probe's fit when reading the finalists; 0 = the probe's only
 
 
+PROBE_OPTIONS = ("steer", "best_of", "finalists", "likelihood")  # the sampling options that read the state probe
+
+
 @dataclass
 class ModelConfig:
     """Everything needed to rebuild a trained model; saved as the model folder's config.json."""

@@ -33,8 +33,10 @@ from typing import Optional
 import typer
 from typing_extensions import Annotated
 
+from worldreel.cli.generate import SAMPLER_OPTIONS, with_options
 from worldreel.errors import UserError
 
+ALWAYS_RECORDED = ("steps", "guidance", "shift")  # sampler options every captions.jsonl row's settings holds, None included
 TABLE_PROMPTS = 15  # the table lists at most this many failing prompts (the JSON has them all)
 TABLE_FAILURES = 10  # ... and this many kinds of failure
 
@@ -72,18 +74,14 @@ def _write_captions(out: Path, rows: list[dict]) -> None:
 
 
 def make_videos(out: Path, prompts: list[str], seeds: int, *, model: Optional[str], seed_base: int = 0,
-                size: Optional[str] = None, seconds: Optional[float] = None, steps: Optional[int] = None,
-                guidance: Optional[float] = None, shift: Optional[float] = None, device: str = "cpu",
+                size: Optional[str] = None, seconds: Optional[float] = None, device: str = "cpu",
                 rewrite: bool = True, autoencoder: Optional[str] = None, add: bool = False,
-                guidance_mode: Optional[str] = None, guidance_interval: Optional[str] = None,
-                precision: Optional[str] = None, stagger: Optional[float] = None,
-                refine: Optional[int] = None, steer: Optional[float] = None,
-                best_of: Optional[int] = None, finalists: Optional[int] = None,
-                likelihood: Optional[float] = None) -> list[dict]:
+                precision: Optional[str] = None, **sampling) -> list[dict]:
     """Write one video per (prompt, seed) and captions.jsonl into ``out``.
 
     model None renders the truth (the world's realisation of each prompt), reconstructed by
-    ``autoencoder``'s VAE when given; otherwise the named model generates. With ``add`` the
+    ``autoencoder``'s VAE when given; otherwise the named model generates, with the sampler
+    options given in ``sampling`` (``Generator.generate``'s; None: the model's own). With ``add`` the
     videos already in ``out`` stay (they must have been made with the same settings) and only
     missing (prompt, seed) pairs are made. Returns the captions.jsonl rows.
     """
@@ -101,9 +99,7 @@ def make_videos(out: Path, prompts: list[str], seeds: int, *, model: Optional[st
     if model is not None:
         from worldreel.pipelines.generate import check_sampling
 
-        check_sampling(steps, guidance, shift, guidance_mode=guidance_mode, guidance_interval=guidance_interval,
-                       stagger=stagger, refine=refine, steer=steer, best_of=best_of, finalists=finalists,
-                       likelihood=likelihood)
+        check_sampling(**sampling)
     elif precision is not None:
         raise UserError("--precision goes with --model (the truth is rendered, not computed)", param="precision")
     if model is None:
@@ -124,15 +120,12 @@ def make_videos(out: Path, prompts: list[str], seeds: int, *, model: Optional[st
         except ImportError as err:
             raise UserError(f"generating with a model needs worldreel.pipelines.generate ({err})", param="model") from None
         generator = Generator.load(model, device=device, precision=precision or "fp32")
-    settings = _settings(model, autoencoder, size=size, seconds=seconds, steps=steps, guidance=guidance, shift=shift,
-                         rewrite=rewrite)
-    # The guidance options are recorded only when given, so folders made before they existed
-    # (with the model's own guidance) can still be added to.
-    settings.update({k: v for k, v in (("guidance_mode", guidance_mode), ("guidance_interval", guidance_interval),
-                                       ("precision", precision), ("stagger", stagger), ("refine", refine),
-                                       ("steer", steer), ("best_of", best_of), ("finalists", finalists),
-                                       ("likelihood", likelihood))
-                     if v is not None})
+    settings = _settings(model, autoencoder, size=size, seconds=seconds, rewrite=rewrite,
+                         **{name: sampling.get(name) for name in ALWAYS_RECORDED})
+    # The other options are recorded only when given, so folders made before they existed
+    # (with the model's own values) can still be added to.
+    settings.update({k: v for k, v in {"precision": precision, **sampling}.items()
+                     if v is not None and k not in ALWAYS_RECORDED})
     rows = _kept_rows(out, settings) if add else []
     out.mkdir(parents=True, exist_ok=True)
     # 2. One video per prompt and seed, captions.jsonl rewritten after each (an interrupted bench resumes with --add).
@@ -157,10 +150,7 @@ def make_videos(out: Path, prompts: list[str], seeds: int, *, model: Optional[st
             if scene.notes:
                 row["notes"] = list(scene.notes)
         else:
-            video = generator.generate(prompt, seconds=seconds, size=size, steps=steps, guidance=guidance, shift=shift,
-                                       seed=seed, rewrite=rewrite, guidance_mode=guidance_mode,
-                                       guidance_interval=guidance_interval, stagger=stagger, refine=refine,
-                                       steer=steer, best_of=best_of, finalists=finalists, likelihood=likelihood)
+            video = generator.generate(prompt, seconds=seconds, size=size, seed=seed, rewrite=rewrite, **sampling)
             frames, fps = video.frames, video.fps
             row.update(size=list(video.size), seconds=video.seconds, model=model, model_prompt=video.model_prompt,
                        sampling=video.sampling)
@@ -264,13 +254,10 @@ def bench_world(videos: Optional[Path] = None, model: Optional[str] = None, trut
                 prompts: Optional[Path] = None, suite: str = "default", seeds: int = 1, seed_base: int = 0,
                 out: Optional[Path] = None, json_out: Optional[Path] = None, report: Optional[Path] = None,
                 no_report: bool = False, size: Optional[str] = None, seconds: Optional[float] = None,
-                steps: Optional[int] = None, guidance: Optional[float] = None, shift: Optional[float] = None,
                 device: str = "cpu", rewrite: bool = True, autoencoder: Optional[str] = None, add: bool = False,
-                guidance_mode: Optional[str] = None, guidance_interval: Optional[str] = None,
-                precision: Optional[str] = None, stagger: Optional[float] = None, refine: Optional[int] = None,
-                steer: Optional[float] = None, best_of: Optional[int] = None, finalists: Optional[int] = None,
-                likelihood: Optional[float] = None) -> dict:
-    """The whole command; returns the result dict (also written as JSON)."""
+                precision: Optional[str] = None, **sampling) -> dict:
+    """The whole command; returns the result dict (also written as JSON). ``sampling``: the
+    sampler options for --model (``Generator.generate``'s; None: the model's own)."""
     from worldreel.eval.report import score_folder, write_json, write_report
 
     # 1. Exactly one source of videos, and every argument checked before any work.
@@ -304,10 +291,9 @@ def bench_world(videos: Optional[Path] = None, model: Optional[str] = None, trut
     made = None
     if videos is None:
         start = time.perf_counter()
-        rows = make_videos(out, prompt_list, seeds, model=model, seed_base=seed_base, size=size, seconds=seconds, steps=steps,
-                    guidance=guidance, shift=shift, device=device, rewrite=rewrite, autoencoder=autoencoder, add=add,
-                    guidance_mode=guidance_mode, guidance_interval=guidance_interval, precision=precision, stagger=stagger,
-                    refine=refine, steer=steer, best_of=best_of, finalists=finalists, likelihood=likelihood)
+        rows = make_videos(out, prompt_list, seeds, model=model, seed_base=seed_base, size=size, seconds=seconds,
+                           device=device, rewrite=rewrite, autoencoder=autoencoder, add=add, precision=precision,
+                           **sampling)
         made = time.perf_counter() - start
     start = time.perf_counter()
     result = score_folder(folder, progress=True)
@@ -359,6 +345,7 @@ def register(groups) -> None:
         bench_compare(results, json_out)
 
     @groups["bench"].command("world")
+    @with_options(SAMPLER_OPTIONS, into="sampling")
     def world(
         videos: Annotated[Optional[Path], typer.Option("--videos", help="Score this folder (videos + captions.jsonl).")] = None,
         model: Annotated[Optional[str], typer.Option("--model", help="Generate with this model (name or folder), then score.")] = None,
@@ -373,24 +360,15 @@ def register(groups) -> None:
         no_report: Annotated[bool, typer.Option("--no-report", help="Skip the report figure.")] = False,
         size: Annotated[Optional[str], typer.Option("--size", help="WxH for generated videos (model default if omitted).")] = None,
         seconds: Annotated[Optional[float], typer.Option("--seconds", help="Length of generated videos.")] = None,
-        steps: Annotated[Optional[int], typer.Option("--steps", help="Sampler steps (--model).")] = None,
-        guidance: Annotated[Optional[float], typer.Option("--guidance", help="Guidance scale (--model).")] = None,
-        shift: Annotated[Optional[float], typer.Option("--shift", help="Timestep shift at the native clip (--model; 1 = none).")] = None,
-        guidance_mode: Annotated[Optional[str], typer.Option("--guidance-mode", help="cfg, interval, zero-star or apg (--model; default: the model's).")] = None,
-        guidance_interval: Annotated[Optional[str], typer.Option("--guidance-interval", help="LO,HI noise levels where --guidance-mode interval guides.")] = None,
-        stagger: Annotated[Optional[float], typer.Option("--stagger", help="How far the first frame runs ahead of the last (--model; 0 = together; default: the model's).")] = None,
-        refine: Annotated[Optional[int], typer.Option("--refine", help="Latent frames after the first made again given the others (--model; 0 = off; default: the model's).")] = None,
-        steer: Annotated[Optional[float], typer.Option("--steer", help="Push each stated object its stated way with the model's state probe (--model; 0 = off; default: the model's).")] = None,
-        best_of: Annotated[Optional[int], typer.Option("--best-of", help="Start noises the model's state probe picks from by the prompt (--model; 1 = the seed's own; default: the model's).")] = None,
-        finalists: Annotated[Optional[int], typer.Option("--finalists", help="Of the --best-of starts, how many are made to the end and read again by the probe (--model; 1 = the best start's only; default: the model's).")] = None,
-        likelihood: Annotated[Optional[float], typer.Option("--likelihood", help="How much the finalists' reading weighs the denoiser's own flow error on each finished clip against the probe's fit (--model; 0 = the probe's only; default: the model's).")] = None,
         device: Annotated[str, typer.Option("--device", help="Device for --model: cpu, cuda, ...")] = "cpu",
         precision: Annotated[Optional[str], typer.Option("--precision", help="fp32, bf16 or auto for --model (default fp32: the weights as trained; generate defaults to auto).")] = None,
         no_rewrite: Annotated[bool, typer.Option("--no-rewrite", help="Give the model the prompt as written.")] = False,
         autoencoder: Annotated[Optional[str], typer.Option("--autoencoder", help="With --truth: pass the truth through this model's autoencoder (its ceiling).")] = None,
         add: Annotated[bool, typer.Option("--add", help="Keep --out's videos made the same way; make only missing (prompt, seed) pairs (resume, or more seeds).")] = False,
+        sampling: Optional[dict] = None,
     ) -> None:
-        """world-bench: does each video follow its prompt and obey the reel world's physics?"""
+        """world-bench: does each video follow its prompt and obey the reel world's physics?
+
+        With --model, the sampler options (--steps to --likelihood) set how it generates; each left out is the model's own."""
         bench_world(videos, model, truth, prompts, suite, seeds, seed_base, out, json_out, report, no_report, size,
-                    seconds, steps, guidance, shift, device, not no_rewrite, autoencoder, add, guidance_mode, guidance_interval,
-                    precision, stagger, refine, steer, best_of, finalists, likelihood)
+                    seconds, device, not no_rewrite, autoencoder, add, precision, **sampling)

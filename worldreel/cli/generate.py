@@ -1,9 +1,8 @@
 """CLI commands: generate, animate, extend, interpolate, loop, edit; and ``bench drift``.
 
-Every mode takes the same options (``--seconds --size --steps --guidance --shift
---guidance-mode --guidance-interval --stagger --refine --steer --best-of --finalists
---likelihood --seed --negative-prompt --model --out --show-prompt --no-rewrite``) and runs the one loop in
-``pipelines/generate.py``. The output format follows the extension of ``--out``: .mp4
+Every mode takes the same options after its own (``SHARED_OPTIONS``: length and size, the
+sampler's options ``SAMPLER_OPTIONS``, seed, negative prompt, model, output and the rest) and
+runs the one loop in ``pipelines/generate.py``. The output format follows the extension of ``--out``: .mp4
 (H.264), .gif, or .png (a still image). Bad input is a one-line error naming the
 parameter (exit 2) and nothing is written; files are written atomically by ``video_io``.
 Heavy imports (torch, PyAV) stay inside the command bodies so ``worldreel --help`` is fast.
@@ -52,13 +51,18 @@ NoWatermark = Annotated[bool, typer.Option("--no-watermark", help="Research only
 NoSign = Annotated[bool, typer.Option("--no-sign", help="Research only: leave out the C2PA provenance manifest (docs/safety.md).")]
 
 
+# The sampler's options (pipelines/generate.py SAMPLING_OPTIONS, but the sampler itself, which
+# a model's config.json sets): every generation command and bench world take them; None is
+# the model's own.
+SAMPLER_OPTIONS = [
+    ("steps", Steps, None), ("guidance", Guidance, None), ("shift", Shift, None), ("guidance_mode", GuidanceMode, None),
+    ("guidance_interval", GuidanceInterval, None), ("stagger", Stagger, None), ("refine", Refine, None),
+    ("steer", Steer, None), ("best_of", BestOf, None), ("finalists", Finalists, None), ("likelihood", Likelihood, None),
+]
+
 # Every generation command's options after its own, in this order, with these defaults.
 SHARED_OPTIONS = [
-    ("seconds", Seconds, None), ("size", Size, None), ("steps", Steps, None), ("guidance", Guidance, None),
-    ("shift", Shift, None), ("guidance_mode", GuidanceMode, None), ("guidance_interval", GuidanceInterval, None),
-    ("stagger", Stagger, None), ("refine", Refine, None), ("steer", Steer, None), ("best_of", BestOf, None),
-    ("finalists", Finalists, None), ("likelihood", Likelihood, None),
-    ("seed", Seed, None), ("negative_prompt", Negative, ""),
+    ("seconds", Seconds, None), ("size", Size, None), *SAMPLER_OPTIONS, ("seed", Seed, None), ("negative_prompt", Negative, ""),
     ("model", Model, "world-tiny"), ("out", Out, None), ("show_prompt", ShowPrompt, False),
     ("no_rewrite", NoRewrite, False), ("device", Device, "cpu"),
     ("rewrite_endpoint", RewriteURL, None), ("rewrite_model", RewriteModel, "default"),
@@ -67,21 +71,33 @@ SHARED_OPTIONS = [
 ]
 
 
-def generation_command(body):
-    """``body(own arguments..., opts)`` as a command taking its own arguments, then SHARED_OPTIONS,
-    which reach the body as one dict ``opts`` (typer reads the parameters from the signature)."""
-    own = [p for p in inspect.signature(body, eval_str=True).parameters.values() if p.name != "opts"]
-    shared = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind, default=default)
-              for name, kind, default in SHARED_OPTIONS]
+def with_options(options: list, into: str = "opts"):
+    """A decorator: ``body(own arguments..., <into>)`` as a command taking its own arguments, then
+    ``options`` ((name, typer annotation, default) each), which reach the body as one dict named
+    ``into`` (typer reads the parameters from the signature)."""
+    def wrap(body):
+        own = [p for p in inspect.signature(body, eval_str=True).parameters.values() if p.name != into]
+        shared = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind, default=default)
+                  for name, kind, default in options]
 
-    @functools.wraps(body)
-    def command(**given):
-        opts = {name: given.pop(name) for name, _, _ in SHARED_OPTIONS}
-        return body(**given, opts=opts)
+        @functools.wraps(body)
+        def command(**given):
+            chosen = {name: given.pop(name) for name, _, _ in options}
+            return body(**given, **{into: chosen})
 
-    command.__signature__ = inspect.Signature(own + shared)
-    command.__annotations__ = {p.name: p.annotation for p in own + shared}
-    return command
+        command.__signature__ = inspect.Signature(own + shared)
+        command.__annotations__ = {p.name: p.annotation for p in own + shared}
+        return command
+
+    return wrap
+
+
+generation_command = with_options(SHARED_OPTIONS)  # every generation command: its own arguments, then SHARED_OPTIONS
+
+
+def sampler_options(opts: dict) -> dict:
+    """The sampler options among a command's ``opts`` (SAMPLER_OPTIONS): {name: value}, None where not given."""
+    return {name: opts[name] for name, _, _ in SAMPLER_OPTIONS}
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -157,10 +173,7 @@ def _run(mode: str, prompt: str, opts: dict, call, *, read=None, still: bool = F
     out = _check_out(out, mode, seed, still or wants_png)
     from worldreel.pipelines.generate import check_sampling
 
-    check_sampling(opts["steps"], opts["guidance"], opts["shift"], guidance_mode=opts["guidance_mode"],
-                   guidance_interval=opts["guidance_interval"], stagger=opts["stagger"], refine=opts["refine"],
-                   steer=opts["steer"], best_of=opts["best_of"], finalists=opts["finalists"],
-                   likelihood=opts["likelihood"])
+    check_sampling(**sampler_options(opts))
     rewriter = _rewriter(opts)
 
     # 2. Load the model (a UserError names a missing model), check sizes, read the inputs.
@@ -176,10 +189,8 @@ def _run(mode: str, prompt: str, opts: dict, call, *, read=None, still: bool = F
         print(f"seed: {seed}", file=sys.stderr)
 
     # 3. Generate with a progress bar on stderr.
-    common = dict(size=opts["size"], steps=opts["steps"], guidance=opts["guidance"], shift=opts["shift"], seed=seed,
-                  guidance_mode=opts["guidance_mode"], guidance_interval=opts["guidance_interval"], stagger=opts["stagger"],
-                  refine=opts["refine"], steer=opts["steer"], best_of=opts["best_of"], finalists=opts["finalists"],
-                  likelihood=opts["likelihood"], negative_prompt=opts["negative_prompt"], rewrite=not opts["no_rewrite"])
+    common = dict(size=opts["size"], seed=seed, negative_prompt=opts["negative_prompt"], rewrite=not opts["no_rewrite"],
+                  **sampler_options(opts))
     with tqdm(total=100, desc=mode, unit="%", file=sys.stderr, leave=False,
               bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}") as bar:
         def progress(fraction: float) -> None:
@@ -365,7 +376,7 @@ def register(groups) -> None:
             raise UserError(f"--modes must list {' and/or '.join(MODES)}, got {modes!r}", param="modes")
         if json_out.suffix.lower() != ".json" or not json_out.parent.exists():
             raise UserError(f"cannot write {json_out}: give a .json file in an existing folder", param="json")
-        check_sampling(steps, guidance, stagger=stagger)
+        check_sampling(steps=steps, guidance=guidance, stagger=stagger)
         cfg = DirectionConfig(seeds=seeds, modes=chosen, steps=steps, guidance=guidance, stagger=stagger)
         results = []
         for model in models:

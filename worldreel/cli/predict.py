@@ -71,7 +71,7 @@ def bench_predict(out: Path, model: Optional[str] = "world-tiny", baselines_only
     cfg = check_config(PredictConfig(clips=clips, suites=tuple(s.strip() for s in suites.split(",") if s.strip()),
                                      seed_base=SEED_BASE if seed_base is None else seed_base, seed=seed,
                                      steps=steps, guidance=guidance, shift=shift))
-    check_sampling(steps, guidance, shift)
+    check_sampling(steps=steps, guidance=guidance, shift=shift)
     model = None if baselines_only else model
     rows_path = out / "rows.jsonl"
     settings = _settings(model, cfg)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import secrets
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -29,7 +29,7 @@ from worldreel.config import parse_wxh
 from worldreel.errors import UserError
 from worldreel.pipelines import conditioning as cond_lib
 from worldreel.pipelines.conditioning import Condition
-from worldreel.presets import ModelConfig
+from worldreel.presets import ModelConfig, SamplingDefaults
 
 SIZE_MULTIPLE = 16  # every side a multiple of 16 (VAE x8 times DiT patch 2), WORLD.md
 DECODE_COST = 2  # progress units per decoded chunk of latents (a sampler step is 1)
@@ -149,39 +149,94 @@ def _check_number(value, name: str, lo: float, hi: float, kind=float):
     return number
 
 
-def check_sampling(steps=None, guidance=None, shift=None, sampler=None, guidance_mode=None,
-                   guidance_interval=None, stagger=None, refine=None, steer=None, best_of=None, finalists=None,
-                   likelihood=None) -> tuple:
-    """The sampler settings given (to a call, or to a model's config), checked: (steps, guidance,
-    shift); None stays None (the model's default). sampler, guidance_mode, guidance_interval,
-    stagger, refine, steer, best_of, finalists and likelihood are only checked (``guidance.check_mode``,
-    ``guidance.check_interval`` return them read; ``check_stagger`` the stagger, ``check_refine`` the refine,
-    ``check_steer`` the steer, ``check_best_of`` the best_of, ``check_finalists`` the finalists,
-    ``check_likelihood`` the likelihood)."""
-    from worldreel.diffusion.guidance import check_interval, check_mode
+def check_steps(value) -> int:
+    """Sampler steps per window: a whole number from 1 to 1000."""
+    return _check_number(value, "steps", 1, 1000, int)
+
+
+def check_guidance(value) -> float:
+    """A classifier-free guidance scale (1 = off): a number from 0 to 50."""
+    return _check_number(value, "guidance", 0.0, 50.0)
+
+
+def check_shift(value) -> float:
+    """A timestep shift at the native clip (``flow.shift_for_tokens``; 1 = none): ``MIN_SHIFT`` to ``MAX_SHIFT``."""
+    return _check_number(value, "shift", MIN_SHIFT, MAX_SHIFT)
+
+
+def check_sampler(value) -> str:
+    """A sampler's name (``samplers.SAMPLERS``)."""
     from worldreel.diffusion.samplers import SAMPLERS
 
-    if sampler is not None and sampler not in SAMPLERS:
-        raise UserError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}", param="sampler")
-    if guidance_mode is not None:
-        check_mode(guidance_mode)
-    if guidance_interval is not None:
-        check_interval(guidance_interval)
-    if stagger is not None:
-        check_stagger(stagger)
-    if refine is not None:
-        check_refine(refine)
-    if steer is not None:
-        check_steer(steer)
-    if best_of is not None:
-        check_best_of(best_of)
-    if finalists is not None:
-        check_finalists(finalists)
-    if likelihood is not None:
-        check_likelihood(likelihood)
-    return (None if steps is None else _check_number(steps, "steps", 1, 1000, int),
-            None if guidance is None else _check_number(guidance, "guidance", 0.0, 50.0),
-            None if shift is None else _check_number(shift, "shift", MIN_SHIFT, MAX_SHIFT))
+    if value not in SAMPLERS:
+        raise UserError(f"unknown sampler {value!r}; choose one of {sorted(SAMPLERS)}", param="sampler")
+    return value
+
+
+# The sampler's options: the fields of presets.SamplingDefaults (config.json "sampling", the
+# model's own values), each also a keyword of Generator.generate, an option of every generation
+# command and of bench world, and a key of train pack --sampling. Each is checked and read by
+# the function named here, and nowhere else; a new option is a SamplingDefaults field, a line
+# here, its use in Generator._sample, and (when a video should say so) a line in sampling_record.
+SAMPLING_OPTIONS = tuple(f.name for f in fields(SamplingDefaults))
+
+
+def _sampling_checks() -> dict[str, Callable]:
+    from worldreel.diffusion.guidance import check_interval, check_mode
+
+    return {"steps": check_steps, "guidance": check_guidance, "sampler": check_sampler, "shift": check_shift,
+            "guidance_mode": check_mode, "guidance_interval": check_interval, "stagger": check_stagger,
+            "refine": check_refine, "steer": check_steer, "best_of": check_best_of, "finalists": check_finalists,
+            "likelihood": check_likelihood}
+
+
+def check_sampling(**given) -> dict:
+    """The sampler options given (to a call, or in a model's config), each checked and read:
+    ``{name: value}``. None means not given (the model's own) and is left out. A bad value is a
+    ``UserError`` naming its option; a name that is not one of ``SAMPLING_OPTIONS`` is a
+    caller's bug (TypeError)."""
+    checks = _sampling_checks()
+    unknown = sorted(set(given) - set(checks))
+    if unknown:
+        raise TypeError(f"unknown sampler option(s) {', '.join(unknown)}; the options are {', '.join(SAMPLING_OPTIONS)}")
+    return {name: checks[name](value) for name, value in given.items() if value is not None}
+
+
+def resolve_sampling(defaults, given: dict) -> SamplingDefaults:
+    """The settings a call runs with: the options it gives (``check_sampling``) over
+    ``defaults`` (any object with every option as an attribute: a Generator's ``sampling``,
+    the model's own where not set). Every value is checked, the defaults' too; one still None
+    takes ``SamplingDefaults``' own. finalists is at most best_of."""
+    plain = SamplingDefaults()
+    base = {name: getattr(defaults, name) for name in SAMPLING_OPTIONS}
+    base = {name: getattr(plain, name) if value is None else value for name, value in base.items()}
+    run = SamplingDefaults(**check_sampling(**{**base, **{k: v for k, v in given.items() if v is not None}}))
+    return replace(run, finalists=min(run.finalists, run.best_of))
+
+
+def sampling_record(run: SamplingDefaults, editing: bool) -> dict:
+    """What a video records of the settings that made it (``Video.sampling``): the sampler, steps,
+    guidance, shift and guidance mode always; the rest only when they acted (the interval in
+    its mode; a stagger, refine, steer and picking the start, which an edit does not do)."""
+    record = {"sampler": run.sampler, "steps": run.steps, "guidance": run.guidance, "shift": run.shift,
+              "guidance_mode": run.guidance_mode}
+    if run.guidance_mode == "interval":
+        record["guidance_interval"] = list(run.guidance_interval)
+    if editing:
+        return record
+    if run.stagger:
+        record["stagger"] = run.stagger
+    if run.refine:
+        record["refine"] = run.refine
+    if run.steer:
+        record["steer"] = run.steer
+    if run.best_of > 1:
+        record["best_of"] = run.best_of
+        if run.finalists > 1:
+            record["finalists"] = run.finalists
+            if run.likelihood:
+                record["likelihood"] = run.likelihood
+    return record
 
 
 def check_stagger(value) -> float:
@@ -339,54 +394,38 @@ class Generator:
 
     # -- the one loop -----------------------------------------------------------------
 
-    def generate(self, prompt: str, *, seconds=None, size=None, steps=None, guidance=None, shift=None, seed=None,
-                 negative_prompt: str = "", conditions: Sequence[Condition] = (), strength=None,
-                 rewrite: bool = True, progress: Callable[[float], None] | None = None,
-                 frames: int | None = None, guidance_mode=None, guidance_interval=None, stagger=None,
-                 refine=None, steer=None, best_of=None, finalists=None, likelihood=None) -> Video:
+    def generate(self, prompt: str, *, seconds=None, size=None, seed=None, negative_prompt: str = "",
+                 conditions: Sequence[Condition] = (), strength=None, rewrite: bool = True,
+                 progress: Callable[[float], None] | None = None, frames: int | None = None, **options) -> Video:
         """Generate a video in which the frames given by ``conditions`` come out unchanged.
 
         seconds: length (0 = a still image); size: "WxH" or (W, H); frames: an exact frame
         count instead of seconds (the mode builders use it). strength: re-imagine the
         conditions' frames (an edit) instead of keeping them: 0 keeps them, 1 ignores them.
-        progress(fraction) is called after every sampler step. steps, guidance and shift
-        (the timestep shift at the native clip, diffusion/flow.py) default to the model's own,
-        and so do guidance_mode (cfg, interval, zero-star, apg: diffusion/guidance.py) and
-        guidance_interval ("LO,HI" or a pair: the noise levels where "interval" guides).
-        stagger (>= 0, the model's own by default): how far the first frame made runs ahead of
-        the last on the schedule (``flow.stagger_timesteps``); 0 makes every frame together.
-        refine (0 to ``MAX_REFINE``, the model's own by default): after a window is made, its
-        latent frames 1..refine that were not given are made again given all the others (an
-        edit does not refine); 0 is off. steer (0 to ``steer.MAX_STEER``, the model's own by
-        default): how hard each object the prompt states is pushed its stated way while the
-        layout forms (``diffusion/steer.py``; needs the folder's state probe; an edit does not
-        steer); 0 is off. best_of (1 to ``steer.MAX_BEST_OF``, the model's own by default): how
-        many start noises the state probe picks from after a few steps, by how well each one's
-        layout fits the prompt (``steer.rank_starts``; needs the probe; an edit does not pick); 1
-        keeps the seed's own. finalists (1 to best_of, the model's own by default): how many of
-        the best starts are made to the end and read again, the best kept. likelihood (0 to
-        ``steer.MAX_LIKELIHOOD``, the model's own by default): how much that reading weighs the
-        denoiser's own flow error on each finished clip (``steer.flow_error``) against the probe's
-        fit (``steer.pick_finalist``); 0 reads the probe only.
-        """
-        from worldreel.diffusion.guidance import check_interval, check_mode
+        progress(fraction) is called after every sampler step.
 
-        cfg, sc = self.config, self.sampling
+        options: the sampler's, by name (``SAMPLING_OPTIONS``; each left out or None is the
+        model's own, config.json "sampling"; what each does: ``presets.SamplingDefaults``):
+        steps; guidance; shift (the timestep shift at the native clip, diffusion/flow.py);
+        sampler; guidance_mode (cfg, interval, zero-star, apg: diffusion/guidance.py) and
+        guidance_interval ("LO,HI" or a pair: the noise levels where "interval" guides);
+        stagger (how far the first frame made runs ahead of the last, ``flow.stagger_timesteps``);
+        refine (0 to ``MAX_REFINE``: after a window is made, its latent frames 1..refine that
+        were not given are made again given all the others); steer (0 to ``steer.MAX_STEER``:
+        how hard each stated object is pushed its stated way while the layout forms); best_of
+        (1 to ``steer.MAX_BEST_OF``: start noises the state probe picks from after a few steps,
+        ``steer.rank_starts``); finalists (1 to best_of: how many of the best starts are made to
+        the end and read again, the best kept); likelihood (0 to ``steer.MAX_LIKELIHOOD``: how
+        much that reading weighs the denoiser's own flow error on each finished clip against the
+        probe's fit, ``steer.pick_finalist``). steer and best_of need the folder's state probe;
+        an edit does not stagger, refine, steer or pick.
+        """
+        cfg = self.config
         # 1. Check the arguments (all before any work, so bad input costs nothing).
         if not isinstance(prompt, str) or not prompt.strip():
             raise UserError("the prompt is empty; describe the video, e.g. 'a red ball falls and bounces'", param="prompt")
-        steps, guidance, shift = check_sampling(steps, guidance, shift)
-        steps, guidance, shift = (sc.steps if steps is None else steps, sc.guidance if guidance is None else guidance,
-                                  sc.shift if shift is None else shift)
-        mode = check_mode(sc.guidance_mode if guidance_mode is None else guidance_mode)
-        interval = check_interval(sc.guidance_interval if guidance_interval is None else guidance_interval)
-        stagger = sc.stagger if stagger is None else check_stagger(stagger)
-        refine = (sc.refine or 0) if refine is None else check_refine(refine)
-        steer = (sc.steer or 0.0) if steer is None else check_steer(steer)
-        best_of = (sc.best_of or 1) if best_of is None else check_best_of(best_of)
-        finalists = min((sc.finalists or 1) if finalists is None else check_finalists(finalists), best_of)
-        likelihood = (sc.likelihood or 0.0) if likelihood is None else check_likelihood(likelihood)
-        for name, value, off in (("steer", steer, 0), ("best_of", best_of, 1)):
+        settings = resolve_sampling(self.sampling, options)
+        for name, value, off in (("steer", settings.steer, 0), ("best_of", settings.best_of, 1)):
             if value != off and self.probe is None:
                 raise UserError(f"{name} needs the model folder's state probe (probe.safetensors), which this model has "
                                 f"not; train one with worldreel train probe, or use {name} {off}", param=name)
@@ -409,38 +448,23 @@ class Generator:
             self.policy.enforce(model_prompt)
         negative_prompt = (negative_prompt or "").strip()
 
-        video = self._sample(model_prompt, negative_prompt, conditions, strength, num_frames, (width, height),
-                             steps, guidance, shift, seed, progress, (mode, interval), stagger, refine, steer,
-                             best_of, finalists, likelihood)
-        sampling = {"sampler": sc.sampler, "steps": steps, "guidance": guidance, "shift": shift, "guidance_mode": mode}
-        if mode == "interval":  # the interval matters only to its mode
-            sampling["guidance_interval"] = list(interval)
-        if stagger:
-            sampling["stagger"] = stagger
-        if refine and strength is None:
-            sampling["refine"] = refine
-        if steer and strength is None:
-            sampling["steer"] = steer
-        if best_of > 1 and strength is None:
-            sampling["best_of"] = best_of
-            if finalists > 1:
-                sampling["finalists"] = finalists
-                if likelihood:
-                    sampling["likelihood"] = likelihood
+        video = self._sample(model_prompt, negative_prompt, conditions, strength, num_frames, (width, height), seed,
+                             progress, settings)
         return Video(frames=video, fps=cfg.fps, prompt=prompt, model_prompt=model_prompt, seed=seed, notes=notes,
-                     sampling=sampling)
+                     sampling=sampling_record(settings, editing=strength is not None))
 
     @torch.no_grad()
-    def _sample(self, model_prompt, negative_prompt, conditions, strength, num_frames, size, steps, guidance,
-                shift, seed, progress, guidance_mode=("cfg", None), stagger: float = 0.0,
-                refine: int = 0, steer: float = 0.0, best_of: int = 1, finalists: int = 1,
-                likelihood: float = 0.0) -> np.ndarray:
+    def _sample(self, model_prompt, negative_prompt, conditions, strength, num_frames, size, seed, progress,
+                settings: SamplingDefaults) -> np.ndarray:
+        """The loop: the video's frames (F, H, W, 3) uint8, made with ``settings`` (``resolve_sampling``)."""
         from worldreel import precision as precisions
         from worldreel.diffusion import flow, samplers
         from worldreel.diffusion.steer import (LIKELIHOOD_TIMES, LOOK_STEPS, flow_error, pick_finalist, read_fit,
                                                steer_wrapper, targets, world_drift)
 
         cfg, sc = self.config, self.sampling
+        steps, guidance, shift = settings.steps, settings.guidance, settings.shift
+        guidance_mode = (settings.guidance_mode, settings.guidance_interval)
         tf = cfg.vae.time_factor
         width, height = size
         # 3. Place the given frames on the timeline and encode them to clean latents.
@@ -484,19 +508,18 @@ class Generator:
         ts = flow.timesteps(steps, window_shift).to(self.device)
         if editing:
             ts = torch.cat([ts.new_tensor([strength]), ts[ts < strength]])  # start part-way (SDEdit)
-            stagger = 0.0  # an edit starts every frame from the same noisy source
-            refine = 0  # and keeps its source where strength is 0
-            steer = 0.0
-            best_of = 1  # and from its source, not from a start noise
-        stated = prompt_facts(model_prompt) if steer or best_of > 1 else None
-        wanted = targets(stated) if steer and stated is not None else []  # what steering asks of the objects
+            # an edit starts every frame from the same noisy source, keeps it where strength is 0,
+            # and starts from it, not from a start noise: no stagger, refine, steering or picking
+            settings = replace(settings, stagger=0.0, refine=0, steer=0.0, best_of=1, finalists=1)
+        stated = prompt_facts(model_prompt) if settings.steer or settings.best_of > 1 else None
+        wanted = targets(stated) if settings.steer and stated is not None else []  # what steering asks of the objects
 
         def schedule(free: torch.Tensor) -> torch.Tensor:
             """The window's times: ``ts``, or per frame when staggered (given frames' columns 0: they never move)."""
-            if not stagger or int(free.sum()) < 2:
+            if not settings.stagger or int(free.sum()) < 2:
                 return ts
             per_frame = ts.new_zeros(len(ts), free.shape[0])  # (steps + 1, f)
-            per_frame[:, free] = flow.stagger_timesteps(steps, window_shift, int(free.sum()), stagger).to(self.device)
+            per_frame[:, free] = flow.stagger_timesteps(steps, window_shift, int(free.sum()), settings.stagger).to(self.device)
             return per_frame
 
         # 6. Denoise window by window; each window gets the latents already made as given frames.
@@ -506,21 +529,21 @@ class Generator:
         windows = plan_windows(mask, window, sc.overlap_latents)
         redos, seen = [], mask.copy()
         for start, end in windows:
-            redos.append(refine_mask(torch.from_numpy(seen[start:end]), refine).to(self.device))
+            redos.append(refine_mask(torch.from_numpy(seen[start:end]), settings.refine).to(self.device))
             seen[start:end] = True
         chunks = math.ceil(num_latents / sc.decode_chunk_latents)
         # Progress units: one per sampler step, DECODE_COST per decoded chunk (decoding a long
         # video on a CPU takes as long as many steps; the bar should keep moving).
         total_steps = (len(windows) + sum(bool(r.any()) for r in redos)) * (len(ts) - 1) + DECODE_COST * chunks
-        picking = best_of > 1 and stated is not None and (~mask[windows[0][0]:windows[0][1]]).sum() >= 2
+        picking = settings.best_of > 1 and stated is not None and (~mask[windows[0][0]:windows[0][1]]).sum() >= 2
         look_steps = min(LOOK_STEPS, len(ts) - 2)
         read_units = math.ceil(len(LIKELIHOOD_TIMES) / 2)  # a finalist's flow error: unguided passes, two to a step
         if picking:  # every start's look-ahead and its reading; the picked one's look-ahead steps are its own
-            total_steps += best_of * (look_steps + 1) - look_steps
+            total_steps += settings.best_of * (look_steps + 1) - look_steps
             # each finalist after the first: the first window's rest made again (and refined)
-            total_steps += (finalists - 1) * (len(ts) - 1 - look_steps + bool(redos[0].any()) * (len(ts) - 1))
-            if finalists > 1 and likelihood:
-                total_steps += finalists * read_units
+            total_steps += (settings.finalists - 1) * (len(ts) - 1 - look_steps + bool(redos[0].any()) * (len(ts) - 1))
+            if settings.finalists > 1 and settings.likelihood:
+                total_steps += settings.finalists * read_units
         done_steps = 0
 
         def tick(*_args, units: int = 1, **_kwargs):  # the sampler's callback, and the decoder's
@@ -531,8 +554,7 @@ class Generator:
 
         out = known.clone()
         determined = mask.copy()
-        check_sampling(sampler=sc.sampler)
-        sample = samplers.SAMPLERS[sc.sampler]
+        sample = samplers.SAMPLERS[settings.sampler]
         for (start, end), redo in zip(windows, redos):
             win_mask = torch.from_numpy(determined[start:end]).to(self.device)
             x = noise[:, start:end]
@@ -546,8 +568,8 @@ class Generator:
             candidates = [(noise, x, times)]
             if picking and start == windows[0][0]:  # the layout is set here: pick the start (the whole video's noise)
                 drift = world_drift(stated.camera, (num_frames - 1) / cfg.fps, size, lw, tf, cfg.fps)
-                candidates = self._pick_start(model_fn, sample, noise, x, keep, times, (start, end), best_of,
-                                              gen, stated, drift, look_steps, tick, finalists)
+                candidates = self._pick_start(model_fn, sample, noise, x, keep, times, (start, end), settings.best_of,
+                                              gen, stated, drift, look_steps, tick, settings.finalists)
 
             def finish(x: torch.Tensor, times: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
                 """The window from its state ``x`` at ``times[0]`` to its clean latents (C, f, h, w),
@@ -555,7 +577,7 @@ class Generator:
                 from ``noise``, every other frame given."""
                 run = model_fn
                 if wanted:  # the first pass only: the refine pass keeps the layout it is given
-                    run = steer_wrapper(model_fn, self.probe, wanted, steer)
+                    run = steer_wrapper(model_fn, self.probe, wanted, settings.steer)
                 made = torch.where(keep, out[:, start:end], sample(run, x[None], times, callback=tick)[0])
                 if redo.any():  # the refine pass: from their own noise again, every other frame given, clean
                     # (restarting part-way, from t = 0.6, kept the ghosts: the layout is set at high noise)
@@ -570,7 +592,7 @@ class Generator:
             if len(made) > 1:  # the finalists, made to the end: the probe reads each one's clean latents
                 fits = [read_fit(self.probe, w[None], stated, drift, worst=True) for _, w in made]
                 errors = None
-                if likelihood:  # and the denoiser: how typical each one is for the prompt, on one shared noise
+                if settings.likelihood:  # and the denoiser: how typical each one is for the prompt, on one shared noise
                     plain = self._model_fn(out[None, :, start:end], win_mask, text_states[:1], text_mask[:1], 1.0,
                                            guidance_mode, facts)
                     again = torch.randn(made[0][1].shape, generator=gen).to(self.device)
@@ -578,7 +600,7 @@ class Generator:
                     for _, w in made:
                         errors.append(flow_error(plain, w[None], again, ~win_mask))
                         tick(units=read_units)
-                noise, x = made[pick_finalist(fits, errors, likelihood)]
+                noise, x = made[pick_finalist(fits, errors, settings.likelihood)]
             else:
                 noise, x = made[0]
             out[:, start:end] = x

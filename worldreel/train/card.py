@@ -14,7 +14,7 @@ from typing import Any
 from worldreel.config import to_dict
 from worldreel.eval.compare import paired_difference
 from worldreel.model_folder import StageRecord
-from worldreel.presets import ModelConfig, SamplingDefaults
+from worldreel.presets import PROBE_OPTIONS, ModelConfig, SamplingDefaults
 
 CARD_FAILURES = 5  # kinds of failure the card lists per suite (the JSON has them all)
 PART_NAMES = {"vae": "autoencoder", "dit": "denoiser"}
@@ -27,6 +27,14 @@ def _count(module) -> float:
 def _device(s) -> str:
     """A stage's device and compute precision ("cpu, bf16"); records older than the precision field show the device alone."""
     return f"{s.device}, {s.precision}" if s.precision else s.device
+
+
+def _sampler_text(s: SamplingDefaults) -> str:
+    """The card's account of the model's own sampler settings (config.json "sampling")."""
+    return (f"{s.sampler}, {s.steps} steps, guidance {s.guidance:g}"
+            f"{'' if s.guidance_mode == 'cfg' else ' (' + _guidance_mode_text(s) + ')'}, timestep shift {s.shift:g}"
+            f"{f', stagger {s.stagger:g}' if s.stagger else ''}{_refine_text(s.refine)}{_steer_text(s.steer)}"
+            f"{_best_of_text(s.best_of, s.finalists, s.likelihood)}")
 
 
 def _refine_text(refine: int) -> str:
@@ -227,7 +235,7 @@ def commands(config: ModelConfig, vae_stages: list[StageRecord], dit_stages: lis
     if probe and probe.get("command"):
         # The first pack has no probe yet: without the settings that read one.
         probe_free = "".join(f" --sampling {part}" for part in changed.split(" --sampling ")[1:]
-                             if not part.startswith(("steer=", "best_of=", "finalists=", "likelihood=")))
+                             if part.split("=", 1)[0] not in PROBE_OPTIONS)
         first = pack.replace(changed, probe_free) if changed else pack
         probe_command, probe_out = _probe_command(probe["command"])
         return [todo[i][0] for i in done] + [first, probe_command, pack.replace(" --out OUT", f" --probe {probe_out} --out OUT")]
@@ -339,12 +347,7 @@ def model_card(config: ModelConfig, vae, dit, vae_stages: list[StageRecord], dit
     lines += ["", "Reproduce:", "", "```bash", *commands(config, vae_stages, dit_stages, info), "```", "", "## world-bench", "",
               "`worldreel bench world --model MODEL --seeds K [--seed-base B] --out DIR` (and `--suite holdout`): each prompt "
               "generated with seeds B..B+K-1 (each result below says which) at the default size and length with the model's own sampler settings "
-              f"({config.sampling.sampler}, {config.sampling.steps} steps, guidance {config.sampling.guidance:g}"
-              f"{'' if config.sampling.guidance_mode == 'cfg' else ' (' + _guidance_mode_text(config.sampling) + ')'}, "
-              f"timestep shift {config.sampling.shift:g}"
-              f"{f', stagger {config.sampling.stagger:g}' if config.sampling.stagger else ''}"
-              f"{_refine_text(config.sampling.refine)}{_steer_text(config.sampling.steer)}"
-              f"{_best_of_text(config.sampling.best_of, config.sampling.finalists, config.sampling.likelihood)}: config.json \"sampling\"), "
+              f"({_sampler_text(config.sampling)}: config.json \"sampling\"), "
               "then scored by the seven checks of "
               "WORLD.md.", ""]
     lines += _change_line(previous, bench, holdout_previous, holdout)

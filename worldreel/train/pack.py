@@ -79,8 +79,7 @@ def _with_sampling(config: ModelConfig, items: list[str]) -> ModelConfig:
     config = apply_overrides(config, [f"sampling.{item.strip()}" for item in items])
     sc = config.sampling
     try:  # the bounds a call's own settings get (pipelines/generate.py)
-        check_sampling(sc.steps, sc.guidance, sc.shift, sc.sampler, sc.guidance_mode, sc.guidance_interval, sc.stagger, sc.refine,
-                       sc.steer, sc.best_of, sc.finalists, sc.likelihood)
+        check_sampling(**to_dict(sc))
     except UserError as err:
         raise UserError(f"--sampling: {err.message}", param="sampling") from None
     return config
