@@ -1,8 +1,9 @@
-"""CLI commands: ``worldreel train vae | dit | cache | average | probe | pack``.
+"""CLI commands: ``worldreel train vae | dit | cache | pairs | average | probe | pack``.
 
     worldreel train vae --preset world-tiny [--steps N] [--out DIR] [--resume] [--set key=value ...]
     worldreel train cache --model runs/world-tiny/vae/model --out runs/world-tiny/cache --count 4000
     worldreel train dit --preset world-tiny --data runs/world-tiny/cache [--resume]
+    worldreel train pairs --model world-tiny --out runs/pairs --prompts 256     # preference pairs (task.pairs)
     worldreel train average --run runs/dit-a --run runs/dit-b --weights 0.25,0.75 --out runs/dit-avg
     worldreel train probe --model runs/world-tiny/model --data runs/world-tiny/cache --out runs/world-tiny/probe.safetensors
     worldreel train pack --vae runs/world-tiny/vae --dit runs/world-tiny/dit --out runs/world-tiny/model [--probe FILE]
@@ -21,7 +22,10 @@ from typing import List, Optional
 import typer
 from typing_extensions import Annotated
 
+from worldreel.cli.generate import SAMPLER_OPTIONS, with_options
 from worldreel.errors import UserError
+
+SAMPLING_KEYS = ["sampler"] + [name for name, _, _ in SAMPLER_OPTIONS]  # config.json "sampling" (pack --sampling)
 
 Preset = Annotated[str, typer.Option("--preset", help="Preset name: the architecture and the training recipe.")]
 Steps = Annotated[Optional[int], typer.Option("--steps", help="Optimiser steps of the whole run (default: the preset's).")]
@@ -138,6 +142,32 @@ def register(groups) -> None:
         print(f"averaged {len(run)} denoiser runs into {folder}/model", file=sys.stderr)
         print(f"pack with: worldreel train pack --vae VAE_RUN --dit {folder} --out MODEL", file=sys.stderr)
 
+    @g.command("pairs")
+    @with_options(SAMPLER_OPTIONS, into="sampling")
+    def train_pairs(
+        model: Annotated[str, typer.Option("--model", help="The model whose own videos make the pairs (a folder or a shipped name).")],
+        out: Annotated[str, typer.Option("--out", help="Pairs folder (rerun the same command to resume, or with more --prompts to grow it).")],
+        prompts: Annotated[int, typer.Option("--prompts", help="Reel-world captions drawn (never a held-out combination or a world-bench prompt).")] = 256,
+        samples: Annotated[int, typer.Option("--samples", help="Videos per caption; the best and the worst by world-bench's checks make its pair.")] = 4,
+        margin: Annotated[float, typer.Option("--margin", help="Least score gap between a pair's two videos (scores are 0..1).")] = 0.25,
+        seed: Annotated[int, typer.Option("--seed", help="Seed of the captions.")] = 0,
+        precision: Annotated[str, typer.Option("--precision", help="auto, fp32 or bf16 (as generate).")] = "auto",
+        device: Annotated[str, typer.Option("--device", help="cpu, cuda, ...")] = "cpu",
+        sampling: Optional[dict] = None,
+    ) -> None:
+        """Preference pairs from a model's own videos, for train dit --set task.pairs=DIR (Diffusion-DPO).
+
+        The sampler options default to the model's own, but steer 0 and best of 1: the denoiser's own samples."""
+        from worldreel.train.pairs import PairsConfig, build_pairs
+        from worldreel.train.records import cli_command
+
+        cfg = PairsConfig(prompts=prompts, samples=samples, margin=margin, seed=seed)
+        summary = build_pairs(model, out, cfg, sampling={k: v for k, v in (sampling or {}).items() if v is not None},
+                              precision=precision, device=device, command=cli_command("pairs"))
+        print(f"{summary['pairs']} pairs from {summary['prompts']} prompts ({summary['excluded']} left out as world-bench's; "
+              f"mean score {summary['mean_score']:.3f}); train on them with "
+              f"worldreel train dit --set task.init={model} --set task.pairs={out}", file=sys.stderr)
+
     @g.command("probe")
     def train_probe(
         model: Annotated[str, typer.Option("--model", help="The model whose denoiser the probe reads (a folder or a shipped name).")],
@@ -169,7 +199,7 @@ def register(groups) -> None:
         ceiling_bench: Annotated[Optional[str], typer.Option("--ceiling-bench", help="world-bench JSON of the truth through the autoencoder (bench world --truth --autoencoder).")] = None,
         previous_bench: Annotated[Optional[str], typer.Option("--previous-bench", help="world-bench JSON (default suite) of the model this one replaces: the card says by how much the score changed.")] = None,
         previous_holdout_bench: Annotated[Optional[str], typer.Option("--previous-holdout-bench", help="... and of its hold-out suite.")] = None,
-        sampling: Annotated[Optional[List[str]], typer.Option("--sampling", help="Default sampler setting KEY=VALUE: steps, guidance, sampler, shift, guidance_mode, guidance_interval, stagger, refine or steer (repeatable).")] = None,
+        sampling: Annotated[Optional[List[str]], typer.Option("--sampling", help=f"Default sampler setting KEY=VALUE (repeatable), KEY one of: {', '.join(SAMPLING_KEYS)}.")] = None,
         probe: Annotated[Optional[str], typer.Option("--probe", help="A state probe (train probe) trained against this denoiser: what --steer reads.")] = None,
         predict: Annotated[Optional[str], typer.Option("--predict", help="bench predict JSON of these weights: the card's Prediction section.")] = None,
         previous_predict: Annotated[Optional[str], typer.Option("--previous-predict", help="... and of the model this one replaces.")] = None,

@@ -95,6 +95,15 @@ class DiTTaskConfig:
     # that come out clean count as given. 0 = every frame of a clip shares one time (off).
     p_stagger: float = 0.0
     stagger_max: float = 2.0
+    # Preference pairs (train/pairs.py: the model's own videos, the best and the worst of each
+    # caption by world-bench's checks): each step adds dpo_weight times the Diffusion-DPO loss
+    # (Wallace et al. 2023) of dpo_batch pairs, read against the frozen task.init denoiser, to
+    # the flow loss. "" = off. dpo_beta: how far the denoiser's errors may move from the
+    # reference's before a pair counts as learnt (larger: sooner).
+    pairs: str = ""
+    dpo_beta: float = 2000.0
+    dpo_weight: float = 1.0
+    dpo_batch: int = 4
 
     def mode_probs(self) -> list[float]:
         given = [self.p_first, self.p_last, self.p_prefix, self.p_suffix, self.p_ends]
@@ -139,6 +148,8 @@ class DiTTask:
         self._vae = None  # VideoVAE for data="world", loaded on first use
         self._eval_batch = None
         self._cache_command = ""  # the command that made the latent cache, read as training starts (data_facts)
+        self._pairs = None  # (captions, winners, losers) of task.pairs, read on first use
+        self._reference = None  # the frozen task.init denoiser the pairs are read against
 
     def _check_levers(self) -> int:
         """Validate the issue-32 options; returns the block count that feeds the state head."""
@@ -165,6 +176,16 @@ class DiTTask:
             raise UserError("task.state_loss does not work with train.compile=true yet", param="task.state_loss")
         if not math.isfinite(cfg.fact_lr) or cfg.fact_lr <= 0:
             raise UserError(f"task.fact_lr must be a number > 0 (a multiple of train.lr), got {cfg.fact_lr!r}", param="task.fact_lr")
+        if cfg.pairs:
+            if not cfg.init:
+                raise UserError("task.pairs reads each pair against the denoiser the run starts from: set task.init too",
+                                param="task.pairs")
+            if not math.isfinite(cfg.dpo_beta) or cfg.dpo_beta <= 0:
+                raise UserError(f"task.dpo_beta must be a number > 0, got {cfg.dpo_beta!r}", param="task.dpo_beta")
+            if not math.isfinite(cfg.dpo_weight) or cfg.dpo_weight < 0:
+                raise UserError(f"task.dpo_weight must be a number >= 0, got {cfg.dpo_weight!r}", param="task.dpo_weight")
+            if cfg.dpo_batch < 1:
+                raise UserError(f"task.dpo_batch must be at least 1, got {cfg.dpo_batch}", param="task.dpo_batch")
         if cfg.state_until < 0:
             raise UserError(f"task.state_until must be >= 0 (0 = never stop), got {cfg.state_until}", param="task.state_until")
         return cfg.state_block or max(depth // 2, 1)
@@ -367,6 +388,70 @@ class DiTTask:
         return fact_batch(captions, device)
 
     def loss(self, model: nn.Module, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        loss, logs = self._flow(model, batch, generator)
+        if self.cfg.pairs:  # after the flow loss's draws, so a run without pairs draws what it always did
+            dpo = self._dpo(model, generator, logs)
+            loss = loss + self.cfg.dpo_weight * dpo
+        return loss, logs
+
+    def _reference_model(self, device: torch.device) -> nn.Module:
+        """task.init's denoiser, frozen: what the pairs' errors are read against (the same at every
+        step and after a resume, whatever the run's own weights are by then)."""
+        if self._reference is None:
+            from worldreel.model_folder import DIT_FILE, find, load_weights, read_config
+
+            folder = find(self.cfg.init, "task.init")
+            if to_dict(read_config(folder).dit) != to_dict(self.model_cfg.dit):
+                raise UserError("task.pairs needs task.init of the preset's own denoiser layout (not grown, no facts added)",
+                                param="task.pairs")
+            reference = DiT(self.model_cfg.dit)
+            load_weights(reference, folder / DIT_FILE, "task.init")
+            self._reference = reference.requires_grad_(False).eval()
+        return self._reference.to(device)
+
+    def _dpo(self, model: nn.Module, generator: torch.Generator, logs: dict) -> torch.Tensor:
+        """The Diffusion-DPO loss of ``dpo_batch`` pairs drawn from task.pairs: with one time and one
+        noise per pair, ``-log sigmoid(-beta/2 ((e_w - r_w) - (e_l - r_l)))``, where e is the
+        denoiser's mean squared velocity error on the winner (w) or loser (l) and r the
+        reference's. Text-to-video: no frame given, no caption dropped."""
+        import torch.nn.functional as F
+
+        from worldreel.diffusion.flow import noisy
+        from worldreel.train.pairs import read_pairs
+
+        cfg = self.cfg
+        if self._pairs is None:
+            self._pairs = read_pairs(cfg.pairs)
+        captions, winners, losers = self._pairs
+        device = next(model.parameters()).device
+        gdev = generator.device
+        pick = torch.randint(len(captions), (cfg.dpo_batch,), generator=generator, device=gdev).cpu()
+        x0 = torch.cat([winners[pick], losers[pick]]).to(device)  # (2P, C, f, h, w): winners, then their losers
+        P, f = cfg.dpo_batch, x0.shape[2]
+        patch = self.model_cfg.dit.patch
+        n_tokens = (f // patch[0]) * (x0.shape[3] // patch[1]) * (x0.shape[4] // patch[2])
+        shift = shift_for_tokens(n_tokens) if cfg.shift else 1.0
+        t = sample_t(P, generator=generator, mean=cfg.t_mean, std=cfg.t_std, shift=shift).to(device).repeat(2)  # (2P,)
+        noise = torch.randn((P, *x0.shape[1:]), generator=generator, device=gdev).to(device).repeat(2, 1, 1, 1, 1)
+        rows = {"captions": [captions[i] for i in pick.tolist()] * 2}
+        no_drop = torch.zeros(2 * P, dtype=torch.bool)
+        text, text_mask = self._text_for(rows, no_drop, device)
+        facts = self._facts_for(rows, no_drop, device)
+        t_frames = t[:, None].expand(2 * P, f)
+        x_t, target = noisy(x0, noise, t_frames), (noise - x0).float()
+        error = (model(x_t, t_frames, text, text_mask, facts=facts).float() - target).square().mean(dim=(1, 2, 3, 4))
+        with torch.no_grad():
+            reference = self._reference_model(device)
+            ref_error = (reference(x_t, t_frames, text, text_mask, facts=facts).float() - target).square().mean(dim=(1, 2, 3, 4))
+        moved = error - ref_error  # (2P,): below 0 where the denoiser fits better than the reference
+        inside = -0.5 * cfg.dpo_beta * (moved[:P] - moved[P:])  # (P,): above 0 where the winner gained on the loser
+        dpo = -F.logsigmoid(inside).mean()
+        logs.update(dpo=dpo.item(), dpo_right=(inside > 0).float().mean().item(),
+                    dpo_winner=moved[:P].mean().item(), dpo_loser=moved[P:].mean().item())
+        return dpo
+
+    def _flow(self, model: nn.Module, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        """The flow-matching loss of a batch (and the state head's, lever 1), with its logs."""
         cfg = self.cfg
         device = next(model.parameters()).device
         x0 = batch["latents"].to(device).float()  # (B, C, f, h, w)
