@@ -137,6 +137,21 @@ def test_the_commands_run_each_stage_after_what_it_starts_from():
                    "worldreel train pack --vae runs/v2 --dit runs/d3 --out OUT"]
 
 
+def test_a_stage_on_preference_pairs_lists_the_command_that_made_them_before_it():
+    from worldreel.presets import get_preset
+
+    cache = "worldreel train cache --model runs/v1/model --out runs/c --count 100"
+    pairs = "worldreel train pairs --model runs/m1 --out runs/p --prompts 64"
+    vae = [StageRecord(part="vae", run="runs/v1", command="worldreel train vae --out runs/v1")]
+    dit = [StageRecord(part="dit", run="runs/d1", command="worldreel train dit --out runs/d1 --data runs/c", data="runs/c",
+                       data_command=cache),
+           StageRecord(part="dit", run="runs/d2", data="runs/c", data_command=cache, pairs_command=pairs,
+                       command="worldreel train dit --out runs/d2 --data runs/c --set task.init=runs/d1/model --set task.pairs=runs/p")]
+    got = commands(get_preset("world-micro").model, vae, dit)
+    assert got == [vae[0].command, cache, dit[0].command, pairs, dit[1].command,
+                   "worldreel train pack --vae runs/v1 --dit runs/d2 --out OUT"]
+
+
 def test_pack_refuses_a_denoiser_trained_on_another_autoencoder(tmp_path, tiny_folder):
     other = dict(json.loads((tiny_folder("o") / "config.json").read_text())["vae"])
     other["latent_scale"] = [3.0] * 16

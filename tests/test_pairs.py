@@ -140,3 +140,10 @@ def test_bad_dpo_settings_name_themselves(tiny_model, tmp_path, options, param):
     with pytest.raises(UserError) as err:
         _task(**{"init": tiny_model, "pairs": str(tmp_path), **options})
     assert err.value.param == param
+
+
+def test_the_stage_record_keeps_the_command_that_made_the_pairs(tiny_model, tmp_path):
+    folder = _pairs_folder(tmp_path)
+    (folder / P.INFO_FILE).write_text(json.dumps({"command": "worldreel train pairs --model m --out p"}))
+    assert _task(tiny_model, pairs=str(folder)).stage_facts()["pairs_command"] == "worldreel train pairs --model m --out p"
+    assert "pairs_command" not in _task(tiny_model).stage_facts()

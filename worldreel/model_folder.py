@@ -215,6 +215,7 @@ class StageRecord:
     evals: dict = field(default_factory=dict)  # the last evaluation: {"step": N, "psnr": ..., "ssim": ...}
     data: str = ""  # a latent cache folder, "world", or the user's videos
     data_command: str = ""  # the command that made the latent cache as large as this stage saw it
+    pairs_command: str = ""  # the command that made its preference pairs (train pairs; task.pairs), "" without
     finished: str = ""  # UTC time of the export ("" in records older than the field)
 
 

@@ -207,7 +207,7 @@ def _paths(command: str) -> set[str]:
 def commands(config: ModelConfig, vae_stages: list[StageRecord], dit_stages: list[StageRecord],
              probe: dict | None = None) -> list[str]:
     """The commands that rebuild the model: every stage's (and each latent cache's, before the
-    first stage that saw it that large), each after the commands making the folders it names,
+    first stage that saw it that large, and its preference pairs' before it), each after the commands making the folders it names,
     the autoencoder's stages first where nothing says otherwise; then the pack. With a state
     probe: a first pack without it, the probe's command (it reads the packed denoiser), the pack."""
     todo: list[tuple[str, set[str], int | None]] = []  # (command, folders it needs, the cache command it needs)
@@ -220,6 +220,11 @@ def commands(config: ModelConfig, vae_stages: list[StageRecord], dit_stages: lis
                 todo.append((s.data_command, _paths(s.data_command), None))
                 made_by.setdefault(s.data, len(todo) - 1)
             cache = known.index(s.data_command) if s.data_command in known else len(todo) - 1
+        if s.pairs_command and s.pairs_command not in [c for c, _, _ in todo]:  # its preference pairs
+            todo.append((s.pairs_command, _paths(s.pairs_command), None))
+            for word in shlex.split(s.command):
+                if word.startswith("task.pairs="):
+                    made_by.setdefault(word.split("=", 1)[1], len(todo) - 1)
         todo.append((s.command, _paths(s.command) - {s.data}, cache))
         made_by[s.run] = len(todo) - 1
     done: list[int] = []

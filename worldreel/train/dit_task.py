@@ -297,8 +297,15 @@ class DiTTask:
         return {"cache_items": info["items"], "cache_command": self._cache_command}
 
     def stage_facts(self) -> dict[str, Any]:
-        """This stage's data, for its ``StageRecord`` (train/records.py)."""
-        return {"data": self.train_cfg.data, "data_command": self._cache_command}
+        """This stage's data, for its ``StageRecord`` (train/records.py): the cache and the
+        preference pairs, each with the command that made it."""
+        facts = {"data": self.train_cfg.data, "data_command": self._cache_command}
+        if self.cfg.pairs:
+            from worldreel.model_folder import read_json
+            from worldreel.train.pairs import INFO_FILE
+
+            facts["pairs_command"] = str((read_json(Path(self.cfg.pairs) / INFO_FILE) or {}).get("command", ""))
+        return facts
 
     def _world_batches(self, seed, rank, world_size, start_step):
         from worldreel.data.world import WorldClips
