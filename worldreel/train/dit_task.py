@@ -102,7 +102,7 @@ class DiTTaskConfig:
     # reference's before a pair counts as learnt (larger: sooner).
     pairs: str = ""
     dpo_beta: float = 2000.0
-    dpo_weight: float = 1.0
+    dpo_weight: float = 0.02  # at 1 the DPO term (2-5) swamped the flow loss (0.06): docs/training.md, recipe notes
     dpo_batch: int = 4
 
     def mode_probs(self) -> list[float]:
