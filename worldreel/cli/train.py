@@ -162,7 +162,7 @@ def register(groups) -> None:
         from worldreel.train.records import cli_command
 
         cfg = PairsConfig(prompts=prompts, samples=samples, margin=margin, seed=seed)
-        summary = build_pairs(model, out, cfg, sampling={k: v for k, v in (sampling or {}).items() if v is not None},
+        summary = build_pairs(model, out, cfg, sampling=sampling,
                               precision=precision, device=device, command=cli_command("pairs"))
         print(f"{summary['pairs']} pairs from {summary['prompts']} prompts ({summary['excluded']} left out as world-bench's; "
               f"mean score {summary['mean_score']:.3f}); train on them with "

@@ -401,6 +401,11 @@ class DiTTask:
             loss = loss + self.cfg.dpo_weight * dpo
         return loss, logs
 
+    def _tokens(self, shape) -> int:
+        """The denoiser's tokens per clip of a latent batch of ``shape`` (B, C, f, h, w)."""
+        patch = self.model_cfg.dit.patch
+        return (shape[2] // patch[0]) * (shape[3] // patch[1]) * (shape[4] // patch[2])
+
     def _reference_model(self, device: torch.device) -> nn.Module:
         """task.init's denoiser, frozen: what the pairs' errors are read against (the same at every
         step and after a resume, whatever the run's own weights are by then)."""
@@ -435,9 +440,7 @@ class DiTTask:
         pick = torch.randint(len(captions), (cfg.dpo_batch,), generator=generator, device=gdev).cpu()
         x0 = torch.cat([winners[pick], losers[pick]]).to(device)  # (2P, C, f, h, w): winners, then their losers
         P, f = cfg.dpo_batch, x0.shape[2]
-        patch = self.model_cfg.dit.patch
-        n_tokens = (f // patch[0]) * (x0.shape[3] // patch[1]) * (x0.shape[4] // patch[2])
-        shift = shift_for_tokens(n_tokens) if cfg.shift else 1.0
+        shift = shift_for_tokens(self._tokens(x0.shape)) if cfg.shift else 1.0
         t = sample_t(P, generator=generator, mean=cfg.t_mean, std=cfg.t_std, shift=shift).to(device).repeat(2)  # (2P,)
         noise = torch.randn((P, *x0.shape[1:]), generator=generator, device=gdev).to(device).repeat(2, 1, 1, 1, 1)
         rows = {"captions": [captions[i] for i in pick.tolist()] * 2}
@@ -464,7 +467,7 @@ class DiTTask:
         x0 = batch["latents"].to(device).float()  # (B, C, f, h, w)
         B, _, f, h, w = x0.shape
         patch = self.model_cfg.dit.patch
-        n_tokens = (f // patch[0]) * (h // patch[1]) * (w // patch[2])
+        n_tokens = self._tokens(x0.shape)
         # 1. Randomness, all from the trainer's generator (exact resume): text dropout,
         #    times, noise, given frames.
         gdev = generator.device

@@ -111,7 +111,7 @@ def build_pairs(model: str, out: str | Path, cfg: PairsConfig, *, sampling: dict
     from worldreel.data.captions import parse_caption
     from worldreel.data.video_io import to_tensor
     from worldreel.eval.worldbench import default_prompt_suite, holdout_prompt_suite, score_video
-    from worldreel.model_folder import weights_digest
+    from worldreel.model_folder import read_json, weights_digest
     from worldreel.pipelines.generate import Generator, check_sampling
 
     # 1. Everything checked before any work; a folder made otherwise is not added to.
@@ -124,9 +124,10 @@ def build_pairs(model: str, out: str | Path, cfg: PairsConfig, *, sampling: dict
     made_by = {"model": str(model), "weights": weights_digest(model), "config": asdict(cfg), "sampling": sampling}
     info_path = out / INFO_FILE
     if info_path.is_file():
-        old = json.loads(info_path.read_text())
+        old = read_json(info_path) or {}  # unreadable: made otherwise in every respect
         differ = sorted(k for k in made_by if old.get(k) != json.loads(json.dumps(made_by[k])) and k != "config")
-        differ += sorted(f"config.{k}" for k, v in made_by["config"].items() if k != "prompts" and old["config"].get(k) != v)
+        differ += sorted(f"config.{k}" for k, v in made_by["config"].items()
+                         if k != "prompts" and (old.get("config") or {}).get(k) != v)
         if differ:
             raise UserError(f"{out} holds pairs made otherwise (differ in {', '.join(differ)}); use a new --out", param="out")
     rows = [row for _, row in read_jsonl(out / ROWS_FILE)] if (out / ROWS_FILE).is_file() else []
