@@ -33,7 +33,8 @@ DIT_FILE = "dit.safetensors"
 CARD_FILE = "README.md"
 TRAINING_FILE = "training.json"
 PROBE_FILE = "probe.safetensors"  # the optional state probe that steering reads (diffusion/steer.py)
-WEIGHTS = {"vae": VAE_FILE, "dit": DIT_FILE, "probe": PROBE_FILE}  # part -> its weights file
+JUDGE_FILE = "judge.safetensors"  # the optional judge that reads the finalists (diffusion/judge.py)
+WEIGHTS = {"vae": VAE_FILE, "dit": DIT_FILE, "probe": PROBE_FILE, "judge": JUDGE_FILE}  # part -> its weights file
 TRAINING_FORMAT = 2  # 1 was a per-run fact dump that pack reassembled; 2 is a list of StageRecord
 WEIGHTS_DIR = Path(__file__).parent / "weights"  # models shipped inside the package
 
@@ -246,6 +247,7 @@ class LoadedModel:
     text_encoder: object  # worldreel.models.text.TextEncoder
     folder: Path
     probe: object = None  # worldreel.diffusion.steer.StateProbe, or None: the folder has no probe.safetensors
+    judge: object = None  # worldreel.diffusion.judge.Judge, or None: the folder has no judge.safetensors
 
 
 # Text encoders are frozen and slow to load (seconds); one per (config, device) per process.
@@ -273,40 +275,69 @@ def load_model(name_or_path: str | Path, device: str = "cpu") -> LoadedModel:
     load_weights(vae, folder / VAE_FILE)
     load_weights(dit, folder / DIT_FILE)
     probe = load_probe(folder / PROBE_FILE, device) if (folder / PROBE_FILE).exists() else None
+    judge = load_judge(folder / JUDGE_FILE, device) if (folder / JUDGE_FILE).exists() else None
     return LoadedModel(config, vae.to(device).eval(), dit.to(device).eval(), text_encoder_for(config.text, device), folder,
-                       probe)
+                       probe, judge)
 
 
-def probe_info(path: Path, param: str = "probe") -> dict[str, str]:
-    """A state probe file's metadata (its layout, the denoiser it was trained against, how)."""
+# The small readers a model folder may hold: kind -> (what a file's metadata says it is, the
+# command that makes one, its class, the metadata giving its layout).
+READERS = {
+    "probe": ("worldreel state probe", "worldreel train probe", "worldreel.diffusion.steer:StateProbe"),
+    "judge": ("worldreel judge", "worldreel train judge", "worldreel.diffusion.judge:Judge"),
+}
+
+
+def reader_info(path: Path, part: str = "probe", param: str | None = None) -> dict[str, str]:
+    """A reader file's metadata (its layout, the denoiser it was trained against, how); ``part``:
+    "probe" or "judge" (``READERS``)."""
     from safetensors import safe_open
 
+    kind, command, _ = READERS[part]
+    param = param or part
     if not path.is_file():
-        raise UserError(f"{path}: no such state probe file", param=param)
+        raise UserError(f"{path}: no such {kind.removeprefix('worldreel ')} file", param=param)
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = dict(f.metadata() or {})
     except Exception as err:  # a truncated or foreign file
         raise UserError(f"cannot read {path}: {err}", param=param) from None
-    if meta.get("kind") != "worldreel state probe":
-        raise UserError(f"{path} is not a worldreel state probe (made by worldreel train probe)", param=param)
+    if meta.get("kind") != kind:
+        raise UserError(f"{path} is not a {kind} (made by {command})", param=param)
     return meta
 
 
-def load_probe(path: Path, device: str = "cpu", param: str = "probe"):
-    """The ``StateProbe`` in ``path`` (fp32, eval mode, no gradients of its own), with the file's
-    metadata (``probe_info``) as its ``info``."""
-    from worldreel.diffusion.steer import StateProbe
+def probe_info(path: Path, param: str = "probe") -> dict[str, str]:
+    """A state probe file's metadata (``reader_info``)."""
+    return reader_info(path, "probe", param)
 
-    meta = probe_info(path, param)
+
+def load_reader(path: Path, part: str, device: str = "cpu", param: str | None = None):
+    """The reader in ``path`` (``READERS[part]``: fp32, eval mode, no gradients of its own), built
+    from its metadata's layout (channels, width, colors), with the metadata as its ``info``."""
+    import importlib
+
+    meta = reader_info(path, part, param)
+    module, _, name = READERS[part][2].partition(":")
     try:
-        probe = StateProbe(int(meta["channels"]), int(meta["width"]), int(meta["colors"]))
+        net = getattr(importlib.import_module(module), name)(int(meta["channels"]), int(meta["width"]), int(meta["colors"]))
     except (KeyError, ValueError):
-        raise UserError(f"{path}: its metadata does not give the probe's layout (channels, width, colors)", param=param) from None
-    load_weights(probe, path, param)
-    probe.requires_grad_(False)
-    probe.info = meta
-    return probe.to(device).eval()
+        raise UserError(f"{path}: its metadata does not give the {part}'s layout (channels, width, colors)",
+                        param=param or part) from None
+    load_weights(net, path, param or part)
+    net.requires_grad_(False)
+    net.info = meta
+    return net.to(device).eval()
+
+
+def load_probe(path: Path, device: str = "cpu", param: str = "probe"):
+    """The ``StateProbe`` in ``path`` (``load_reader``)."""
+    return load_reader(path, "probe", device, param)
+
+
+def load_judge(path: Path, device: str = "cpu", param: str = "judge"):
+    """The ``Judge`` in ``path`` (``load_reader``)."""
+    return load_reader(path, "judge", device, param)
 
 
 def file_digest(path: Path) -> str:

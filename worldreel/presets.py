@@ -39,9 +39,10 @@ class SamplingDefaults:
     best_of: int = 1  # start noises the folder's state probe picks from by the prompt (diffusion/steer.py rank_starts); 1 = the seed's own
     finalists: int = 1  # of the best_of starts, how many are made to the end and read again by the probe; 1 = the best start's only
     likelihood: float = 0.0  # weight of the denoiser's own flow error against the probe's fit when reading the finalists; 0 = the probe's only
+    judge: float = 0.0  # weight of the folder's judge (diffusion/judge.py) when reading the finalists; 0 = not read
 
 
-PROBE_OPTIONS = ("steer", "best_of", "finalists", "likelihood")  # the sampling options that read the state probe
+PROBE_OPTIONS = ("steer", "best_of", "finalists", "likelihood", "judge")  # the sampling options that read the state probe
 
 
 @dataclass

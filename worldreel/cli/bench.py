@@ -5,6 +5,7 @@
     worldreel bench world --truth [--prompts FILE] --seeds 2 --out DIR      # calibration
     worldreel bench world --truth --autoencoder world-tiny --seeds 2 --out DIR   # the autoencoder's ceiling
     worldreel bench compare OLD_DIR NEW_DIR      # side by side, paired difference (eval/compare.py)
+    worldreel bench judge --model M --data DIR   # a judge's picks among recorded finalists (eval/judge_bench.py)
 
 ``--videos`` scores a folder that has ``captions.jsonl`` (prompts from its "caption"
 field). ``--model`` first generates every prompt ``--seeds`` times (seeds seed-base ..
@@ -334,7 +335,7 @@ def bench_compare(results: list[Path], json_out: Optional[Path] = None) -> dict:
 
 
 def register(groups) -> None:
-    """Add ``bench world`` and ``bench compare`` to the CLI."""
+    """Add ``bench world``, ``bench compare`` and ``bench judge`` to the CLI."""
 
     @groups["bench"].command("compare")
     def compare_cmd(
@@ -343,6 +344,25 @@ def register(groups) -> None:
     ) -> None:
         """Compare world-bench results: mean scores with 95 % intervals and the paired difference per (prompt, seed)."""
         bench_compare(results, json_out)
+
+    @groups["bench"].command("judge")
+    def judge_cmd(
+        model: Annotated[str, typer.Option("--model", help="The model (folder) whose judge reads the finalists; it made them.")],
+        data: Annotated[list[str], typer.Option("--data", help="A judge-data folder (train judge-data, usually --suite default|holdout); repeatable.")],
+        weights: Annotated[str, typer.Option("--weights", help="Judge weights to compare, comma-separated (sampling judge).")] = "0.5,1,2,4",
+        out: Annotated[Optional[Path], typer.Option("--out", help="Folder for judge.json and a world-bench JSON per rule (for bench compare).")] = None,
+    ) -> None:
+        """How the model's judge would pick among the finalists: each rule's world-bench result, exactly, without making a video."""
+        from worldreel.eval.judge_bench import bench_judge, print_table
+
+        try:
+            values = [float(w) for w in weights.split(",") if w.strip()]
+        except ValueError:
+            raise UserError(f"weights must be numbers separated by commas, got {weights!r}", param="weights") from None
+        summary = bench_judge(model, data, values, out)
+        print_table(summary)
+        if out is not None:
+            print(f"wrote {out / 'judge.json'} and a world-bench JSON per rule (bench compare {out}/sampler {out}/judge-1)")
 
     @groups["bench"].command("world")
     @with_options(SAMPLER_OPTIONS, into="sampling")

@@ -36,6 +36,7 @@ Steer = Annotated[Optional[float], typer.Option("--steer", help="Push each objec
 BestOf = Annotated[Optional[int], typer.Option("--best-of", help="Start noises to pick from: each runs a few steps and the model's state probe keeps the one whose layout best fits the prompt (1 = the seed's own; default: the model's). Each extra start costs about a tenth of a clip's time (best of 8: 1.5 -> 2.4 s on 2 CPU cores).")]
 Finalists = Annotated[Optional[int], typer.Option("--finalists", help="Of the --best-of starts, how many are made to the end and read again by the state probe, which keeps the one that fits the prompt best (1 = the best start's only; default: the model's). Each finalist after the first costs about half a clip's time.")]
 Likelihood = Annotated[Optional[float], typer.Option("--likelihood", help="How much the finalists' reading weighs how typical each finished clip is for the prompt by the model's own denoiser, against the state probe's fit (0 = the probe's only; default: the model's). Four unguided passes per finalist: a few per cent of a clip's time.")]
+Judge = Annotated[Optional[float], typer.Option("--judge", help="How much the finalists' reading weighs the model's judge, a reader learnt from its own finalists that gives each world-bench check's chance to pass (0 = not read; default: the model's). Needs the model folder's judge.safetensors; costs well under 1 % of a clip's time.")]
 Seed = Annotated[Optional[int], typer.Option("--seed", help="Seed; the same seed gives the same video (default: random, printed).")]
 Negative = Annotated[str, typer.Option("--negative-prompt", help="What the video should not look like.")]
 Model = Annotated[str, typer.Option("--model", help="A shipped model name or a model folder.")]
@@ -58,6 +59,7 @@ SAMPLER_OPTIONS = [
     ("steps", Steps, None), ("guidance", Guidance, None), ("shift", Shift, None), ("guidance_mode", GuidanceMode, None),
     ("guidance_interval", GuidanceInterval, None), ("stagger", Stagger, None), ("refine", Refine, None),
     ("steer", Steer, None), ("best_of", BestOf, None), ("finalists", Finalists, None), ("likelihood", Likelihood, None),
+    ("judge", Judge, None),
 ]
 
 # Every generation command's options after its own, in this order, with these defaults.

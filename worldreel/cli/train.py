@@ -1,4 +1,4 @@
-"""CLI commands: ``worldreel train vae | dit | cache | pairs | average | probe | pack``.
+"""CLI commands: ``worldreel train vae | dit | cache | pairs | average | probe | judge-data | judge | pack``.
 
     worldreel train vae --preset world-tiny [--steps N] [--out DIR] [--resume] [--set key=value ...]
     worldreel train cache --model runs/world-tiny/vae/model --out runs/world-tiny/cache --count 4000
@@ -6,7 +6,9 @@
     worldreel train pairs --model world-tiny --out runs/pairs --prompts 256     # preference pairs (task.pairs)
     worldreel train average --run runs/dit-a --run runs/dit-b --weights 0.25,0.75 --out runs/dit-avg
     worldreel train probe --model runs/world-tiny/model --data runs/world-tiny/cache --out runs/world-tiny/probe.safetensors
-    worldreel train pack --vae runs/world-tiny/vae --dit runs/world-tiny/dit --out runs/world-tiny/model [--probe FILE]
+    worldreel train judge-data --model runs/world-tiny/model --out runs/judge-data --prompts 400
+    worldreel train judge --model runs/world-tiny/model --data runs/judge-data --out runs/world-tiny/judge.safetensors
+    worldreel train pack --vae runs/world-tiny/vae --dit runs/world-tiny/dit --out runs/world-tiny/model [--probe FILE] [--judge FILE]
     torchrun --standalone --nproc_per_node 2 -m worldreel train dit --preset world-tiny --data ...
 
 ``--set`` keys: ``train.lr=1e-3`` (this task's recipe), ``model.dit.depth=4`` (the
@@ -189,6 +191,68 @@ def register(groups) -> None:
         print(f"pack it with: worldreel train pack --vae MODEL --dit MODEL --probe {out} --sampling steer=3 --out OUT",
               file=sys.stderr)
 
+    @g.command("judge-data")
+    @with_options(SAMPLER_OPTIONS, into="sampling")
+    def train_judge_data(
+        model: Annotated[str, typer.Option("--model", help="The model whose finalists the judge learns to read (a folder or a shipped name).")],
+        out: Annotated[str, typer.Option("--out", help="Data folder (rerun the same command to resume, or with more --prompts to grow it).")],
+        prompts: Annotated[int, typer.Option("--prompts", help="Reel-world captions drawn (never a held-out combination or a world-bench prompt); about 6.5 s each on 2 CPU cores with world-tiny's sampler.")] = 512,
+        seed: Annotated[int, typer.Option("--seed", help="Seed of the captions.")] = 1,
+        suite: Annotated[Optional[str], typer.Option("--suite", help="Instead: world-bench's default or holdout suite, its prompts x --seeds from --seed-base as bench world makes them (to measure a judge with bench judge, never to train one).")] = None,
+        seeds: Annotated[int, typer.Option("--seeds", help="With --suite: seeds per prompt.")] = 16,
+        seed_base: Annotated[int, typer.Option("--seed-base", help="With --suite: the first seed.")] = 0,
+        precision: Annotated[str, typer.Option("--precision", help="auto, fp32 or bf16 (as generate).")] = "auto",
+        device: Annotated[str, typer.Option("--device", help="cpu, cuda, ...")] = "cpu",
+        sampling: Optional[dict] = None,
+    ) -> None:
+        """The model's finalists, each scored by world-bench's checks: what train judge learns from.
+
+        Each caption is made with the model's own sampler (or the sampler options given), which must make 2 or more finalists."""
+        from worldreel.train.judge import JudgeDataConfig, build_judge_data
+        from worldreel.train.records import cli_command
+
+        cfg = JudgeDataConfig(prompts=prompts, seed=seed, suite=suite, seeds=seeds, seed_base=seed_base)
+        summary = build_judge_data(model, out, cfg, sampling=sampling, precision=precision, device=device,
+                                   command=cli_command("judge-data"))
+        if summary.get("groups"):
+            print(f"{summary['finalists']} finalists of {summary['groups']} prompts; world-bench score of the sampler's pick "
+                  f"{summary['picked_score']:.3f}, of the best finalist {summary['best_score']:.3f}, of one at random "
+                  f"{summary['random_score']:.3f}", file=sys.stderr)
+        if suite is None:
+            print(f"train a judge with: worldreel train judge --model {model} --data {out} --out JUDGE.safetensors",
+                  file=sys.stderr)
+        else:
+            print(f"measure a judge with: worldreel bench judge --model MODEL --data {out}", file=sys.stderr)
+
+    @g.command("judge")
+    def train_judge(
+        model: Annotated[str, typer.Option("--model", help="The model that made the finalists (its state probe is read too).")],
+        data: Annotated[List[str], typer.Option("--data", help="A judge-data folder of that model (train judge-data); repeatable.")],
+        out: Annotated[str, typer.Option("--out", help="The judge file to write (.safetensors).")],
+        steps: Annotated[int, typer.Option("--steps", help="Optimiser steps (about 30 a second on 2 CPU cores).")] = 3000,
+        batch_size: Annotated[int, typer.Option("--batch-size", help="Finalists per step.")] = 64,
+        lr: Annotated[float, typer.Option("--lr", help="Learning rate (AdamW, cosine).")] = 1e-3,
+        width: Annotated[int, typer.Option("--width", help="Channels of the judge's layers.")] = 64,
+        validation: Annotated[float, typer.Option("--validation", help="Share of captions held out to keep the best step and measure the judge.")] = 0.15,
+        seed: Annotated[int, typer.Option("--seed", help="Seed of the split, the batches and the initial weights.")] = 0,
+    ) -> None:
+        """Train the judge that --judge reads: each check's chance to pass, from a finished clip's latents."""
+        from worldreel.train.judge import JudgeConfig
+        from worldreel.train.judge import train_judge as run
+        from worldreel.train.records import cli_command
+
+        cfg = JudgeConfig(steps=steps, batch=batch_size, lr=lr, width=width, validation=validation, seed=seed)
+        result = run(model, data, out, cfg, command=cli_command("judge"))
+        kept = result["kept"]
+        if "judge_pick" in kept:
+            print(f"kept step {kept['step']}: on {result['validation_groups']} held-out captions the judge's pick scores "
+                  f"{kept['judge_pick']:.3f} against the sampler's {kept['sampler_pick']:.3f} (loss {kept['loss']:.4f})",
+                  file=sys.stderr)
+            print("held-out picks by rule: " + ", ".join(f"{rule} {score:.3f}" for rule, score in kept["picks"].items()),
+                  file=sys.stderr)
+        print(f"wrote {out}; pack it with: worldreel train pack --vae MODEL --dit MODEL --probe MODEL/probe.safetensors "
+              f"--judge {out} --sampling judge=1 --out OUT", file=sys.stderr)
+
     @g.command("pack")
     def train_pack(
         vae: Annotated[str, typer.Option("--vae", help="Autoencoder run folder (or its model/ folder).")],
@@ -201,24 +265,25 @@ def register(groups) -> None:
         previous_holdout_bench: Annotated[Optional[str], typer.Option("--previous-holdout-bench", help="... and of its hold-out suite.")] = None,
         sampling: Annotated[Optional[List[str]], typer.Option("--sampling", help=f"Default sampler setting KEY=VALUE (repeatable), KEY one of: {', '.join(SAMPLING_KEYS)}.")] = None,
         probe: Annotated[Optional[str], typer.Option("--probe", help="A state probe (train probe) trained against this denoiser: what --steer reads.")] = None,
+        judge: Annotated[Optional[str], typer.Option("--judge", help="A judge (train judge) trained on this denoiser's finalists: what --judge reads.")] = None,
         predict: Annotated[Optional[str], typer.Option("--predict", help="bench predict JSON of these weights: the card's Prediction section.")] = None,
         previous_predict: Annotated[Optional[str], typer.Option("--previous-predict", help="... and of the model this one replaces.")] = None,
     ) -> None:
         """Join an autoencoder run and a denoiser run into one model folder with its model card."""
         _pack(vae, dit, out, bench, holdout_bench, ceiling_bench, previous_bench, previous_holdout_bench, sampling or [],
-              predict, previous_predict, probe)
+              predict, previous_predict, probe, judge)
 
 
 def _pack(vae: str, dit: str, out: str, bench: Optional[str], holdout_bench: Optional[str],
           ceiling_bench: Optional[str], previous_bench: Optional[str], previous_holdout_bench: Optional[str],
           sampling: list[str], predict: Optional[str] = None, previous_predict: Optional[str] = None,
-          probe: Optional[str] = None) -> None:
+          probe: Optional[str] = None, judge: Optional[str] = None) -> None:
     from worldreel.train.pack import pack_model
 
     folder = pack_model(vae, dit, out, bench=bench, holdout_bench=holdout_bench, ceiling_bench=ceiling_bench,
                         previous_bench=previous_bench, previous_holdout_bench=previous_holdout_bench, sampling=sampling,
-                        predict=predict, previous_predict=previous_predict, probe=probe)
-    parts = "vae.safetensors, dit.safetensors" + (", probe.safetensors" if probe else "")
+                        predict=predict, previous_predict=previous_predict, probe=probe, judge=judge)
+    parts = "vae.safetensors, dit.safetensors" + (", probe.safetensors" if probe else "") + (", judge.safetensors" if judge else "")
     print(f"model folder {folder} (config.json, {parts}, README.md)", file=sys.stderr)
     print(f"generate with: worldreel generate \"a red ball falls and bounces on the floor\" --model {folder}", file=sys.stderr)
 

@@ -277,10 +277,12 @@ def flow_error(model_fn: ModelFn, x0: torch.Tensor, noise: torch.Tensor, free: t
     return float(torch.stack(errors).mean())
 
 
-def pick_finalist(fits: list[float], errors: list[float] | None = None, weight: float = 0.0) -> int:
-    """The finalist to keep: the largest ``z(fit) - weight * z(error)``, each reading standardised
-    over the finalists (the probe's fit and ``flow_error`` have unrelated scales; a reading that
-    is the same for all counts 0). ``weight`` 0 (or no errors) keeps the best fit. Ties go to the
+def pick_finalist(fits: list[float], errors: list[float] | None = None, weight: float = 0.0,
+                  judged: list[float] | None = None, judge: float = 0.0) -> int:
+    """The finalist to keep: the largest ``z(fit) - weight * z(error) + judge * z(judged)``, each
+    reading standardised over the finalists (the probe's fit, ``flow_error`` and the judge's
+    expected score, ``judge.read_judge``, have unrelated scales; a reading that is the same for
+    all counts 0). ``weight`` and ``judge`` 0 (or no readings) keep the best fit. Ties go to the
     first (the look-ahead's best)."""
     def z(values: list[float]) -> torch.Tensor:
         v = torch.tensor(values, dtype=torch.float64)
@@ -290,6 +292,8 @@ def pick_finalist(fits: list[float], errors: list[float] | None = None, weight: 
     total = z(fits)
     if weight and errors is not None:
         total = total - weight * z(errors)
+    if judge and judged is not None:
+        total = total + judge * z(judged)
     return max(range(len(fits)), key=lambda k: (float(total[k]), -k))
 
 

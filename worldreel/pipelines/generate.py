@@ -59,6 +59,7 @@ class SamplingConfig:
     best_of: int | None = None  # start noises the state probe picks from (diffusion/steer.py rank_starts); 1 = the seed's own
     finalists: int | None = None  # of those, how many are made to the end and read again (steer.rank_starts); 1 = the best start's only
     likelihood: float | None = None  # weight of the denoiser's flow error in that reading (steer.pick_finalist); 0 = the probe's only
+    judge: float | None = None  # weight of the folder's judge in that reading (diffusion/judge.py); 0 = not read
     window_latents: int = 0  # latent frames per window; 0 = the model's native clip (default_seconds)
     overlap_latents: int = 3  # latent frames a window shares with the previous one (given, t = 0)
     max_seconds: float = 120.0  # longest video a call may ask for
@@ -187,7 +188,7 @@ def _sampling_checks() -> dict[str, Callable]:
     return {"steps": check_steps, "guidance": check_guidance, "sampler": check_sampler, "shift": check_shift,
             "guidance_mode": check_mode, "guidance_interval": check_interval, "stagger": check_stagger,
             "refine": check_refine, "steer": check_steer, "best_of": check_best_of, "finalists": check_finalists,
-            "likelihood": check_likelihood}
+            "likelihood": check_likelihood, "judge": check_judge}
 
 
 def check_sampling(**given) -> dict:
@@ -236,6 +237,8 @@ def sampling_record(run: SamplingDefaults, editing: bool) -> dict:
             record["finalists"] = run.finalists
             if run.likelihood:
                 record["likelihood"] = run.likelihood
+            if run.judge:
+                record["judge"] = run.judge
     return record
 
 
@@ -264,6 +267,14 @@ def check_finalists(value) -> int:
     from worldreel.diffusion.steer import MAX_BEST_OF
 
     return _check_number(value, "finalists", 1, MAX_BEST_OF, int)
+
+
+def check_judge(value) -> float:
+    """A judge (weight of the model folder's judge in reading the finalists, ``steer.pick_finalist``;
+    0 = not read): a number from 0 to ``judge.MAX_JUDGE``."""
+    from worldreel.diffusion.judge import MAX_JUDGE
+
+    return _check_number(value, "judge", 0.0, MAX_JUDGE)
 
 
 def check_likelihood(value) -> float:
@@ -347,7 +358,7 @@ class Generator:
 
     def __init__(self, config: ModelConfig, vae, dit, text_encoder, *, device: str = "cpu",
                  sampling: SamplingConfig | None = None, rewriter=None, policy=None, precision: str = "fp32",
-                 probe=None):
+                 probe=None, judge=None):
         from worldreel import precision as precisions
         from worldreel.pipelines.prompts import PromptRewriter
         from worldreel.safety.policy import PromptPolicy
@@ -357,6 +368,7 @@ class Generator:
         self.dit = dit.eval()
         self.text_encoder = text_encoder
         self.probe = probe  # diffusion/steer.py's StateProbe (the folder's probe.safetensors) or None: no steering
+        self.judge = judge  # diffusion/judge.py's Judge (the folder's judge.safetensors) or None: sampling judge needs it
         self.device = torch.device(device)
         self.sampling = sampling or SamplingConfig()
         self.rewriter = rewriter or PromptRewriter()
@@ -390,19 +402,24 @@ class Generator:
         precisions.resolve(precision, device, param="precision")  # a bad value fails before loading
         loaded = load_model(model, device=device)
         return cls(loaded.config, loaded.vae, loaded.dit, loaded.text_encoder, device=device,
-                   sampling=sampling, rewriter=rewriter, precision=precision, probe=loaded.probe)
+                   sampling=sampling, rewriter=rewriter, precision=precision, probe=loaded.probe,
+                   judge=loaded.judge)
 
     # -- the one loop -----------------------------------------------------------------
 
     def generate(self, prompt: str, *, seconds=None, size=None, seed=None, negative_prompt: str = "",
                  conditions: Sequence[Condition] = (), strength=None, rewrite: bool = True,
-                 progress: Callable[[float], None] | None = None, frames: int | None = None, **options) -> Video:
+                 progress: Callable[[float], None] | None = None, frames: int | None = None,
+                 on_finalists: Callable | None = None, **options) -> Video:
         """Generate a video in which the frames given by ``conditions`` come out unchanged.
 
         seconds: length (0 = a still image); size: "WxH" or (W, H); frames: an exact frame
         count instead of seconds (the mode builders use it). strength: re-imagine the
         conditions' frames (an edit) instead of keeping them: 0 keeps them, 1 ignores them.
-        progress(fraction) is called after every sampler step.
+        progress(fraction) is called after every sampler step. on_finalists(latents, readings,
+        picked), when given, is called once the finalists are read (sampling finalists > 1):
+        their clean latents (C, f, h, w) each, a dict of the readings by name ("fit", "error",
+        "judge" where made) and the index kept (``worldreel train judge`` learns from them).
 
         options: the sampler's, by name (``SAMPLING_OPTIONS``; each left out or None is the
         model's own, config.json "sampling"; what each does: ``presets.SamplingDefaults``):
@@ -417,8 +434,10 @@ class Generator:
         ``steer.rank_starts``); finalists (1 to best_of: how many of the best starts are made to
         the end and read again, the best kept); likelihood (0 to ``steer.MAX_LIKELIHOOD``: how
         much that reading weighs the denoiser's own flow error on each finished clip against the
-        probe's fit, ``steer.pick_finalist``). steer and best_of need the folder's state probe;
-        an edit does not stagger, refine, steer or pick.
+        probe's fit, ``steer.pick_finalist``); judge (0 to ``judge.MAX_JUDGE``: how much it weighs
+        the folder's judge, a reader learnt from the model's own finalists, diffusion/judge.py).
+        steer and best_of need the folder's state probe, judge its judge; an edit does not
+        stagger, refine, steer or pick.
         """
         cfg = self.config
         # 1. Check the arguments (all before any work, so bad input costs nothing).
@@ -429,6 +448,9 @@ class Generator:
             if value != off and self.probe is None:
                 raise UserError(f"{name} needs the model folder's state probe (probe.safetensors), which this model has "
                                 f"not; train one with worldreel train probe, or use {name} {off}", param=name)
+        if settings.judge and self.judge is None:
+            raise UserError("judge needs the model folder's judge (judge.safetensors), which this model has not; train one "
+                            "with worldreel train judge, or use judge 0", param="judge")
         seed = secrets.randbelow(2**31) if seed is None else _check_number(seed, "seed", 0, 2**63 - 1, int)
         if strength is not None:
             strength = _check_number(strength, "strength", 0.0, 1.0)
@@ -449,16 +471,17 @@ class Generator:
         negative_prompt = (negative_prompt or "").strip()
 
         video = self._sample(model_prompt, negative_prompt, conditions, strength, num_frames, (width, height), seed,
-                             progress, settings)
+                             progress, settings, on_finalists)
         return Video(frames=video, fps=cfg.fps, prompt=prompt, model_prompt=model_prompt, seed=seed, notes=notes,
                      sampling=sampling_record(settings, editing=strength is not None))
 
     @torch.no_grad()
     def _sample(self, model_prompt, negative_prompt, conditions, strength, num_frames, size, seed, progress,
-                settings: SamplingDefaults) -> np.ndarray:
+                settings: SamplingDefaults, on_finalists: Callable | None = None) -> np.ndarray:
         """The loop: the video's frames (F, H, W, 3) uint8, made with ``settings`` (``resolve_sampling``)."""
-        from worldreel import precision as precisions
         from worldreel.diffusion import flow, samplers
+        from worldreel.diffusion.judge import read_judge
+        from worldreel.eval.tracking import palette_tracks
         from worldreel.diffusion.steer import (LIKELIHOOD_TIMES, LOOK_STEPS, flow_error, pick_finalist, read_fit,
                                                steer_wrapper, targets, world_drift)
 
@@ -600,23 +623,20 @@ class Generator:
                     for _, w in made:
                         errors.append(flow_error(plain, w[None], again, ~win_mask))
                         tick(units=read_units)
-                noise, x = made[pick_finalist(fits, errors, settings.likelihood)]
+                judged = [read_judge(self.judge, palette_tracks(self.decode(w)), stated) for _, w in made] \
+                    if settings.judge else None  # and the judge, on the decoded clips: each check's chance to pass, learnt
+                picked = pick_finalist(fits, errors, settings.likelihood, judged, settings.judge)
+                if on_finalists is not None:
+                    readings = {"fit": fits, "error": errors, "judge": judged}
+                    on_finalists([w for _, w in made], {k: v for k, v in readings.items() if v is not None}, picked)
+                noise, x = made[picked]
             else:
                 noise, x = made[0]
             out[:, start:end] = x
             determined[start:end] = True
 
-        # 7. Decode the whole latent video in chunks (constant memory), trim the padding. The
-        # VAE's decode_stream yields the chunks of decode_chunked one by one (same result), so
-        # each becomes uint8 at once and the progress bar moves while decoding.
-        pieces = []
-        stream = getattr(self.vae, "decode_stream", None)
-        chunked = stream(out[None], chunk_latents=sc.decode_chunk_latents) if stream else \
-            [self.vae.decode_chunked(out[None], chunk_latents=sc.decode_chunk_latents)]
-        for video in _autocast_each(chunked, precisions.autocast, self.precision, self.device):  # (1, 3, F_chunk, H, W) in about [-1, 1]
-            pieces.append(to_frames(video[0]))  # (F_chunk, H, W, 3) uint8
-            tick(units=DECODE_COST * (chunks if stream is None else 1))
-        frames = np.concatenate(pieces)[:num_frames]  # (F, H, W, 3)
+        # 7. Decode the whole latent video, trim the padding.
+        frames = self.decode(out, tick)[:num_frames]  # (F, H, W, 3)
 
         # 8. Paste the given pixels back: given frames come out exactly as given.
         if not editing:
@@ -624,6 +644,25 @@ class Generator:
         if progress is not None:
             progress(1.0)
         return frames
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, tick: Callable | None = None) -> np.ndarray:
+        """Clean latents (C, f, h, w) -> frames (F, H, W, 3) uint8, decoded in chunks (constant
+        memory). The VAE's decode_stream yields the chunks of decode_chunked one by one (same
+        result), so each becomes uint8 at once and ``tick(units=...)`` moves a progress bar."""
+        from worldreel import precision as precisions
+
+        chunk = self.sampling.decode_chunk_latents
+        chunks = math.ceil(latents.shape[1] / chunk)
+        pieces = []
+        stream = getattr(self.vae, "decode_stream", None)
+        chunked = stream(latents[None], chunk_latents=chunk) if stream else \
+            [self.vae.decode_chunked(latents[None], chunk_latents=chunk)]
+        for video in _autocast_each(chunked, precisions.autocast, self.precision, self.device):  # (1, 3, F_chunk, H, W) in about [-1, 1]
+            pieces.append(to_frames(video[0]))  # (F_chunk, H, W, 3) uint8
+            if tick is not None:
+                tick(units=DECODE_COST * (chunks if stream is None else 1))
+        return np.concatenate(pieces)
 
     def _pick_start(self, model_fn, sample, noise, x, keep, times, window, best_of, gen, facts, drift, look_steps,
                     tick, finalists: int = 1) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:

