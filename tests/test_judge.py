@@ -202,13 +202,18 @@ def test_sampling_with_the_judge_keeps_the_finalist_it_reads_best(judged_model):
 
     folder, _, _ = judged_model
     gen = Generator.load(str(folder))
-    seen = {}
+    seen, marks = {}, []
     video = gen.generate("a red ball rolls to the left and a blue box rests", seed=2, rewrite=False,
-                         on_finalists=lambda latents, readings, picked: seen.update(readings, picked=picked))
+                         on_finalists=lambda latents, readings, picked: seen.update(readings, picked=picked),
+                         progress=marks.append)
+    assert marks == sorted(marks) and marks[-1] == 1.0 and marks.count(1.0) <= 2  # the judge's decodes counted: no early full bar
     assert video.sampling["judge"] == 2 and len(seen["judge"]) == 2
     assert seen["picked"] == pick_finalist(seen["fit"], None, 0.0, seen["judge"], 2.0)
     off = gen.generate("a red ball rolls to the left and a blue box rests", seed=2, rewrite=False, judge=0)
     assert "judge" not in off.sampling
+    from worldreel.eval.predict import caption_blind
+
+    assert caption_blind(gen).judge is gen.judge  # bench predict's caption-blind twin samples as the model does
     gen.judge = None  # a model without a judge cannot read one
     with pytest.raises(UserError) as err:
         gen.generate("a red ball rolls to the left", seed=0, judge=1)

@@ -246,7 +246,7 @@ def caption_blind(generator):
 
     return Generator(generator.config, generator.vae, generator.dit, _CaptionBlind(generator.text_encoder),
                      device=str(generator.device), sampling=generator.sampling, precision=generator.precision,
-                     probe=generator.probe)
+                     probe=generator.probe, judge=generator.judge)
 
 
 # ---------------------------------------------------------------------------------------

@@ -481,9 +481,9 @@ class Generator:
         """The loop: the video's frames (F, H, W, 3) uint8, made with ``settings`` (``resolve_sampling``)."""
         from worldreel.diffusion import flow, samplers
         from worldreel.diffusion.judge import read_judge
-        from worldreel.eval.tracking import palette_tracks
         from worldreel.diffusion.steer import (LIKELIHOOD_TIMES, LOOK_STEPS, flow_error, pick_finalist, read_fit,
                                                steer_wrapper, targets, world_drift)
+        from worldreel.eval.tracking import palette_tracks
 
         cfg, sc = self.config, self.sampling
         steps, guidance, shift = settings.steps, settings.guidance, settings.shift
@@ -567,6 +567,9 @@ class Generator:
             total_steps += (settings.finalists - 1) * (len(ts) - 1 - look_steps + bool(redos[0].any()) * (len(ts) - 1))
             if settings.finalists > 1 and settings.likelihood:
                 total_steps += settings.finalists * read_units
+            if settings.finalists > 1 and settings.judge:  # each finalist (the first window) decoded for the judge
+                total_steps += settings.finalists * DECODE_COST * math.ceil((windows[0][1] - windows[0][0])
+                                                                            / sc.decode_chunk_latents)
         done_steps = 0
 
         def tick(*_args, units: int = 1, **_kwargs):  # the sampler's callback, and the decoder's
@@ -623,7 +626,7 @@ class Generator:
                     for _, w in made:
                         errors.append(flow_error(plain, w[None], again, ~win_mask))
                         tick(units=read_units)
-                judged = [read_judge(self.judge, palette_tracks(self.decode(w)), stated) for _, w in made] \
+                judged = [read_judge(self.judge, palette_tracks(self.decode(w, tick)), stated) for _, w in made] \
                     if settings.judge else None  # and the judge, on the decoded clips: each check's chance to pass, learnt
                 picked = pick_finalist(fits, errors, settings.likelihood, judged, settings.judge)
                 if on_finalists is not None:
