@@ -181,6 +181,7 @@ def test_the_judge_trains_on_held_out_captions_and_packs(judged_model, probed_mo
     assert isinstance(loaded.judge, J.Judge) and loaded.config.sampling.judge == 2
     card = (folder / "README.md").read_text()
     assert "| judge |" in card and "with the judge at weight 2" in card and "Judge (`judge.safetensors`" in card
+    assert "the sampler's pick with the judge added at weight 2 scored" in card  # the held-out pick at its own weight
     commands = [line for line in card.splitlines() if line.startswith("worldreel train")]
     # the rebuild: a pack without the readers, the probe; a pack with it, the judge's data and the judge; the pack
     assert "judge=" not in commands[-6] and "--probe" not in commands[-6] and commands[-5].startswith("worldreel train probe")

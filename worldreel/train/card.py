@@ -71,18 +71,23 @@ def _probe_lines(probe: dict | None) -> list[str]:
                 f"held-out loss {probe.get('held_before', '?')} -> {probe.get('held_after', '?')}."]
 
 
-def _judge_lines(judge: dict | None) -> list[str]:
-    """The card's paragraph on the judge (its file's metadata)."""
+def _judge_lines(judge: dict | None, weight: float = 0.0) -> list[str]:
+    """The card's paragraph on the judge (its file's metadata), with the held-out pick at the
+    model's own ``weight`` (sampling judge) where the file measured it, else the judge alone's."""
     if not judge:
         return []
     measured, data = json.loads(judge.get("measured") or "{}"), json.loads(judge.get("data") or "{}")
     config = json.loads(judge.get("config") or "{}")
-    held = (f"; on {data.get('validation_groups', '?')} held-out captions its pick scored {measured['judge_pick']:.3f} "
-            f"against the sampler's {measured['sampler_pick']:.3f}") if "judge_pick" in measured else ""
-    return ["", f"Judge (`judge.safetensors`, read only when picking among the finalists, `diffusion/judge.py`): trained "
-                f"{measured.get('step', '?')} of {config.get('steps', '?')} steps on {data.get('finalists', '?')} finalists "
-                f"of this denoiser ({data.get('groups', '?')} training captions), each labelled by world-bench's seven "
-                f"checks on its video{held}."]
+    rule = f"judge {weight:g}"
+    picked, how = ((measured["picks"][rule], f" added at weight {weight:g}") if rule in (measured.get("picks") or {})
+                   else (measured.get("judge_pick"), ""))
+    held = (f"; on the held-out captions the sampler's pick with the judge{how} scored "
+            f"{picked:.3f} against {measured['sampler_pick']:.3f} without") if picked is not None else ""
+    return ["", f"Judge (`judge.safetensors`, read only when picking among the finalists, `diffusion/judge.py`): "
+                f"{config.get('steps', '?')} steps (step {measured.get('step', '?')}, the lowest held-out loss, kept) on "
+                f"{data.get('finalists', '?')} finalists of this denoiser ({data.get('groups', '?')} captions to train on, "
+                f"{data.get('validation_groups', '?')} held out), each labelled by world-bench's seven checks on its "
+                f"video{held}."]
 
 
 def _guidance_mode_text(sampling: SamplingDefaults) -> str:
@@ -376,7 +381,7 @@ def model_card(config: ModelConfig, vae, dit, vae_stages: list[StageRecord], dit
         lines += ["", "Each later stage starts from the weights the one before it exported (`task.init`); a decoder-only "
                       "stage keeps the encoder, so latents (and a denoiser trained on them) keep their meaning.",
                   *averages]
-    lines += _probe_lines(info) + _judge_lines(judge_info)
+    lines += _probe_lines(info) + _judge_lines(judge_info, config.sampling.judge)
     psnr_line = _psnr_line(vae_stages)
     if psnr_line:
         lines += ["", psnr_line]
