@@ -295,20 +295,22 @@ def judge_inputs(data: Finalists, model: str, precision: str = "auto") -> tuple[
     from worldreel.diffusion.judge import fact_features
     from worldreel.eval.tracking import palette_tracks
 
-    missing = sorted({data.items[i][0] for i, t in enumerate(data.tracks) if t is None})
+    missing: dict[Path, list[int]] = {}  # item file -> the finalists (rows in data) it holds
+    for i, t in enumerate(data.tracks):
+        if t is None:
+            missing.setdefault(data.items[i][0], []).append(i)
     if missing:
         from worldreel.pipelines.generate import Generator
 
         gen = Generator.load(model, precision=precision)
-        for path in tqdm(missing, desc="decoding finalists", unit="prompt", file=sys.stderr):
+        for path, rows in tqdm(sorted(missing.items()), desc="decoding finalists", unit="prompt", file=sys.stderr):
             tensors = load_file(str(path))
             tensors["tracks"] = torch.stack([palette_tracks(gen.decode(w.float().to(gen.device)))
                                              for w in tensors["latents"]]).contiguous()
             with atomic_path(path) as tmp:
                 save_file(tensors, str(tmp))
-            for i, (item, j) in enumerate(data.items):
-                if item == path:
-                    data.tracks[i] = tensors["tracks"][j].float()
+            for i in rows:
+                data.tracks[i] = tensors["tracks"][data.items[i][1]].float()
     per_color, scene = [], []
     for g, caption in zip(data.groups, data.captions):
         pc, sc = fact_features(parse_caption(caption))
@@ -338,11 +340,6 @@ def picks(data: Finalists, judged: list[float], weights: list[float], groups: li
         scores = data.scores[rows].tolist()
         rules["best finalist"].append(rows.start + max(range(len(scores)), key=lambda i: (scores[i], -i)))
     return rules
-
-
-def pick_scores(data: Finalists, groups: list[int], choose) -> list[float]:
-    """World-bench's score of the finalist ``choose(g) -> index within group g`` keeps, per group."""
-    return [float(data.scores[data.groups[g].start + choose(g)]) for g in groups]
 
 
 def train_judge(model: str, data_folders, out: str | Path, cfg: JudgeConfig, *, command: str = "") -> dict:
@@ -387,12 +384,14 @@ def train_judge(model: str, data_folders, out: str | Path, cfg: JudgeConfig, *, 
         judge.train()
         if not len(val_rows):
             return {}
-        expected = expected_score(logits)
-        by_row = dict(zip(val_rows.tolist(), expected.tolist()))
-        kept = pick_scores(data, val_g, lambda g: max(range(data.groups[g].stop - data.groups[g].start),
-                                                       key=lambda i: (by_row[data.groups[g].start + i], -i)))
-        return {"loss": float(bce(logits, data.labels[val_rows])), "judge_pick": float(np.mean(kept)),
-                "sampler_pick": float(np.mean(pick_scores(data, val_g, lambda g: data.picked[g])))}
+        judged = [0.0] * len(data.scores)  # (only the held-out captions' finalists are read)
+        for row, value in zip(val_rows.tolist(), expected_score(logits).tolist()):
+            judged[row] = value
+        chosen = picks(data, judged, [], val_g)
+        scores = data.scores.tolist()
+        return {"loss": float(bce(logits, data.labels[val_rows])),
+                "judge_pick": float(np.mean([scores[r] for r in chosen["judge alone"]])),
+                "sampler_pick": float(np.mean([scores[r] for r in chosen["sampler"]]))}
 
     best, best_state, history = None, None, []
     gen = torch.Generator().manual_seed(cfg.seed)
