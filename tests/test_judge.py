@@ -4,6 +4,7 @@ import dataclasses
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -203,13 +204,22 @@ def test_sampling_with_the_judge_keeps_the_finalist_it_reads_best(judged_model):
 
     folder, _, _ = judged_model
     gen = Generator.load(str(folder))
-    seen, marks = {}, []
+    seen, marks, decodes = {}, [], []
+    decode = gen.decode
+    gen.decode = lambda *args, **kwargs: decodes.append(1) or decode(*args, **kwargs)
     video = gen.generate("a red ball rolls to the left and a blue box rests", seed=2, rewrite=False,
-                         on_finalists=lambda latents, readings, picked: seen.update(readings, picked=picked),
+                         on_finalists=lambda latents, readings, picked: seen.update(readings, latents=latents,
+                                                                                    picked=picked),
                          progress=marks.append)
-    assert marks == sorted(marks) and marks[-1] == 1.0 and marks.count(1.0) <= 2  # the judge's decodes counted: no early full bar
+    # every unit counted once: the judge's decodes, and not the video's own (skipped, below); the bar
+    # fills with the last unit of work (then the final 1.0), never early and never with a jump at the end
+    assert marks == sorted(marks) and marks[-1] == 1.0 and marks.count(1.0) == 2
     assert video.sampling["judge"] == 2 and len(seen["judge"]) == 2
     assert seen["picked"] == pick_finalist(seen["fit"], None, 0.0, seen["judge"], 2.0)
+    # A one-window video: the kept finalist's decode for the judge is the video; nothing decoded twice.
+    assert len(decodes) == 2
+    assert np.array_equal(video.frames, decode(seen["latents"][seen["picked"]])[:len(video.frames)])
+    gen.decode = decode
     off = gen.generate("a red ball rolls to the left and a blue box rests", seed=2, rewrite=False, judge=0)
     assert "judge" not in off.sampling
     from worldreel.eval.predict import caption_blind
@@ -242,7 +252,11 @@ def test_bench_judge_replays_the_sampler_exactly_and_refuses_to_train_on_a_suite
 
     judged = json.loads((tmp_path / "r/judge-2/worldbench.json").read_text())["source"]
     assert judged["sampling"]["judge"] == 2.0 and judged["weights"] == weights_digest(folder)
-    assert json.loads((tmp_path / "r/sampler/worldbench.json").read_text())["source"]["sampling"]["judge"] == 0.0
+    sampler = json.loads((tmp_path / "r/sampler/worldbench.json").read_text())
+    assert sampler["source"]["sampling"]["judge"] == 0.0
+    assert sampler["source"]["model"] == json.loads((out / T.INFO_FILE).read_text())["model"]  # the model that made them
+    # the replayed failures say why, as bench world's do (the data keeps each failed check's reason)
+    assert sampler["failures"] and all(k["reason"] != "(no reason given)" for k in sampler["failures"])
     with pytest.raises(UserError) as err:
         bench_judge(str(folder), [str(out)], [0.0])
     assert err.value.param == "weights"

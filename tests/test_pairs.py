@@ -67,6 +67,8 @@ def test_pairs_are_made_resumed_grown_and_read(tiny_model, tmp_path, monkeypatch
     with pytest.raises(UserError, match="config.margin") as err:
         P.build_pairs(tiny_model, out, P.PairsConfig(prompts=4, samples=2, margin=0.5), sampling=fast)
     assert err.value.param == "out" and (out / P.ROWS_FILE).read_text() == before
+    with pytest.raises(UserError, match=r"differ in sampling\.guidance\)"):  # a setting given now but not then
+        P.build_pairs(tiny_model, out, P.PairsConfig(prompts=4, samples=2, margin=0.25), sampling={**fast, "guidance": 2.0})
     with pytest.raises(UserError) as err:
         P.build_pairs(tiny_model, out, P.PairsConfig(prompts=4, samples=2, margin=0.25), sampling={"steps": 0})
     assert err.value.param == "steps"
@@ -132,6 +134,16 @@ def test_dpo_reads_the_pairs_against_the_frozen_start_and_adds_to_the_flow_loss(
     assert later["dpo"] < dlogs["dpo"] and later["dpo_winner"] < later["dpo_loser"]
     # The reference stays the start: it never trains.
     assert not any(p.requires_grad for p in only._reference.parameters())
+
+
+def test_the_pairs_are_read_when_the_task_is_made(tiny_model, tmp_path):
+    # a bad folder fails before any training, not at the first step that draws a pair
+    with pytest.raises(UserError, match="train pairs") as err:
+        _task(tiny_model, pairs=str(tmp_path))
+    assert err.value.param == "task.pairs"
+    with pytest.raises(UserError, match="8 channels") as err:
+        _task(tiny_model, pairs=str(_pairs_folder(tmp_path, shape=(8, 3, 4, 4))))
+    assert err.value.param == "task.pairs"
 
 
 @pytest.mark.parametrize("options, param", [(dict(init=""), "task.pairs"), (dict(dpo_beta=0.0), "task.dpo_beta"),

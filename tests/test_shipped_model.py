@@ -28,6 +28,9 @@ def test_the_shipped_folder_is_complete_and_half_precision():
         with safe_open(str(FOLDER / name), "pt") as f:
             dtypes = {str(f.get_slice(k).get_dtype()) for k in f.keys()}
         assert dtypes == {"F16"}, (name, dtypes)
+    # its readers: the probe (steering, the start) and the judge (the finalists), both in use
+    assert (FOLDER / "probe.safetensors").is_file() and (FOLDER / "judge.safetensors").is_file()
+    assert config["sampling"]["best_of"] > 1 and config["sampling"]["finalists"] > 1 and config["sampling"]["judge"] > 0
     card = (FOLDER / "README.md").read_text()
     assert "## world-bench" in card and "mean score" in card and "Not measured yet." not in card
     assert "worldreel train dit" in card and "| denoiser" in card and "| autoencoder" in card

@@ -362,7 +362,8 @@ def register(groups) -> None:
         summary = bench_judge(model, data, values, out)
         print_table(summary)
         if out is not None:
-            print(f"wrote {out / 'judge.json'} and a world-bench JSON per rule (bench compare {out}/sampler {out}/judge-1)")
+            print(f"wrote {out / 'judge.json'} and a world-bench JSON per rule "
+                  f"(bench compare {out}/sampler {out}/judge-{values[0]:g})")
 
     @groups["bench"].command("world")
     @with_options(SAMPLER_OPTIONS, into="sampling")

@@ -236,7 +236,7 @@ def register(groups) -> None:
         validation: Annotated[float, typer.Option("--validation", help="Share of captions held out to keep the best step and measure the judge.")] = 0.15,
         seed: Annotated[int, typer.Option("--seed", help="Seed of the split, the batches and the initial weights.")] = 0,
     ) -> None:
-        """Train the judge that --judge reads: each check's chance to pass, from a finished clip's latents."""
+        """Train the judge that --judge reads: each check's chance to pass, from a finished clip's palette tracks."""
         from worldreel.train.judge import JudgeConfig
         from worldreel.train.judge import train_judge as run
         from worldreel.train.records import cli_command

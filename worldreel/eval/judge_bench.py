@@ -59,7 +59,8 @@ def as_result(data, chosen: list[int]) -> dict:
     for g, row in enumerate(chosen):
         file = f"{g:06d}"
         scores[file] = VideoScore(score=float(data.scores[row]), observation=None,
-                                  checks={n: CheckResult(status) for n, status in data.checks[row].items()})
+                                  checks={n: CheckResult(status, data.reasons[row].get(n, ""))
+                                          for n, status in data.checks[row].items()})
         rows[file] = {"caption": data.captions[g], "seed": data.seeds[g]}
     return summarize(scores, rows)
 
@@ -72,8 +73,8 @@ def _source(data, model: str, rule: str, folders: list[str]) -> dict:
 
     source = {"videos": None, "model": model, "truth": False, "autoencoder": None, "replayed_from": folders, "rule": rule}
     sampling, weights = dict(data.info.get("sampling") or {}), dict(data.info.get("weights") or {})
-    if rule == "sampler":
-        return {**source, "sampling": sampling, "weights": weights}
+    if rule == "sampler":  # the model that made the finalists, as it sampled them
+        return {**source, "model": data.info.get("model", model), "sampling": sampling, "weights": weights}
     if rule.startswith("judge ") and rule != "judge alone":
         weights["judge"] = weights_digest(model).get("judge")
         return {**source, "sampling": {**sampling, "judge": float(rule.split()[1])}, "weights": weights}

@@ -74,11 +74,14 @@ _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
 _COLOUR = re.compile(r"\b(" + "|".join(sorted(PALETTE, key=len, reverse=True)) + r")\b")
 
 
+NO_REASON = "(no reason given)"
+
+
 def failure_kind(reason: str) -> str:
     """A failure reason with its numbers and colour names taken out, so that videos failing
     the same way group together: "the red box appears from nowhere at frame 4" ->
     "the COLOUR box appears from nowhere at frame N"."""
-    return _NUMBER.sub("N", _COLOUR.sub("COLOUR", reason)).strip() or "(no reason given)"
+    return _NUMBER.sub("N", _COLOUR.sub("COLOUR", reason)).strip() or NO_REASON
 
 
 def failure_kinds(videos: dict[str, dict]) -> list[dict]:

@@ -570,6 +570,11 @@ class Generator:
             if settings.finalists > 1 and settings.judge:  # each finalist (the first window) decoded for the judge
                 total_steps += settings.finalists * DECODE_COST * math.ceil((windows[0][1] - windows[0][0])
                                                                             / sc.decode_chunk_latents)
+        # A video of one window that the judge reads: the kept finalist's decode is the video's (step 7 skipped).
+        reuse = picking and settings.finalists > 1 and bool(settings.judge) and windows == [(0, num_latents)]
+        if reuse:
+            total_steps -= DECODE_COST * chunks
+        kept_frames = None
         done_steps = 0
 
         def tick(*_args, units: int = 1, **_kwargs):  # the sampler's callback, and the decoder's
@@ -626,20 +631,23 @@ class Generator:
                     for _, w in made:
                         errors.append(flow_error(plain, w[None], again, ~win_mask))
                         tick(units=read_units)
-                judged = [read_judge(self.judge, palette_tracks(self.decode(w, tick)), stated) for _, w in made] \
+                decoded = [self.decode(w, tick) for _, w in made] if settings.judge else None
+                judged = [read_judge(self.judge, palette_tracks(f), stated) for f in decoded] \
                     if settings.judge else None  # and the judge, on the decoded clips: each check's chance to pass, learnt
                 picked = pick_finalist(fits, errors, settings.likelihood, judged, settings.judge)
                 if on_finalists is not None:
                     readings = {"fit": fits, "error": errors, "judge": judged}
                     on_finalists([w for _, w in made], {k: v for k, v in readings.items() if v is not None}, picked)
                 noise, x = made[picked]
+                if reuse:
+                    kept_frames = decoded[picked]
             else:
                 noise, x = made[0]
             out[:, start:end] = x
             determined[start:end] = True
 
         # 7. Decode the whole latent video, trim the padding.
-        frames = self.decode(out, tick)[:num_frames]  # (F, H, W, 3)
+        frames = (self.decode(out, tick) if kept_frames is None else kept_frames)[:num_frames]  # (F, H, W, 3)
 
         # 8. Paste the given pixels back: given frames come out exactly as given.
         if not editing:

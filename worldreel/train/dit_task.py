@@ -143,13 +143,13 @@ class DiTTask:
         self.model_cfg, self.train_cfg = model_cfg, train_cfg
         self.cfg = cfg or DiTTaskConfig()
         self.probs = self.cfg.mode_probs()
+        self._pairs = None  # (captions, winners, losers) of task.pairs, read as the task is made
+        self._reference = None  # the frozen task.init denoiser the pairs are read against
         self.state_block = self._check_levers()
         self._text = None  # TextEncoder, loaded on first use (3-6 s)
         self._vae = None  # VideoVAE for data="world", loaded on first use
         self._eval_batch = None
         self._cache_command = ""  # the command that made the latent cache, read as training starts (data_facts)
-        self._pairs = None  # (captions, winners, losers) of task.pairs, read on first use
-        self._reference = None  # the frozen task.init denoiser the pairs are read against
 
     def _check_levers(self) -> int:
         """Validate the issue-32 options; returns the block count that feeds the state head."""
@@ -186,6 +186,7 @@ class DiTTask:
                 raise UserError(f"task.dpo_weight must be a number >= 0, got {cfg.dpo_weight!r}", param="task.dpo_weight")
             if cfg.dpo_batch < 1:
                 raise UserError(f"task.dpo_batch must be at least 1, got {cfg.dpo_batch}", param="task.dpo_batch")
+            self._check_pairs()  # read now: a bad folder or start fails before any training, not at the first step
         if cfg.state_until < 0:
             raise UserError(f"task.state_until must be >= 0 (0 = never stop), got {cfg.state_until}", param="task.state_until")
         return cfg.state_block or max(depth // 2, 1)
@@ -406,18 +407,29 @@ class DiTTask:
         patch = self.model_cfg.dit.patch
         return (shape[2] // patch[0]) * (shape[3] // patch[1]) * (shape[4] // patch[2])
 
+    def _check_pairs(self) -> None:
+        """task.pairs read, and checked against the preset and task.init: the pairs' latents have
+        the denoiser's channels, and task.init (the reference) has the preset's denoiser layout."""
+        from worldreel.model_folder import find, read_config
+        from worldreel.train.pairs import read_pairs
+
+        if to_dict(read_config(find(self.cfg.init, "task.init")).dit) != to_dict(self.model_cfg.dit):
+            raise UserError("task.pairs needs task.init of the preset's own denoiser layout (not grown, no facts added)",
+                            param="task.pairs")
+        self._pairs = read_pairs(self.cfg.pairs)
+        channels = self._pairs[1].shape[1]
+        if channels != self.model_cfg.dit.in_channels:
+            raise UserError(f"{self.cfg.pairs}: the pairs' latents have {channels} channels, the denoiser reads "
+                            f"{self.model_cfg.dit.in_channels}: make them with this model's autoencoder", param="task.pairs")
+
     def _reference_model(self, device: torch.device) -> nn.Module:
         """task.init's denoiser, frozen: what the pairs' errors are read against (the same at every
         step and after a resume, whatever the run's own weights are by then)."""
         if self._reference is None:
-            from worldreel.model_folder import DIT_FILE, find, load_weights, read_config
+            from worldreel.model_folder import DIT_FILE, find, load_weights
 
-            folder = find(self.cfg.init, "task.init")
-            if to_dict(read_config(folder).dit) != to_dict(self.model_cfg.dit):
-                raise UserError("task.pairs needs task.init of the preset's own denoiser layout (not grown, no facts added)",
-                                param="task.pairs")
-            reference = DiT(self.model_cfg.dit)
-            load_weights(reference, folder / DIT_FILE, "task.init")
+            reference = DiT(self.model_cfg.dit)  # (its layout checked with the pairs, _check_pairs)
+            load_weights(reference, find(self.cfg.init, "task.init") / DIT_FILE, "task.init")
             self._reference = reference.requires_grad_(False).eval()
         return self._reference.to(device)
 
@@ -429,11 +441,8 @@ class DiTTask:
         import torch.nn.functional as F
 
         from worldreel.diffusion.flow import noisy
-        from worldreel.train.pairs import read_pairs
 
         cfg = self.cfg
-        if self._pairs is None:
-            self._pairs = read_pairs(cfg.pairs)
         captions, winners, losers = self._pairs
         device = next(model.parameters()).device
         gdev = generator.device

@@ -16,7 +16,7 @@ learnt for that one job:
    folder's judge reads the finalists with sampling ``judge`` (``steer.pick_finalist``).
 
 The data folder: ``judge-data.json`` (how it was made), ``judge-data.jsonl`` (one row per prompt:
-caption, seed, per finalist its readings, checks and score, and the item file),
+caption, seed, per finalist its readings, checks (with the failed ones' reasons) and score, and the item file),
 ``items/NNNNNN.safetensors`` (``latents`` (n, C, f, h, w) and ``tracks`` (n, K, F, features): the
 palette tracks of the decoded frames). Rerunning resumes; a folder made with another model,
 weights or sampler is refused.
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from worldreel.atomic import atomic_path, read_jsonl, write_json, write_text
+from worldreel.atomic import atomic_path, read_jsonl
 from worldreel.errors import UserError
 
 INFO_FILE, ROWS_FILE, ITEMS_DIR = "judge-data.json", "judge-data.jsonl", "items"
@@ -91,15 +91,15 @@ def build_judge_data(model: str, out: str | Path, cfg: JudgeDataConfig, *, sampl
     from worldreel.data.captions import parse_caption
     from worldreel.eval.tracking import palette_tracks
     from worldreel.eval.worldbench import CHECKS, score_video
-    from worldreel.model_folder import read_json, weights_digest
+    from worldreel.model_folder import weights_digest
     from worldreel.pipelines.generate import Generator, check_sampling, resolve_sampling
     from worldreel.presets import SamplingDefaults
+    from worldreel.train.rows_folder import open_rows_folder
 
     # 1. Everything checked before any work; a folder made otherwise is not added to.
     cfg = check_data_config(cfg)
     sampling = check_sampling(**(sampling or {}))
-    out = Path(out)
-    if out.exists() and not out.is_dir():
+    if Path(out).exists() and not Path(out).is_dir():  # (before the model loads)
         raise UserError(f"{out} exists and is not a folder", param="out")
     gen = Generator.load(model, device=device, precision=precision)
     settings = resolve_sampling(gen.sampling, sampling)
@@ -109,28 +109,13 @@ def build_judge_data(model: str, out: str | Path, cfg: JudgeDataConfig, *, sampl
     made_by = {"model": str(model), "weights": weights_digest(model),
                "source": {"seed": cfg.seed} if cfg.suite is None else
                {"suite": cfg.suite, "seeds": cfg.seeds, "seed_base": cfg.seed_base},
-               "sampling": json.loads(json.dumps(asdict(settings)))}
-    info_path = out / INFO_FILE
-    if info_path.is_file():
-        old = read_json(info_path) or {}  # unreadable: made otherwise in every respect
-        if isinstance(old.get("sampling"), dict):  # an option added since it was made had its default then
-            old["sampling"] = {**json.loads(json.dumps(asdict(SamplingDefaults()))), **old["sampling"]}
-        differ = sorted(k for k in made_by if old.get(k) != made_by[k])
-        if differ:
-            raise UserError(f"{out} holds finalists made otherwise (differ in {', '.join(differ)}); use a new --out",
-                            param="out")
-        command = command or old.get("command", "")  # (a call without one keeps the command that made the folder)
-    rows = [row for _, row in read_jsonl(out / ROWS_FILE)] if (out / ROWS_FILE).is_file() else []
-    rows = [row for row in rows if not row.get("item") or (out / row["item"]).is_file()]  # a lost item is made again
-    done = {row["k"] for row in rows}
-    write_json(info_path, {**made_by, "command": command, "precision": gen.precision})
-    jobs = data_jobs(cfg)
-    todo = [k for k in range(len(jobs)) if k not in done]
-    if rows:
-        print(f"{out}: kept {len(rows)} prompts done; making {len(todo)} more", file=sys.stderr)
+               "sampling": asdict(settings)}
+    folder = open_rows_folder(out, made_by, info_file=INFO_FILE, rows_file=ROWS_FILE, item="item", what="finalists",
+                              command=command, precision=gen.precision, defaults={"sampling": asdict(SamplingDefaults())})
+    out, jobs = folder.out, data_jobs(cfg)
     scratch = out / "scratch.mp4"
     # 2. Per caption: the video, and every finalist the sampler read on the way, scored as bench world scores.
-    for k in tqdm(todo, desc="judge data", unit="prompt", file=sys.stderr):
+    for k in tqdm(folder.todo(len(jobs)), desc="judge data", unit="prompt", file=sys.stderr):
         text, seed = jobs[k]
         row = {"k": k, "caption": text, "seed": seed, "item": None}
         if text is not None:
@@ -152,12 +137,13 @@ def build_judge_data(model: str, out: str | Path, cfg: JudgeDataConfig, *, sampl
                 row.update(item=name, picked=seen["picked"],
                            readings={n: [round(float(v), 6) for v in vs] for n, vs in seen["readings"].items()},
                            scores=[round(v.score, 4) for v in verdicts],
-                           checks=[{c: v.checks[c].status for c in CHECKS} for v in verdicts])
-        rows.append(row)
-        write_text(out / ROWS_FILE, "".join(json.dumps(r) + "\n" for r in sorted(rows, key=lambda r: r["k"])))
+                           checks=[{c: v.checks[c].status for c in CHECKS} for v in verdicts],
+                           reasons=[{c: v.checks[c].reason for c in CHECKS if v.checks[c].status == "fail"}
+                                    for v in verdicts])  # (why each failed check failed, for replayed results)
+        folder.add(row)
     scratch.unlink(missing_ok=True)
-    summary = data_summary(rows)
-    write_json(info_path, {**made_by, "command": command, "precision": gen.precision, "summary": summary})
+    summary = data_summary(folder.rows)
+    folder.write_info(summary=summary)
     return summary
 
 
@@ -216,6 +202,7 @@ class Finalists:
     labels: torch.Tensor  # (N, checks): 1 passed or not applicable, 0 failed
     scores: torch.Tensor  # (N,) world-bench scores
     checks: list[dict]  # (N) each finalist's verdicts by check
+    reasons: list[dict]  # (N) why each of its failed checks failed (empty for folders made before they were kept)
     readings: dict[str, list[float]]  # the sampler's readings by name, (N) each
     info: dict  # the folder's judge-data.json
 
@@ -229,6 +216,7 @@ def read_finalists(folders, *, training: bool) -> Finalists:
     from worldreel.model_folder import read_json
 
     captions, seeds, groups, picked, latents, labels, scores, checks, tracks, items = [], [], [], [], [], [], [], [], [], []
+    reasons: list[dict] = []
     readings: dict[str, list[float]] = {}
     infos = []
     for folder in [Path(f) for f in folders]:
@@ -258,6 +246,7 @@ def read_finalists(folders, *, training: bool) -> Finalists:
             picked.append(row["picked"])
             scores += row["scores"]
             checks += row["checks"]
+            reasons += row.get("reasons") or [{} for _ in row["checks"]]
             labels += [[float(c.get(name) != "fail") for name in CHECK_NAMES] for c in row["checks"]]
             for name, values in row["readings"].items():
                 readings.setdefault(name, []).extend(values)
@@ -270,7 +259,7 @@ def read_finalists(folders, *, training: bool) -> Finalists:
     if len(shapes) != 1:
         raise UserError(f"finalists of several latent shapes {sorted(shapes)}", param="data")
     return Finalists(captions, seeds, groups, picked, torch.cat(latents), tracks, items, torch.tensor(labels),
-                     torch.tensor(scores), checks, readings, infos[0])
+                     torch.tensor(scores), checks, reasons, readings, infos[0])
 
 
 def split_groups(captions: list[str], validation: float, seed: int) -> tuple[list[int], list[int]]:

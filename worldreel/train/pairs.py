@@ -17,7 +17,6 @@ weights or setting is refused.
 """
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from worldreel.atomic import atomic_path, read_jsonl, write_json, write_text
+from worldreel.atomic import atomic_path, read_jsonl
 from worldreel.errors import UserError
 
 INFO_FILE, ROWS_FILE, ITEMS_DIR = "pairs.json", "pairs.jsonl", "items"
@@ -111,36 +110,23 @@ def build_pairs(model: str, out: str | Path, cfg: PairsConfig, *, sampling: dict
     from worldreel.data.captions import parse_caption
     from worldreel.data.video_io import to_tensor
     from worldreel.eval.worldbench import default_prompt_suite, holdout_prompt_suite, score_video
-    from worldreel.model_folder import read_json, weights_digest
+    from worldreel.model_folder import weights_digest
     from worldreel.pipelines.generate import Generator, check_sampling
+    from worldreel.train.rows_folder import open_rows_folder
 
     # 1. Everything checked before any work; a folder made otherwise is not added to.
     cfg = check_config(cfg)
     plain = {"steer": 0.0, "best_of": 1}  # the denoiser's own samples, unless told otherwise
     sampling = {**plain, **check_sampling(**(sampling or {}))}
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out} exists and is not a folder", param="out")
     made_by = {"model": str(model), "weights": weights_digest(model), "config": asdict(cfg), "sampling": sampling}
-    info_path = out / INFO_FILE
-    if info_path.is_file():
-        old = read_json(info_path) or {}  # unreadable: made otherwise in every respect
-        differ = sorted(k for k in made_by if old.get(k) != json.loads(json.dumps(made_by[k])) and k != "config")
-        differ += sorted(f"config.{k}" for k, v in made_by["config"].items()
-                         if k != "prompts" and (old.get("config") or {}).get(k) != v)
-        if differ:
-            raise UserError(f"{out} holds pairs made otherwise (differ in {', '.join(differ)}); use a new --out", param="out")
-    rows = [row for _, row in read_jsonl(out / ROWS_FILE)] if (out / ROWS_FILE).is_file() else []
-    rows = [row for row in rows if not row.get("pair") or (out / row["pair"]).is_file()]  # a pair whose file is lost is made again
-    done = {row["k"] for row in rows}
+    if Path(out).exists() and not Path(out).is_dir():  # (before the model loads)
+        raise UserError(f"{out} exists and is not a folder", param="out")
     gen = Generator.load(model, device=device, precision=precision)
-    write_json(info_path, {**made_by, "command": command, "precision": gen.precision})
-    excluded = set(default_prompt_suite()) | set(holdout_prompt_suite())
-    todo = [k for k in range(cfg.prompts) if k not in done]
-    if rows:
-        print(f"{out}: kept {len(rows)} prompts done; making {len(todo)} more", file=sys.stderr)
+    folder = open_rows_folder(out, made_by, info_file=INFO_FILE, rows_file=ROWS_FILE, item="pair", what="pairs",
+                              command=command, precision=gen.precision, ignore=("config.prompts",))  # (a folder grows)
+    out, excluded = folder.out, set(default_prompt_suite()) | set(holdout_prompt_suite())
     # 2. Per caption: the videos, their scores, the pair.
-    for k in tqdm(todo, desc="pairs", unit="prompt", file=sys.stderr):
+    for k in tqdm(folder.todo(cfg.prompts), desc="pairs", unit="prompt", file=sys.stderr):
         text = draw_caption(cfg.seed, k, excluded)
         row = {"k": k, "caption": text, "seeds": [], "scores": [], "pair": None}
         if text is not None:
@@ -161,10 +147,10 @@ def build_pairs(model: str, out: str | Path, cfg: PairsConfig, *, sampling: dict
                 with atomic_path(out / name) as tmp:
                     save_file({"winner": latents[0].contiguous(), "loser": latents[1].contiguous()}, str(tmp))
                 row.update(pair=name, winner=picked[0], loser=picked[1])
-        rows.append(row)
-        write_text(out / ROWS_FILE, "".join(json.dumps(r) + "\n" for r in sorted(rows, key=lambda r: r["k"])))
+        folder.add(row)
+    rows = folder.rows
     pairs = sum(bool(r["pair"]) for r in rows)
     summary = {"prompts": len(rows), "excluded": sum(r["caption"] is None for r in rows), "pairs": pairs,
                "mean_score": round(float(np.mean([s for r in rows for s in r["scores"]] or [0.0])), 4)}
-    write_json(info_path, {**made_by, "command": command, "precision": gen.precision, "summary": summary})
+    folder.write_info(summary=summary)
     return summary
