@@ -143,7 +143,7 @@ def test_the_data_keeps_every_finalist_with_its_readings_and_verdicts(judge_data
     (out / T.INFO_FILE).write_text(json.dumps(info))
     T.build_judge_data(str(probed_model), out, T.JudgeDataConfig(prompts=6), sampling=FAST, precision="fp32")
     assert (out / T.ROWS_FILE).read_text() == before
-    with pytest.raises(UserError, match="sampling") as err:
+    with pytest.raises(UserError, match=r"differ in sampling\.steps\)") as err:
         T.build_judge_data(str(probed_model), out, T.JudgeDataConfig(prompts=6), sampling={**FAST, "steps": 3})
     assert err.value.param == "out"
     with pytest.raises(UserError) as err:  # one finalist: nothing to learn to pick among
@@ -166,6 +166,14 @@ def judged_model(probed_model, judge_data, tmp_path_factory):
     folder = pack_model(probed_model, probed_model, root / "m", probe=probed_model / PROBE_FILE,
                         judge=root / "judge.safetensors", sampling=["best_of=3", "finalists=2", "judge=2", "steps=2"])
     return folder, result, root / "judge.safetensors"
+
+
+def test_the_suggested_weight_is_the_best_held_out_pick():
+    picks = {"sampler": 0.70, "judge 0.5": 0.71, "judge 1": 0.74, "judge 2": 0.75, "judge 4": 0.75, "judge alone": 0.9,
+             "best finalist": 0.95}
+    assert T.suggested_weight(picks) == 2.0  # the smallest of the best; the judge alone and the ceiling are not weights
+    assert T.suggested_weight({**picks, "judge 4": 0.76}) == 4.0
+    assert T.suggested_weight({}) == 2.0
 
 
 def test_the_judge_trains_on_held_out_captions_and_packs(judged_model, probed_model):

@@ -38,7 +38,6 @@ def speed(
 
     if train:
         return _train_speed(json_out, preset, repeats, threads, model, compile)
-    import sys
 
     from rich.console import Console
     from rich.table import Table

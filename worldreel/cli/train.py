@@ -237,7 +237,7 @@ def register(groups) -> None:
         seed: Annotated[int, typer.Option("--seed", help="Seed of the split, the batches and the initial weights.")] = 0,
     ) -> None:
         """Train the judge that --judge reads: each check's chance to pass, from a finished clip's palette tracks."""
-        from worldreel.train.judge import JudgeConfig
+        from worldreel.train.judge import JudgeConfig, suggested_weight
         from worldreel.train.judge import train_judge as run
         from worldreel.train.records import cli_command
 
@@ -250,8 +250,9 @@ def register(groups) -> None:
                   file=sys.stderr)
             print("held-out picks by rule: " + ", ".join(f"{rule} {score:.3f}" for rule, score in kept["picks"].items()),
                   file=sys.stderr)
+        weight = suggested_weight(kept.get("picks", {}))
         print(f"wrote {out}; pack it with: worldreel train pack --vae MODEL --dit MODEL --probe MODEL/probe.safetensors "
-              f"--judge {out} --sampling judge=1 --out OUT", file=sys.stderr)
+              f"--judge {out} --sampling judge={weight:g} --out OUT", file=sys.stderr)
 
     @g.command("pack")
     def train_pack(

@@ -331,6 +331,15 @@ def picks(data: Finalists, judged: list[float], weights: list[float], groups: li
     return rules
 
 
+def suggested_weight(picks: dict[str, float], default: float = 2.0) -> float:
+    """The judge weight whose pick scored best on the held-out captions (``picks``: rule ->
+    score, as ``train_judge`` measures them; the smallest among ties): where to start, to be
+    confirmed on a suite with ``bench judge``. ``default`` when none was measured."""
+    weighed = {float(rule.split()[1]): score for rule, score in picks.items()
+               if rule.startswith("judge ") and rule != "judge alone"}
+    return max(sorted(weighed), key=lambda w: weighed[w]) if weighed else default
+
+
 def train_judge(model: str, data_folders, out: str | Path, cfg: JudgeConfig, *, command: str = "") -> dict:
     """Train the judge on the folders' finalists (made by ``model``) and write it to ``out`` (a
     .safetensors file); returns what it measured on the held-out captions."""
