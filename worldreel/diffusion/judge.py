@@ -94,6 +94,18 @@ def expected_score(logits: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def read_judge_all(judge: Judge, tracks: torch.Tensor, color_facts: torch.Tensor, scene_facts: torch.Tensor,
+                   chunk: int = 512) -> list[float]:
+    """The judge's expected score of each of many clips (``Judge``'s inputs for all of them),
+    read ``chunk`` at a time (training and bench judge read thousands of finalists)."""
+    was_training = judge.training
+    judge.eval()
+    logits = torch.cat([judge(tracks[i], color_facts[i], scene_facts[i]) for i in torch.arange(len(tracks)).split(chunk)])
+    judge.train(was_training)
+    return expected_score(logits).tolist()
+
+
+@torch.no_grad()
 def read_judge(judge: Judge, tracks: torch.Tensor, facts) -> float:
     """The judge's expected score of one clip, given its palette tracks (K, F, TRACK_FEATURES)
     (``eval.tracking.palette_tracks`` of its decoded frames), for the caption's facts."""

@@ -30,24 +30,16 @@ Z95 = 1.96
 
 def judge_readings(model: str, data) -> list[float]:
     """The model folder's judge's expected score of every finalist in ``data`` (``train.judge.Finalists``)."""
-    import torch
-
-    from worldreel.diffusion.judge import expected_score
-    from worldreel.model_folder import JUDGE_FILE, find, load_judge, weights_digest
-    from worldreel.train.judge import judge_inputs
+    from worldreel.diffusion.judge import read_judge_all
+    from worldreel.model_folder import JUDGE_FILE, find, load_judge
+    from worldreel.train.judge import check_made_by, judge_inputs
 
     folder = find(model)
     if not (folder / JUDGE_FILE).is_file():
         raise UserError(f"{model} has no judge ({JUDGE_FILE}); train one with worldreel train judge and pack it with "
                         "--judge", param="model")
-    made = {k: (data.info.get("weights") or {}).get(k) for k in ("vae", "dit")}
-    if made != {k: weights_digest(model).get(k) for k in ("vae", "dit")}:
-        raise UserError(f"the finalists were made by weights {made}, not {model}'s", param="data")
-    judge = load_judge(folder / JUDGE_FILE)
-    tracks, per_color, scene = judge_inputs(data, model, data.info.get("precision") or "auto")
-    with torch.no_grad():
-        logits = torch.cat([judge(tracks[i], per_color[i], scene[i]) for i in torch.arange(len(tracks)).split(256)])
-    return expected_score(logits).tolist()
+    check_made_by(data, model)
+    return read_judge_all(load_judge(folder / JUDGE_FILE), *judge_inputs(data, model, data.info.get("precision") or "auto"))
 
 
 def as_result(data, chosen: list[int]) -> dict:

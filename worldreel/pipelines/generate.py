@@ -631,9 +631,10 @@ class Generator:
                     for _, w in made:
                         errors.append(flow_error(plain, w[None], again, ~win_mask))
                         tick(units=read_units)
-                decoded = [self.decode(w, tick) for _, w in made] if settings.judge else None
-                judged = [read_judge(self.judge, palette_tracks(f), stated) for f in decoded] \
-                    if settings.judge else None  # and the judge, on the decoded clips: each check's chance to pass, learnt
+                decoded = judged = None
+                if settings.judge:  # and the judge, on the decoded clips: each check's chance to pass, learnt
+                    decoded = [self.decode(w, tick) for _, w in made]
+                    judged = [read_judge(self.judge, palette_tracks(f), stated) for f in decoded]
                 picked = pick_finalist(fits, errors, settings.likelihood, judged, settings.judge)
                 if on_finalists is not None:
                     readings = {"fit": fits, "error": errors, "judge": judged}

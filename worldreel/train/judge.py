@@ -196,7 +196,6 @@ class Finalists:
     seeds: list[int]  # per group
     groups: list[slice]  # per group: its finalists' rows in the tensors below
     picked: list[int]  # per group: the finalist the sampler kept (index within the group)
-    latents: torch.Tensor  # (N, C, f, h, w)
     tracks: list  # (N) each finalist's palette tracks (K, F, features), or None where its item has none yet
     items: list[tuple[Path, int]]  # (N) each finalist's item file and index in it
     labels: torch.Tensor  # (N, checks): 1 passed or not applicable, 0 failed
@@ -210,13 +209,14 @@ class Finalists:
 def read_finalists(folders, *, training: bool) -> Finalists:
     """One or more judge-data folders' finalists. ``training``: refuse a folder made from world-bench's
     suites (a judge never learns from the benchmark's prompts)."""
-    from safetensors.torch import load_file
+    from safetensors import safe_open
 
     from worldreel.diffusion.judge import CHECK_NAMES
     from worldreel.model_folder import read_json
 
-    captions, seeds, groups, picked, latents, labels, scores, checks, tracks, items = [], [], [], [], [], [], [], [], [], []
+    captions, seeds, groups, picked, labels, scores, checks, tracks, items = [], [], [], [], [], [], [], [], []
     reasons: list[dict] = []
+    shapes: set[tuple] = set()  # the finalists' latent shapes (C, f, h, w): one per data set
     readings: dict[str, list[float]] = {}
     infos = []
     for folder in [Path(f) for f in folders]:
@@ -231,16 +231,17 @@ def read_finalists(folders, *, training: bool) -> Finalists:
         for _, row in read_jsonl(folder / ROWS_FILE):
             if not row.get("item"):
                 continue
-            try:
-                tensors = load_file(str(folder / row["item"]))
-                item = tensors["latents"].float()
-            except (OSError, ValueError, KeyError) as err:
+            try:  # the tracks and the latents' shape only (the latents are read where tracks are missing, judge_inputs)
+                with safe_open(str(folder / row["item"]), framework="pt") as f:
+                    shape = tuple(f.get_slice("latents").get_shape())
+                    item_tracks = f.get_tensor("tracks").float() if "tracks" in f.keys() else None
+            except Exception as err:  # a missing, truncated or foreign file
                 raise UserError(f"{folder / row['item']}: cannot read the finalists ({err})", param="data") from None
-            start = sum(len(x) for x in latents)
-            latents.append(item)
-            tracks += list(tensors["tracks"].float()) if "tracks" in tensors else [None] * len(item)
-            items += [(folder / row["item"], i) for i in range(len(item))]
-            groups.append(slice(start, start + len(item)))
+            n, start = shape[0], len(items)
+            shapes.add(shape[1:])
+            tracks += list(item_tracks) if item_tracks is not None else [None] * n
+            items += [(folder / row["item"], i) for i in range(n)]
+            groups.append(slice(start, start + n))
             captions.append(row["caption"])
             seeds.append(row["seed"])
             picked.append(row["picked"])
@@ -255,11 +256,22 @@ def read_finalists(folders, *, training: bool) -> Finalists:
     if len({info.get("weights", {}).get("dit") for info in infos}) > 1:
         raise UserError("the data folders were made with different denoisers; a judge reads one model's finalists",
                         param="data")
-    shapes = {tuple(x.shape[1:]) for x in latents}
     if len(shapes) != 1:
         raise UserError(f"finalists of several latent shapes {sorted(shapes)}", param="data")
-    return Finalists(captions, seeds, groups, picked, torch.cat(latents), tracks, items, torch.tensor(labels),
+    return Finalists(captions, seeds, groups, picked, tracks, items, torch.tensor(labels),
                      torch.tensor(scores), checks, reasons, readings, infos[0])
+
+
+def check_made_by(data: Finalists, model: str) -> None:
+    """Refuse finalists that ``model``'s denoiser and autoencoder did not make: a judge learns, and
+    is measured on, one model's own finalists."""
+    from worldreel.model_folder import weights_digest
+
+    made = {k: (data.info.get("weights") or {}).get(k) for k in ("vae", "dit")}
+    digests = weights_digest(model)
+    if made != {k: digests.get(k) for k in ("vae", "dit")}:
+        raise UserError(f"the finalists were made by weights {made}, not {model}'s: make them with this model "
+                        "(train judge-data)", param="data")
 
 
 def split_groups(captions: list[str], validation: float, seed: int) -> tuple[list[int], list[int]]:
@@ -346,7 +358,7 @@ def train_judge(model: str, data_folders, out: str | Path, cfg: JudgeConfig, *, 
     from safetensors.torch import save_file
     from tqdm import tqdm
 
-    from worldreel.diffusion.judge import Judge, expected_score
+    from worldreel.diffusion.judge import Judge, expected_score, read_judge_all
     from worldreel.model_folder import read_json, weights_digest
 
     cfg = check_judge_config(cfg)
@@ -355,10 +367,7 @@ def train_judge(model: str, data_folders, out: str | Path, cfg: JudgeConfig, *, 
         raise UserError(f"{out}: the judge is written as a .safetensors file", param="out")
     digests = weights_digest(model)
     data = read_finalists(data_folders, training=True)
-    made = {k: (data.info.get("weights") or {}).get(k) for k in ("vae", "dit")}
-    if made != {k: digests.get(k) for k in ("vae", "dit")}:
-        raise UserError(f"the finalists were made by weights {made}, not {model}'s: make them with this model "
-                        "(train judge-data)", param="data")
+    check_made_by(data, model)
     torch.manual_seed(cfg.seed)
     tracks, per_color, scene = judge_inputs(data, model, data.info.get("precision") or "auto")
     train_g, val_g = split_groups(data.captions, cfg.validation, cfg.seed)
@@ -409,9 +418,7 @@ def train_judge(model: str, data_folders, out: str | Path, cfg: JudgeConfig, *, 
     judge.load_state_dict(best_state)
     # How the kept judge picks on the held-out captions, alone and added to the sampler's reading
     # at a few weights (as bench judge replays a suite, eval/judge_bench.py).
-    judge.eval()
-    with torch.no_grad():
-        judged = expected_score(torch.cat([run(i) for i in torch.arange(len(data.scores)).split(512)])).tolist()
+    judged = read_judge_all(judge, tracks, per_color, scene)
     if val_g:
         scores = data.scores.tolist()
         best["picks"] = {rule: round(float(np.mean([scores[r] for r in chosen])), 4)

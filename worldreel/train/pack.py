@@ -200,14 +200,10 @@ def pack_model(vae_run: str | Path, dit_run: str | Path, out: str | Path, *, ben
                       predict=predictions[0], previous_predict=predictions[1], probe=probe_net,
                       judge=judge_net)
     folder = save_model(out, config, vae, dit, card=card, stages=vae_stages + dit_stages)
-    if probe is not None:
-        if Path(probe).resolve() != (folder / PROBE_FILE).resolve():
-            write_bytes(folder / PROBE_FILE, Path(probe).read_bytes())
-    elif (folder / PROBE_FILE).exists():
-        (folder / PROBE_FILE).unlink()  # a probe left from an earlier pack belongs to other weights
-    if judge is not None:
-        if Path(judge).resolve() != (folder / JUDGE_FILE).resolve():
-            write_bytes(folder / JUDGE_FILE, Path(judge).read_bytes())
-    elif (folder / JUDGE_FILE).exists():
-        (folder / JUDGE_FILE).unlink()  # so is a judge
+    for name, given in ((PROBE_FILE, probe), (JUDGE_FILE, judge)):  # the readers: copied in
+        if given is not None:
+            if Path(given).resolve() != (folder / name).resolve():
+                write_bytes(folder / name, Path(given).read_bytes())
+        elif (folder / name).exists():
+            (folder / name).unlink()  # a reader left from an earlier pack belongs to other weights
     return folder
